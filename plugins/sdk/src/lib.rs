@@ -1,0 +1,235 @@
+//! The stagecraft guest SDK: write a pipeline stage as a short Rust file.
+//!
+//! A stage is a type implementing [`Stage`]: typed params (serde +
+//! schemars, so the host gets a JSON Schema for free), a `run` that takes
+//! [`Input`] and returns [`Output`] or a [`StageError`]. [`export_stage!`]
+//! wires it to the `stagecraft:stage/stage` export of the WIT world.
+//!
+//! ```ignore
+//! use stagecraft_sdk::prelude::*;
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! struct Params { factor: u32 }
+//!
+//! struct Double;
+//! impl Stage for Double {
+//!     type Params = Params;
+//!     const NAME: &'static str = "double";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!     const DESCRIPTION: &'static str = "Doubles things";
+//!     fn run(input: Input<Params>) -> Result<Output, StageError> { ... }
+//! }
+//! export_stage!(Double);
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[cfg(feature = "image")]
+pub mod images;
+
+/// Bindings generated from `wit/` (the `plugin` world). Plugin code rarely
+/// needs them directly; they are public for the export macro and for
+/// stages that call host services with their raw types.
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin",
+        default_bindings_module: "stagecraft_sdk::bindings",
+    });
+}
+
+pub use bindings::stagecraft::stage::types::Artifact;
+use bindings::stagecraft::stage::types as wit;
+
+/// Re-exports for `use stagecraft_sdk::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        export_stage, log, progress, Artifact, Input, Output, Stage, StageError,
+    };
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::json;
+}
+
+/// A pipeline stage. Implement it and call [`export_stage!`] once.
+pub trait Stage {
+    /// Typed parameters, deserialised from the caller's JSON. Unknown fields
+    /// should be refused (`#[serde(deny_unknown_fields)]`) so typos surface.
+    type Params: DeserializeOwned + schemars::JsonSchema;
+
+    const NAME: &'static str;
+    /// Usually `env!("CARGO_PKG_VERSION")` of the plugin crate.
+    const VERSION: &'static str;
+    const DESCRIPTION: &'static str;
+    /// Media types accepted as input artifacts; `image/*` style wildcards allowed.
+    const ACCEPTS: &'static [&'static str] = &[];
+    /// Media types this stage can produce.
+    const PRODUCES: &'static [&'static str] = &[];
+
+    fn run(input: Input<Self::Params>) -> Result<Output, StageError>;
+}
+
+/// What a stage receives: the input artifacts and its parsed params.
+pub struct Input<P> {
+    pub artifacts: Vec<Artifact>,
+    pub params: P,
+}
+
+impl<P> Input<P> {
+    /// The first artifact, or `invalid-input` when there is none.
+    pub fn first(&self) -> Result<&Artifact, StageError> {
+        self.artifacts
+            .first()
+            .ok_or_else(|| StageError::invalid_input("this stage needs at least one input artifact"))
+    }
+}
+
+/// What a stage returns: artifacts plus a JSON metadata object.
+#[derive(Default)]
+pub struct Output {
+    pub artifacts: Vec<Artifact>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Output {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an artifact.
+    pub fn artifact(mut self, name: impl Into<String>, media_type: impl Into<String>, data: Vec<u8>) -> Self {
+        self.artifacts.push(Artifact { name: name.into(), media_type: media_type.into(), data });
+        self
+    }
+
+    /// Sets one metadata field.
+    pub fn meta(mut self, key: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.metadata.insert(key.to_owned(), value);
+        self
+    }
+}
+
+/// A stage failure, mapped one to one onto the WIT `stage-error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageError {
+    /// The caller's fault: never retried.
+    InvalidInput(String),
+    /// Transient: retried with backoff by the scheduler.
+    Unavailable(String),
+    /// The stage's own failure.
+    Failed(String),
+}
+
+impl StageError {
+    pub fn invalid_input(msg: impl Into<String>) -> Self {
+        Self::InvalidInput(msg.into())
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Self::Unavailable(msg.into())
+    }
+    pub fn failed(msg: impl Into<String>) -> Self {
+        Self::Failed(msg.into())
+    }
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            Self::Unavailable(m) => write!(f, "unavailable: {m}"),
+            Self::Failed(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+impl From<StageError> for wit::StageError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::InvalidInput(m) => Self::InvalidInput(m),
+            StageError::Unavailable(m) => Self::Unavailable(m),
+            StageError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
+/// Logging into the host's tracing pipeline.
+pub mod log {
+    pub use crate::bindings::stagecraft::stage::log::Level;
+
+    pub fn log(level: Level, message: &str) {
+        crate::bindings::stagecraft::stage::log::log(level, message)
+    }
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// Reports progress (`fraction` in 0..=1) to whoever watches the invocation.
+pub fn progress(fraction: f32, message: &str) {
+    bindings::stagecraft::stage::progress::report(fraction.clamp(0.0, 1.0), message)
+}
+
+/// Builds the WIT `stage-info` for `S`. Used by [`export_stage!`].
+#[doc(hidden)]
+pub fn describe<S: Stage>() -> wit::StageInfo {
+    let schema = schemars::schema_for!(S::Params);
+    wit::StageInfo {
+        name: S::NAME.to_owned(),
+        version: S::VERSION.to_owned(),
+        description: S::DESCRIPTION.to_owned(),
+        params_schema: serde_json::to_string(&schema).expect("a schema serialises"),
+        accepts: S::ACCEPTS.iter().map(|s| s.to_string()).collect(),
+        produces: S::PRODUCES.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Parses params, runs `S`, converts the result. Used by [`export_stage!`].
+#[doc(hidden)]
+pub fn run<S: Stage>(input: wit::StageInput) -> Result<wit::StageOutput, wit::StageError> {
+    let params_text = if input.params.trim().is_empty() { "{}" } else { input.params.as_str() };
+    let params: S::Params = serde_json::from_str(params_text)
+        .map_err(|e| wit::StageError::InvalidInput(format!("params: {e}")))?;
+    let output = S::run(Input { artifacts: input.artifacts, params }).map_err(wit::StageError::from)?;
+    Ok(wit::StageOutput {
+        artifacts: output.artifacts,
+        metadata: serde_json::Value::Object(output.metadata).to_string(),
+    })
+}
+
+/// Exports a [`Stage`] implementation as this component's `stage` interface.
+#[macro_export]
+macro_rules! export_stage {
+    ($stage:ty) => {
+        struct __StagecraftExport;
+
+        impl $crate::bindings::exports::stagecraft::stage::stage::Guest for __StagecraftExport {
+            fn describe() -> $crate::bindings::stagecraft::stage::types::StageInfo {
+                $crate::describe::<$stage>()
+            }
+            fn run(
+                input: $crate::bindings::stagecraft::stage::types::StageInput,
+            ) -> ::core::result::Result<
+                $crate::bindings::stagecraft::stage::types::StageOutput,
+                $crate::bindings::stagecraft::stage::types::StageError,
+            > {
+                $crate::run::<$stage>(input)
+            }
+        }
+
+        $crate::bindings::__export_plugin!(__StagecraftExport with_types_in $crate::bindings);
+    };
+}
