@@ -1,1 +1,83 @@
-//! Shared fixtures for the end-to-end tests.
+//! Shared fixtures for the end-to-end tests: build the plugins once per
+//! test process (incremental, so fast when up to date), and share one
+//! runtime with every bundled stage and test plugin loaded.
+
+use stagecraft_runtime::{Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo root")
+}
+
+/// Runs `scripts/build-plugins` once per process and returns the folder of
+/// bundled stage components. Set `STAGECRAFT_SKIP_PLUGIN_BUILD=1` to use
+/// what is already built.
+pub fn plugins_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = repo_root();
+        if std::env::var_os("STAGECRAFT_SKIP_PLUGIN_BUILD").is_none() {
+            let status = std::process::Command::new("bash")
+                .arg(root.join("scripts/build-plugins"))
+                .status()
+                .expect("running scripts/build-plugins");
+            assert!(status.success(), "scripts/build-plugins failed; run scripts/setup-wasm first");
+        }
+        root.join("target/plugins")
+    })
+}
+
+/// The misbehaving plugins (spin, hog, escape).
+pub fn test_plugins_dir() -> PathBuf {
+    plugins_dir();
+    repo_root().join("target/test-plugins")
+}
+
+/// Runtime settings for tests: short deadlines, a modest memory cap, a
+/// private cache and scratch area under target/.
+pub fn test_config() -> RuntimeConfig {
+    let home = repo_root().join("target/test-home");
+    let mut config = RuntimeConfig::default();
+    config.cache_dir = Some(home.join("cache"));
+    config.scratch_dir = home.join("scratch");
+    config.limits.timeout = std::time::Duration::from_secs(30);
+    config.limits.memory_bytes = 256 << 20;
+    config
+}
+
+/// One runtime per test process with the bundled stages and the test
+/// plugins loaded. Panics listing any bundled stage that failed to load.
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = Runtime::new(test_config()).expect("runtime starts");
+            let report = runtime.load_dir(plugins_dir());
+            assert!(report.failed.is_empty(), "bundled stages failed to load: {:?}", report.failed);
+            let report = runtime.load_dir(test_plugins_dir());
+            assert!(report.failed.is_empty(), "test plugins failed to load: {:?}", report.failed);
+            Arc::new(runtime)
+        })
+        .clone()
+}
+
+/// Encodes an RGB image as PNG.
+pub fn png(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).expect("encode png");
+    out
+}
+
+/// A deterministic test picture with gradients, edges and texture.
+pub fn test_picture(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let checker = if (x / 8 + y / 8) % 2 == 0 { 40 } else { 0 };
+        image::Rgb([
+            (x * 255 / w.max(1)) as u8,
+            ((y * 200 / h.max(1)) as u8).saturating_add(checker),
+            (((x ^ y) & 63) as u8).saturating_add(100),
+        ])
+    })
+}

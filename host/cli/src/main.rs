@@ -1,1 +1,78 @@
-fn main() {}
+//! `stagecraft`: the command-line entry point.
+//!
+//! Subcommands live in [`commands`], one module each; this file parses the
+//! command line, sets up logging, builds the runtime, and turns any error
+//! into one clear line and a non-zero exit.
+
+mod commands;
+mod host;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "stagecraft", version, about = "A WebAssembly host for AI content pipelines")]
+struct Cli {
+    #[command(flatten)]
+    host: host::HostArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the loaded stages and what they describe themselves as.
+    Stages {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one stage on some files and write what it produces.
+    Invoke {
+        /// The stage's name (see `stagecraft stages`).
+        stage: String,
+        /// Input files, passed to the stage as artifacts in this order.
+        #[arg(long = "input", short = 'i')]
+        inputs: Vec<PathBuf>,
+        /// Stage parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Where to write the output artifacts (created if missing).
+        #[arg(long, short = 'o', default_value = "out")]
+        out: PathBuf,
+    },
+    /// Measure invocation overhead and upscale throughput; prints a table.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STAGECRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Stages { json } => commands::stages::run(&cli.host, json),
+            Command::Invoke { stage, inputs, params, out } => {
+                commands::invoke::run(&cli.host, &stage, &inputs, &params, &out).await
+            }
+            Command::Bench(args) => commands::bench::run(&cli.host, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,130 @@
+//! The stagecraft component runtime.
+//!
+//! Owns everything between "here are some `.wasm` files" and "this stage ran
+//! on this input": the wasmtime engine and its epoch ticker ([`engine`]), the
+//! on-disk cache of compiled components ([`cache`]), the registry of stage
+//! versions with hot swap ([`registry`]), the per-invocation sandbox
+//! ([`sandbox`]), the host services plugins import ([`host`]) and the
+//! invocation path itself ([`invoke`]).
+//!
+//! The runtime knows nothing about queues, pipelines or HTTP: those layers
+//! call [`Runtime::invoke`].
 
+pub mod cache;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod invoke;
+pub mod registry;
+pub mod sandbox;
+pub mod types;
+
+pub use config::{Limits, RuntimeConfig};
+pub use error::InvokeError;
+pub use invoke::{InvokeOptions, StageEvent};
+pub use registry::{LoadFailure, LoadReport, StageVersion};
+pub use types::{Artifact, StageInfo, StageInput, StageOutput};
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// A loaded set of stages, ready to invoke. Cheap to share (`Arc` inside).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RuntimeConfig,
+    engine: engine::StageEngine,
+    cache: cache::CompiledCache,
+    linker: wasmtime::component::Linker<sandbox::StoreState>,
+    registry: registry::Registry,
+    scratch: sandbox::ScratchPool,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch ticker) and an empty registry.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = engine::StageEngine::new(&config)?;
+        let cache = cache::CompiledCache::new(config.cache_dir.clone(), engine.engine())?;
+        let scratch = sandbox::ScratchPool::new(&config.scratch_dir)?;
+        let linker = registry::linker(engine.engine())?;
+        Ok(Self {
+            inner: Arc::new(Inner { config, engine, cache, linker, registry: registry::Registry::default(), scratch }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Loads every `*.wasm` component in `dir`. Components that fail to
+    /// compile or do not implement the `plugin` world are reported in
+    /// [`LoadReport::failed`]; the others load regardless.
+    pub fn load_dir(&self, dir: impl AsRef<Path>) -> LoadReport {
+        registry::load_dir(self, dir.as_ref())
+    }
+
+    /// Compiles, validates and installs one component, making it the current
+    /// version of the stage it describes itself as. In-flight invocations
+    /// keep the version they started with.
+    pub fn install_file(&self, path: impl AsRef<Path>) -> anyhow::Result<Arc<StageVersion>> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        self.install_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Like [`Runtime::install_file`], from bytes (an upload). `origin` names
+    /// where they came from, for messages.
+    pub fn install_bytes(&self, bytes: &[u8], origin: &str) -> anyhow::Result<Arc<StageVersion>> {
+        registry::install(self, bytes, origin)
+    }
+
+    /// Makes the previous version of `stage` current again.
+    pub fn rollback(&self, stage: &str) -> Result<Arc<StageVersion>, InvokeError> {
+        self.inner.registry.rollback(stage)
+    }
+
+    /// The current version of every stage, sorted by name.
+    pub fn stages(&self) -> Vec<Arc<StageVersion>> {
+        self.inner.registry.current_all()
+    }
+
+    /// The current version of one stage.
+    pub fn stage(&self, name: &str) -> Option<Arc<StageVersion>> {
+        self.inner.registry.current(name)
+    }
+
+    /// Runs `stage` once on `input` in a fresh, sandboxed instance.
+    pub async fn invoke(
+        &self,
+        stage: &str,
+        input: StageInput,
+        options: InvokeOptions,
+    ) -> Result<StageOutput, InvokeError> {
+        let version = self
+            .inner
+            .registry
+            .current(stage)
+            .ok_or_else(|| InvokeError::UnknownStage(stage.to_owned()))?;
+        invoke::invoke(self, &version, input, options).await
+    }
+
+    /// Runs a specific version (used when a caller pinned one).
+    pub async fn invoke_version(
+        &self,
+        version: &Arc<StageVersion>,
+        input: StageInput,
+        options: InvokeOptions,
+    ) -> Result<StageOutput, InvokeError> {
+        invoke::invoke(self, version, input, options).await
+    }
+
+    /// Number of component instances created since start.
+    pub fn instantiations(&self) -> u64 {
+        self.inner.engine.instantiations()
+    }
+}

@@ -1,0 +1,55 @@
+//! `stagecraft invoke`: run one stage on files, write its artifacts.
+
+use crate::host::HostArgs;
+use anyhow::Context;
+use stagecraft_runtime::{Artifact, InvokeOptions, StageEvent, StageInput};
+use std::path::{Path, PathBuf};
+
+pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str, out: &Path) -> anyhow::Result<()> {
+    let params: serde_json::Value =
+        serde_json::from_str(params).with_context(|| format!("--params is not valid JSON: {params}"))?;
+    if !params.is_object() {
+        anyhow::bail!("--params must be a JSON object, got {params}");
+    }
+    let mut artifacts = Vec::new();
+    for path in inputs {
+        let data = std::fs::read(path).with_context(|| format!("cannot read input {}", path.display()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+        artifacts.push(Artifact::new(name.clone(), Artifact::media_type_for(&name), data));
+    }
+    let runtime = host.runtime()?;
+    if runtime.stage(stage).is_none() {
+        let known: Vec<_> = runtime.stages().iter().map(|s| s.info.name.clone()).collect();
+        anyhow::bail!("unknown stage '{stage}' (loaded: {})", known.join(", "));
+    }
+    let options = InvokeOptions::default().with_events(|event| match event {
+        StageEvent::Progress { fraction, message } => eprintln!("  {:>3.0}% {message}", fraction * 100.0),
+        StageEvent::Log { level, message } => eprintln!("  [{level}] {message}"),
+    });
+    let started = std::time::Instant::now();
+    let output = runtime.invoke(stage, StageInput::new(artifacts, params), options).await?;
+    let elapsed = started.elapsed();
+
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for artifact in &output.artifacts {
+        let path = out.join(safe_file_name(&artifact.name));
+        std::fs::write(&path, &artifact.data).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {} ({}, {} bytes)", path.display(), artifact.media_type, artifact.data.len());
+    }
+    println!("{} {} ran in {:.1} ms", output.stage, output.version, elapsed.as_secs_f64() * 1e3);
+    println!("metadata: {}", output.metadata);
+    Ok(())
+}
+
+/// Artifact names come from the plugin: keep only a plain file name.
+pub fn safe_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let cleaned: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    match cleaned.trim_start_matches('.') {
+        "" => "artifact".to_owned(),
+        s => s.to_owned(),
+    }
+}

@@ -1,0 +1,26 @@
+//! `stagecraft stages`: what is loaded, as the stages describe themselves.
+
+use crate::host::HostArgs;
+
+pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
+    let runtime = host.runtime()?;
+    let stages = runtime.stages();
+    if json {
+        let list: Vec<_> = stages
+            .iter()
+            .map(|s| serde_json::json!({ "info": s.info, "digest": s.digest, "origin": s.origin }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if stages.is_empty() {
+        println!("no stages loaded from {}", host.plugins.display());
+        return Ok(());
+    }
+    println!("{:<20} {:<9} {:<14} {:<28} DESCRIPTION", "STAGE", "VERSION", "DIGEST", "ACCEPTS -> PRODUCES");
+    for s in &stages {
+        let io = format!("{} -> {}", s.info.accepts.join(","), s.info.produces.join(","));
+        println!("{:<20} {:<9} {:<14} {:<28} {}", s.info.name, s.info.version, &s.digest[..12], io, s.info.description);
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Runtime configuration: where things live and the default sandbox limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Resource limits for one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Upper bound on the instance's linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline for one call, enforced by epoch interruption.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 512 << 20, timeout: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (`None`: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Parent of the per-invocation scratch directories.
+    pub scratch_dir: PathBuf,
+    /// Defaults for every invocation; callers may lower or raise per call
+    /// (memory up to `max_memory_bytes`).
+    pub limits: Limits,
+    /// Hard ceiling for any instance's memory (sizes the pooling allocator).
+    pub max_memory_bytes: u64,
+    /// Component instances that may exist at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// How often the engine's epoch advances: the granularity of deadlines
+    /// and of cooperative yields to the async executor.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let base = std::env::var_os("STAGECRAFT_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("stagecraft"));
+        Self {
+            cache_dir: Some(base.join("cache")),
+            scratch_dir: base.join("scratch"),
+            limits: Limits::default(),
+            max_memory_bytes: 2 << 30,
+            max_instances: 256,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}

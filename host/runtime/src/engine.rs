@@ -1,0 +1,91 @@
+//! The wasmtime engine every stage runs on, and its epoch ticker.
+//!
+//! The fast path shared by the serverless wasm hosts: the pooling instance
+//! allocator (instances, memories and fiber stacks come from preallocated
+//! slots, linear memories start copy-on-write from the module image), epoch
+//! interruption for deadlines (cheaper than fuel) driven by ONE ticker
+//! thread per engine, async calls so a long stage yields to the executor.
+
+use crate::config::RuntimeConfig;
+use anyhow::Context;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+pub struct StageEngine {
+    engine: Engine,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+    instantiations: AtomicU64,
+}
+
+impl StageEngine {
+    pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = config.max_instances.max(1);
+        pool.total_component_instances(instances)
+            // Rust wasip2 components hold one core module with one memory and
+            // one table; leave room for components from other toolchains.
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
+            .max_memory_size(config.max_memory_bytes as usize)
+            // Keep a little of each slot's memory resident between uses: a
+            // fresh instance then starts without page faults for its stack.
+            .linear_memory_keep_resident(128 << 10)
+            .table_keep_resident(16 << 10);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("configuring the wasmtime engine")?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), config.epoch_tick, stop.clone());
+        Ok(Self { engine, tick: config.epoch_tick, stop, instantiations: AtomicU64::new(0) })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Time between two epoch increments.
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    pub(crate) fn count_instantiation(&self) {
+        self.instantiations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StageEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One thread per engine advances the epoch; stores compare against it.
+fn spawn_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("stagecraft-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

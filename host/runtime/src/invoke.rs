@@ -1,0 +1,214 @@
+//! One invocation: a fresh instance from the stage's `InstancePre`, in a
+//! fresh store with its own limits and scratch directory, running `run`
+//! under an epoch deadline, with the failure classified.
+
+use crate::config::Limits;
+use crate::error::InvokeError;
+use crate::host::bindings::{stagecraft::stage::types as wit, PluginPre};
+use crate::registry::StageVersion;
+use crate::sandbox::{MemoryLimitExceeded, StoreState};
+use crate::types::{Artifact, StageInfo, StageInput, StageOutput};
+use crate::Runtime;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+use wasmtime::{Store, UpdateDeadline};
+
+/// Per-call settings. Anything left `None` takes the runtime's default.
+#[derive(Clone, Default)]
+pub struct InvokeOptions {
+    pub timeout: Option<Duration>,
+    pub memory_bytes: Option<u64>,
+    /// Receives progress and log events while the stage runs.
+    pub on_event: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>,
+}
+
+impl InvokeOptions {
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    pub fn with_memory(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+    pub fn with_events(mut self, f: impl Fn(StageEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Something a running stage told the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageEvent {
+    Progress { fraction: f32, message: String },
+    Log { level: &'static str, message: String },
+}
+
+/// Where a store's events go.
+pub struct EventSink {
+    stage: Arc<str>,
+    sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>,
+}
+
+impl EventSink {
+    pub(crate) fn stage(&self) -> &str {
+        &self.stage
+    }
+    pub(crate) fn emit(&self, event: StageEvent) {
+        if let Some(sink) = &self.sink {
+            sink(event);
+        }
+    }
+}
+
+/// Raised from the epoch callback when the deadline passes.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+/// Builds a store with limits and a deadline; every epoch tick before the
+/// deadline yields to the executor, so long stages share threads fairly.
+fn new_store(rt: &Runtime, stage: &str, limits: Limits, sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>, scratch: &std::path::Path) -> anyhow::Result<Store<StoreState>> {
+    let events = EventSink { stage: Arc::from(stage), sink };
+    let state = StoreState::new(scratch, limits.memory_bytes, events)?;
+    let mut store = Store::new(rt.inner.engine.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    let deadline = Instant::now() + limits.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(DeadlineExceeded))
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    Ok(store)
+}
+
+pub(crate) async fn invoke(
+    rt: &Runtime,
+    version: &Arc<StageVersion>,
+    input: StageInput,
+    options: InvokeOptions,
+) -> Result<StageOutput, InvokeError> {
+    let defaults = rt.inner.config.limits;
+    let limits = Limits {
+        timeout: options.timeout.unwrap_or(defaults.timeout),
+        memory_bytes: options
+            .memory_bytes
+            .unwrap_or(defaults.memory_bytes)
+            .min(rt.inner.config.max_memory_bytes),
+    };
+    let span = tracing::debug_span!("invoke", stage = %version.info.name, version = %version.info.version);
+    async move {
+        let scratch = rt.inner.scratch.acquire().map_err(InvokeError::Host)?;
+        let mut store = new_store(rt, &version.info.name, limits, options.on_event, scratch.path())
+            .map_err(InvokeError::Host)?;
+        let params = if input.params.is_null() { "{}".to_owned() } else { input.params.to_string() };
+        let wit_input = wit::StageInput {
+            artifacts: input
+                .artifacts
+                .into_iter()
+                .map(|a| wit::Artifact { name: a.name, media_type: a.media_type, data: a.data })
+                .collect(),
+            params,
+        };
+        let result = async {
+            let plugin = version.pre.instantiate_async(&mut store).await?;
+            rt.inner.engine.count_instantiation();
+            plugin.stagecraft_stage_stage().call_run(&mut store, &wit_input).await
+        }
+        .await;
+        match result {
+            Ok(Ok(out)) => Ok(StageOutput {
+                artifacts: out
+                    .artifacts
+                    .into_iter()
+                    .map(|a| Artifact { name: a.name, media_type: a.media_type, data: a.data })
+                    .collect(),
+                metadata: parse_metadata(&out.metadata),
+                stage: version.info.name.clone(),
+                version: version.info.version.clone(),
+                digest: version.digest.clone(),
+            }),
+            Ok(Err(wit::StageError::InvalidInput(m))) => Err(InvokeError::InvalidInput(m)),
+            Ok(Err(wit::StageError::Unavailable(m))) => Err(InvokeError::Unavailable(m)),
+            Ok(Err(wit::StageError::Failed(m))) => Err(InvokeError::Failed(m)),
+            Err(e) => Err(classify(e, limits)),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Tells apart a deadline, a memory hog, a crash and a host failure.
+fn classify(e: wasmtime::Error, limits: Limits) -> InvokeError {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        return InvokeError::Timeout(limits.timeout);
+    }
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return InvokeError::MemoryLimit { requested: m.requested, limit: m.limit };
+    }
+    let text = format!("{e:#}");
+    if text.contains("maximum concurrent") || text.contains("pooling allocator") {
+        // Every slot is in use: transient.
+        return InvokeError::Unavailable(format!("no free instance slot: {text}"));
+    }
+    if e.downcast_ref::<wasmtime::Trap>().is_some() {
+        return InvokeError::Trap(text.replace('\n', " "));
+    }
+    InvokeError::Host(e.into())
+}
+
+/// Stages should return a JSON object; anything else is kept as a string.
+fn parse_metadata(text: &str) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::Value::Object(Default::default());
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+/// Calls `describe` on a fresh instance (at load time, outside any async
+/// context the caller may or may not be in).
+pub(crate) fn describe(rt: &Runtime, pre: &PluginPre<StoreState>) -> anyhow::Result<StageInfo> {
+    let scratch = rt.inner.scratch.acquire()?;
+    let limits = Limits { timeout: Duration::from_secs(10), ..rt.inner.config.limits };
+    let mut store = new_store(rt, "describe", limits, None, scratch.path())?;
+    let info = block_on(async {
+        let plugin = pre.instantiate_async(&mut store).await?;
+        plugin.stagecraft_stage_stage().call_describe(&mut store).await
+    })
+    .map_err(|e| anyhow::anyhow!("{}", classify(e, limits)))?;
+    let params_schema = serde_json::from_str(&info.params_schema)
+        .map_err(|e| anyhow::anyhow!("describe() returned a params schema that is not JSON: {e}"))?;
+    Ok(StageInfo {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        params_schema,
+        accepts: info.accepts,
+        produces: info.produces,
+    })
+}
+
+/// A minimal executor for the synchronous load path: wasmtime's async calls
+/// only wait on epoch yields there, which wake immediately.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The registry of stage versions: loading components, validating that they
+//! implement the `plugin` world, and swapping versions while in flight.
+//!
+//! A stage's current version is an `Arc`: an invocation clones it when it
+//! starts, so a swap or rollback never affects calls already running, and
+//! the old version is freed when its last call ends.
+
+use crate::cache::{self, CacheOutcome};
+use crate::host::bindings::PluginPre;
+use crate::invoke;
+use crate::sandbox::StoreState;
+use crate::types::StageInfo;
+use crate::{InvokeError, Runtime};
+use anyhow::{anyhow, Context};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+use wasmtime::component::{Component, Linker};
+
+/// One compiled, validated version of a stage, ready to instantiate.
+pub struct StageVersion {
+    pub info: StageInfo,
+    /// sha256 of the component bytes.
+    pub digest: String,
+    /// Where it came from (a file path, or an upload).
+    pub origin: String,
+    pub loaded_at: SystemTime,
+    pub(crate) pre: PluginPre<StoreState>,
+}
+
+impl std::fmt::Debug for StageVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageVersion")
+            .field("name", &self.info.name)
+            .field("version", &self.info.version)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// What happened when loading a folder of components.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub loaded: Vec<Arc<StageVersion>>,
+    pub failed: Vec<LoadFailure>,
+}
+
+#[derive(Debug)]
+pub struct LoadFailure {
+    pub path: PathBuf,
+    /// Why, in one line (with its causes).
+    pub reason: String,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    stages: RwLock<HashMap<String, StageSlot>>,
+}
+
+struct StageSlot {
+    current: Arc<StageVersion>,
+    /// Earlier versions, newest last, for rollback.
+    previous: Vec<Arc<StageVersion>>,
+}
+
+impl Registry {
+    pub fn current(&self, name: &str) -> Option<Arc<StageVersion>> {
+        self.stages.read().unwrap().get(name).map(|s| s.current.clone())
+    }
+
+    pub fn current_all(&self) -> Vec<Arc<StageVersion>> {
+        let mut all: Vec<_> = self.stages.read().unwrap().values().map(|s| s.current.clone()).collect();
+        all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        all
+    }
+
+    /// Makes `version` current; the one it replaces stays for rollback.
+    /// Installing the digest that is already current is a no-op.
+    fn swap_in(&self, version: Arc<StageVersion>) -> Arc<StageVersion> {
+        let mut stages = self.stages.write().unwrap();
+        match stages.get_mut(&version.info.name) {
+            Some(slot) if slot.current.digest == version.digest => slot.current.clone(),
+            Some(slot) => {
+                let old = std::mem::replace(&mut slot.current, version.clone());
+                slot.previous.push(old);
+                // Keep a bounded history: each version holds compiled code.
+                if slot.previous.len() > 8 {
+                    slot.previous.remove(0);
+                }
+                version
+            }
+            None => {
+                stages.insert(version.info.name.clone(), StageSlot { current: version.clone(), previous: Vec::new() });
+                version
+            }
+        }
+    }
+
+    pub fn rollback(&self, name: &str) -> Result<Arc<StageVersion>, InvokeError> {
+        let mut stages = self.stages.write().unwrap();
+        let slot = stages.get_mut(name).ok_or_else(|| InvokeError::UnknownStage(name.to_owned()))?;
+        let previous = slot
+            .previous
+            .pop()
+            .ok_or_else(|| InvokeError::InvalidInput(format!("stage '{name}' has no previous version")))?;
+        slot.current = previous.clone();
+        Ok(previous)
+    }
+}
+
+/// The linker every component is checked against: WASI 0.2 plus the host
+/// services of the `plugin` world. Built once per runtime.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("adding WASI to the linker")?;
+    crate::host::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("adding the host services to the linker")?;
+    Ok(linker)
+}
+
+pub(crate) fn install(rt: &Runtime, bytes: &[u8], origin: &str) -> anyhow::Result<Arc<StageVersion>> {
+    let inner = &rt.inner;
+    let _span = tracing::info_span!("install", origin).entered();
+    let digest = cache::digest(bytes);
+    let started = std::time::Instant::now();
+    let engine = inner.engine.engine();
+    let (component, outcome) = inner
+        .cache
+        .load_or_compile(engine, bytes, &digest)
+        .map_err(|e| anyhow!("not a valid WebAssembly component: {}", one_line(&e)))?;
+    let pre = validate(engine, &inner.linker, &component)?;
+    let info = invoke::describe(rt, &pre).context("calling describe()")?;
+    if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        anyhow::bail!("describe() returned an invalid stage name {:?} (letters, digits, _ and - only)", info.name);
+    }
+    let version = Arc::new(StageVersion { info, digest, origin: origin.to_owned(), loaded_at: SystemTime::now(), pre });
+    tracing::info!(
+        stage = %version.info.name,
+        version = %version.info.version,
+        digest = &version.digest[..12],
+        compiled = outcome == CacheOutcome::Compiled,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "stage ready"
+    );
+    Ok(inner.registry.swap_in(version))
+}
+
+/// Checks that the component's imports are all things this host provides
+/// and that it exports `stagecraft:stage/stage` with the right types.
+fn validate(
+    engine: &wasmtime::Engine,
+    linker: &Linker<StoreState>,
+    component: &Component,
+) -> anyhow::Result<PluginPre<StoreState>> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    if !exports.iter().any(|e| e.starts_with("stagecraft:stage/stage@")) {
+        anyhow::bail!(
+            "component does not export the stagecraft:stage/stage@0.1.0 interface (it exports: {}); \
+             build it against wit/ with the stagecraft SDK",
+            if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+        );
+    }
+    let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+        anyhow!("component needs imports this host does not provide: {}", one_line(&e))
+    })?;
+    PluginPre::new(instance_pre)
+        .map_err(|e| anyhow!("component does not match the stagecraft:stage plugin world: {}", one_line(&e)))
+}
+
+pub(crate) fn load_dir(rt: &Runtime, dir: &Path) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect(),
+        Err(e) => {
+            report.failed.push(LoadFailure { path: dir.to_owned(), reason: format!("cannot read the folder: {e}") });
+            return report;
+        }
+    };
+    files.sort();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for path in files {
+        match rt.install_file(&path) {
+            Ok(version) => {
+                if let Some(first) = seen.insert(version.info.name.clone(), path.clone()) {
+                    tracing::warn!(stage = %version.info.name, "{} and {} both define this stage; the latter wins", first.display(), path.display());
+                }
+                report.loaded.push(version);
+            }
+            Err(e) => {
+                let reason = one_line(&e);
+                tracing::warn!(path = %path.display(), "not loaded: {reason}");
+                report.failed.push(LoadFailure { path, reason });
+            }
+        }
+    }
+    report
+}
+
+/// An error and its causes on one line.
+pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+impl Runtime {
+    /// Runs `describe` on a specific component file without installing it.
+    pub fn inspect_bytes(&self, bytes: &[u8]) -> anyhow::Result<StageInfo> {
+        let digest = cache::digest(bytes);
+        let engine = self.inner.engine.engine();
+        let (component, _) = self.inner.cache.load_or_compile(engine, bytes, &digest)?;
+        let pre = validate(engine, &self.inner.linker, &component)?;
+        invoke::describe(self, &pre)
+    }
+}
+

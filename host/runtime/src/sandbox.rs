@@ -1,0 +1,162 @@
+//! The per-invocation sandbox: the store's data (WASI context with no
+//! ambient authority, resource table, memory limiter, event sink) and the
+//! pool of scratch directories.
+//!
+//! A stage sees exactly one directory, `/scratch`, fresh and empty for
+//! every invocation, opened through cap-std (so `..` and absolute paths
+//! cannot leave it). No environment, no arguments, no sockets, no host
+//! filesystem. Inputs arrive as bytes in the call, not as files.
+
+use crate::invoke::EventSink;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Where the scratch directory appears inside the guest.
+pub const GUEST_SCRATCH: &str = "/scratch";
+
+/// The data of one invocation's `Store`.
+pub struct StoreState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) events: EventSink,
+}
+
+impl StoreState {
+    pub fn new(scratch: &Path, memory_limit: u64, events: EventSink) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.preopened_dir(scratch, GUEST_SCRATCH, FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .context("opening the scratch directory")?
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        Ok(Self {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            events,
+        })
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Raised (as a trap) when a stage grows its memory past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: growing to {requested} bytes, limit {limit}")]
+pub struct MemoryLimitExceeded {
+    pub requested: u64,
+    pub limit: u64,
+}
+
+/// Caps linear memory growth, trapping with [`MemoryLimitExceeded`] so the
+/// caller can tell a memory hog from any other crash.
+pub struct MemoryLimiter {
+    limit: u64,
+}
+
+impl MemoryLimiter {
+    pub fn new(limit: u64) -> Self {
+        Self { limit }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { requested: desired as u64, limit: self.limit }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Empty directories for invocations to scribble in. Creating and deleting
+/// a directory per call costs more than the call itself, so empty ones are
+/// reused; a directory a stage wrote into is deleted and never reused.
+pub struct ScratchPool {
+    /// Unique to this pool (several runtimes may share a process); removed on drop.
+    root: tempfile::TempDir,
+    free: Mutex<Vec<PathBuf>>,
+    next: AtomicU64,
+}
+
+impl ScratchPool {
+    pub fn new(root: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating scratch root {}", root.display()))?;
+        let root = tempfile::Builder::new()
+            .prefix("pool-")
+            .tempdir_in(root)
+            .with_context(|| format!("creating a scratch pool in {}", root.display()))?;
+        Ok(Self { root, free: Mutex::new(Vec::new()), next: AtomicU64::new(0) })
+    }
+
+    pub fn acquire(&self) -> anyhow::Result<ScratchDir<'_>> {
+        let reused = self.free.lock().unwrap().pop();
+        let path = match reused {
+            Some(p) => p,
+            None => {
+                let p = self.root.path().join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+                std::fs::create_dir(&p).with_context(|| format!("creating scratch dir {}", p.display()))?;
+                p
+            }
+        };
+        Ok(ScratchDir { pool: self, path: Some(path) })
+    }
+}
+
+/// A scratch directory on loan; returned to the pool (or deleted) on drop.
+pub struct ScratchDir<'a> {
+    pool: &'a ScratchPool,
+    path: Option<PathBuf>,
+}
+
+impl ScratchDir<'_> {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("present until drop")
+    }
+}
+
+impl Drop for ScratchDir<'_> {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else { return };
+        let empty = std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if empty {
+            self.pool.free.lock().unwrap().push(path);
+        } else if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), "cannot remove scratch dir: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_dirs_are_reused_and_dirty_ones_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pool = ScratchPool::new(tmp.path()).unwrap();
+        let first = pool.acquire().unwrap().path().to_owned();
+        let again = pool.acquire().unwrap();
+        assert_eq!(again.path(), first, "an empty dir is reused");
+        std::fs::write(again.path().join("x"), b"1").unwrap();
+        drop(again);
+        assert!(!first.exists(), "a dir with files is deleted");
+        let fresh = pool.acquire().unwrap();
+        assert_ne!(fresh.path(), first);
+        assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0);
+    }
+}
