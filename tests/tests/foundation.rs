@@ -227,3 +227,16 @@ async fn compiled_components_are_cached_on_disk() {
     Runtime::new(config).unwrap().install_file(&wasm).unwrap();
     assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), modified, "not rewritten");
 }
+
+#[tokio::test]
+async fn the_plugin_template_builds_and_runs() {
+    let rt = runtime();
+    let out = rt
+        .invoke("brighten", StageInput::new(vec![Artifact::new("p.png", "image/png", png(&test_picture(16, 16)))], serde_json::json!({ "amount": 30 })), InvokeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.artifacts[0].name, "p_bright.png");
+    let before = test_picture(16, 16);
+    let after = image::load_from_memory(&out.artifacts[0].data).unwrap().to_rgb8();
+    assert_eq!(after.get_pixel(0, 0)[0], before.get_pixel(0, 0)[0].saturating_add(30));
+}
