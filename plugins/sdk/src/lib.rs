@@ -157,12 +157,16 @@ impl From<StageError> for wit::StageError {
     }
 }
 
-/// Logging into the host's tracing pipeline.
+/// Logging into the host's tracing pipeline. Off wasm32 (a stage's native
+/// unit tests) there is no host, and these do nothing.
 pub mod log {
     pub use crate::bindings::stagecraft::stage::log::Level;
 
     pub fn log(level: Level, message: &str) {
-        crate::bindings::stagecraft::stage::log::log(level, message)
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::stagecraft::stage::log::log(level, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = (level, message);
     }
     pub fn debug(message: &str) {
         log(Level::Debug, message)
@@ -179,8 +183,12 @@ pub mod log {
 }
 
 /// Reports progress (`fraction` in 0..=1) to whoever watches the invocation.
+/// Off wasm32 (a stage's native unit tests) there is no host: it does nothing.
 pub fn progress(fraction: f32, message: &str) {
-    bindings::stagecraft::stage::progress::report(fraction.clamp(0.0, 1.0), message)
+    #[cfg(target_arch = "wasm32")]
+    bindings::stagecraft::stage::progress::report(fraction.clamp(0.0, 1.0), message);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (fraction, message);
 }
 
 /// Builds the WIT `stage-info` for `S`. Used by [`export_stage!`].

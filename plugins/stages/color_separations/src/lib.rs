@@ -16,14 +16,6 @@ use stagecraft_imaging::color;
 
 pub struct ColorSeparations;
 
-/// Progress, only inside the component (native tests have no host).
-fn report(fraction: f32, message: &str) {
-    #[cfg(target_arch = "wasm32")]
-    stagecraft_sdk::progress(fraction, message);
-    #[cfg(not(target_arch = "wasm32"))]
-    let _ = (fraction, message);
-}
-
 /// Output names that stay unique when several inputs share a stem.
 fn unique_stem(stem: &str, taken: &mut Vec<String>) -> String {
     let mut candidate = stem.to_string();
@@ -59,7 +51,7 @@ impl Stage for ColorSeparations {
             if rgba.width() == 0 || rgba.height() == 0 {
                 return Err(StageError::invalid_input(format!("{}: the image is empty", artifact.name)));
             }
-            report(n as f32 / total as f32, &format!("separating {}", artifact.name));
+            progress(n as f32 / total as f32, &format!("separating {}", artifact.name));
             let sep = separate(&rgba, &params);
             if sep.is_empty() {
                 return Err(StageError::invalid_input(format!(
@@ -120,7 +112,7 @@ impl Stage for ColorSeparations {
                 "warnings": warnings,
             }));
         }
-        report(1.0, "done");
+        progress(1.0, "done");
         let first = results[0].clone();
         Ok(output
             .meta("colors_requested", params.colors)

@@ -346,13 +346,6 @@ pub fn distress(img: &mut RgbaImage, o: &Options) -> Report {
     Report { alpha_removed, scratches, speckles }
 }
 
-#[cfg(target_arch = "wasm32")]
-fn report(fraction: f32, message: &str) {
-    stagecraft_sdk::progress(fraction, message);
-}
-#[cfg(not(target_arch = "wasm32"))]
-fn report(_fraction: f32, _message: &str) {}
-
 /// An f32 as a short decimal for metadata (0.6, not 0.6000000238).
 fn round4(v: f32) -> f64 {
     (v as f64 * 1e4).round() / 1e4
@@ -377,7 +370,7 @@ impl Stage for Distressed {
         let mut used = std::collections::BTreeSet::new();
         let total = input.artifacts.len();
         for (i, artifact) in input.artifacts.iter().enumerate() {
-            report(i as f32 / total as f32, &format!("distressing {}", artifact.name));
+            progress(i as f32 / total as f32, &format!("distressing {}", artifact.name));
             let img = decode(artifact)?;
             if img.width() as u64 * img.height() as u64 > MAX_PIXELS {
                 return Err(StageError::invalid_input(format!(
@@ -410,7 +403,7 @@ impl Stage for Distressed {
             }));
             out = out.artifact(name, "image/png", data);
         }
-        report(1.0, "done");
+        progress(1.0, "done");
         let first = results[0].clone();
         Ok(out
             .meta("intensity", round4(o.intensity))

@@ -306,13 +306,6 @@ fn upscale(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_raw(w, h, dst.into_vec()).expect("buffer matches its size")
 }
 
-#[cfg(target_arch = "wasm32")]
-fn report(fraction: f32, message: &str) {
-    stagecraft_sdk::progress(fraction, message);
-}
-#[cfg(not(target_arch = "wasm32"))]
-fn report(_fraction: f32, _message: &str) {}
-
 struct Generate;
 
 impl Stage for Generate {
@@ -333,7 +326,7 @@ impl Stage for Generate {
         let mut images = Vec::new();
         let mut palette = None;
         for (i, spec) in specs.iter().enumerate() {
-            report(i as f32 / n as f32, &format!("rendering {} of {n}", i + 1));
+            progress(i as f32 / n as f32, &format!("rendering {} of {n}", i + 1));
             let r = render(spec);
             let data = encode(&image::DynamicImage::ImageRgb8(r.image), params.format, params.quality)?;
             let name = file_name(&spec.prompt, spec.seed, params.format.extension());
@@ -341,7 +334,7 @@ impl Stage for Generate {
             out = out.artifact(name, params.format.media_type(), data);
             palette.get_or_insert((r.palette, r.background));
         }
-        report(1.0, "done");
+        progress(1.0, "done");
         let (palette, background) = palette.expect("count >= 1");
         Ok(out
             .meta("prompt", params.prompt.trim())

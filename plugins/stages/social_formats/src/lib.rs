@@ -332,13 +332,6 @@ fn over(a: Rgba<u8>, b: Rgba<u8>) -> Rgba<u8> {
     Rgba(o)
 }
 
-#[cfg(target_arch = "wasm32")]
-fn report(fraction: f32, message: &str) {
-    stagecraft_sdk::progress(fraction, message);
-}
-#[cfg(not(target_arch = "wasm32"))]
-fn report(_fraction: f32, _message: &str) {}
-
 struct SocialFormats;
 
 impl Stage for SocialFormats {
@@ -371,7 +364,7 @@ impl Stage for SocialFormats {
                 base = "image".into();
             }
             for t in &targets {
-                report(done as f32 / jobs as f32, &format!("{} -> {}", artifact.name, t.name));
+                progress(done as f32 / jobs as f32, &format!("{} -> {}", artifact.name, t.name));
                 let (img, placement) = render(&src, t, p.mode, pad, (p.focus_x, p.focus_y));
                 if placement.scale > 1.0 + 1e-9 {
                     warnings.push(format!(
@@ -411,7 +404,7 @@ impl Stage for SocialFormats {
                 done += 1;
             }
         }
-        report(1.0, "done");
+        progress(1.0, "done");
         Ok(out
             .meta("mode", p.mode)
             .meta("count", listing.len())

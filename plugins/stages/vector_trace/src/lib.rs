@@ -14,13 +14,6 @@ use stagecraft_sdk::prelude::*;
 
 pub struct VectorTrace;
 
-fn report(fraction: f32, message: &str) {
-    #[cfg(target_arch = "wasm32")]
-    stagecraft_sdk::progress(fraction, message);
-    #[cfg(not(target_arch = "wasm32"))]
-    let _ = (fraction, message);
-}
-
 /// Images larger than this are refused: tracing is linear in pixels but the
 /// SVG of a noisy photo at this size is already unwieldy.
 const MAX_PIXELS: u64 = 64 * 1024 * 1024;
@@ -57,7 +50,7 @@ impl Stage for VectorTrace {
                     MAX_PIXELS / (1024 * 1024)
                 )));
             }
-            report(n as f32 / total as f32, &format!("tracing {}", artifact.name));
+            progress(n as f32 / total as f32, &format!("tracing {}", artifact.name));
             let traced = vectorize(&rgba, &params, &artifact.name);
             let stem = images::stem(&artifact.name);
             let mut name = format!("{stem}.svg");
@@ -87,7 +80,7 @@ impl Stage for VectorTrace {
             }));
             output = output.artifact(name, "image/svg+xml", traced.svg.into_bytes());
         }
-        report(1.0, "done");
+        progress(1.0, "done");
         let first = results[0].clone();
         Ok(output
             .meta("mode", params.mode)

@@ -525,13 +525,6 @@ fn changed_box(a: &[u8], b: &[u8], w: usize, h: usize) -> Option<(usize, usize, 
     (x0 != usize::MAX).then_some((x0, y0, x1, y1))
 }
 
-#[cfg(target_arch = "wasm32")]
-fn report(fraction: f32, message: &str) {
-    stagecraft_sdk::progress(fraction, message);
-}
-#[cfg(not(target_arch = "wasm32"))]
-fn report(_fraction: f32, _message: &str) {}
-
 /// An f32 as a short decimal for metadata (0.3, not 0.30000001192).
 fn round4(v: f32) -> f64 {
     (v as f64 * 1e4).round() / 1e4
@@ -561,7 +554,7 @@ impl Stage for Video {
         for a in &input.artifacts {
             images.push(decode(a)?.to_rgba8());
         }
-        let anim = animate(&images, &o, &mut |f| report(f, "encoding frames")).map_err(StageError::invalid_input)?;
+        let anim = animate(&images, &o, &mut |f| progress(f, "encoding frames")).map_err(StageError::invalid_input)?;
         let sources: Vec<&str> = input.artifacts.iter().map(|a| a.name.as_str()).collect();
         let bytes = anim.gif.len();
         Ok(Output::new()
