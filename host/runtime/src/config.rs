@@ -1,5 +1,7 @@
 //! Runtime configuration: where things live and the default sandbox limits.
 
+use crate::http::HttpGrant;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub struct RuntimeConfig {
     /// How often the engine's epoch advances: the granularity of deadlines
     /// and of cooperative yields to the async executor.
     pub epoch_tick: Duration,
+    /// Outgoing HTTP grants, by stage name (see [`crate::http`]). A stage
+    /// not listed here has every `wasi:http` request refused.
+    pub http: HashMap<String, HttpGrant>,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +53,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 2 << 30,
             max_instances: 256,
             epoch_tick: Duration::from_millis(5),
+            http: HashMap::new(),
         }
     }
 }

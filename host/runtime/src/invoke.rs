@@ -71,7 +71,8 @@ struct DeadlineExceeded;
 /// deadline yields to the executor, so long stages share threads fairly.
 fn new_store(rt: &Runtime, stage: &str, limits: Limits, sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>, scratch: &std::path::Path) -> anyhow::Result<Store<StoreState>> {
     let events = EventSink { stage: Arc::from(stage), sink };
-    let state = StoreState::new(scratch, limits.memory_bytes, events)?;
+    let mut state = StoreState::new(scratch, limits.memory_bytes, events)?;
+    state.http_hooks = rt.inner.http.hooks_for(stage);
     let mut store = Store::new(rt.inner.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
     let deadline = Instant::now() + limits.timeout;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod http;
 pub mod invoke;
 pub mod registry;
 pub mod sandbox;
@@ -22,6 +23,7 @@ pub mod types;
 
 pub use config::{Limits, RuntimeConfig};
 pub use error::InvokeError;
+pub use http::HttpGrant;
 pub use invoke::{InvokeOptions, StageEvent};
 pub use registry::{LoadFailure, LoadReport, StageVersion};
 pub use types::{Artifact, StageInfo, StageInput, StageOutput};
@@ -42,6 +44,7 @@ struct Inner {
     linker: wasmtime::component::Linker<sandbox::StoreState>,
     registry: registry::Registry,
     scratch: sandbox::ScratchPool,
+    http: http::HttpPolicy,
 }
 
 impl Runtime {
@@ -51,8 +54,9 @@ impl Runtime {
         let cache = cache::CompiledCache::new(config.cache_dir.clone(), engine.engine())?;
         let scratch = sandbox::ScratchPool::new(&config.scratch_dir)?;
         let linker = registry::linker(engine.engine())?;
+        let http = http::HttpPolicy::new(&config.http)?;
         Ok(Self {
-            inner: Arc::new(Inner { config, engine, cache, linker, registry: registry::Registry::default(), scratch }),
+            inner: Arc::new(Inner { config, engine, cache, linker, registry: registry::Registry::default(), scratch, http }),
         })
     }
 

@@ -1,11 +1,12 @@
 //! The per-invocation sandbox: the store's data (WASI context with no
-//! ambient authority, resource table, memory limiter, event sink) and the
-//! pool of scratch directories.
+//! ambient authority, `wasi:http` context with the stage's grant, resource
+//! table, memory limiter, event sink) and the pool of scratch directories.
 //!
 //! A stage sees exactly one directory, `/scratch`, fresh and empty for
 //! every invocation, opened through cap-std (so `..` and absolute paths
 //! cannot leave it). No environment, no arguments, no sockets, no host
-//! filesystem. Inputs arrive as bytes in the call, not as files.
+//! filesystem. Inputs arrive as bytes in the call, not as files. Outgoing
+//! HTTP goes only where the host granted it ([`crate::http`]).
 
 use crate::invoke::EventSink;
 use anyhow::Context;
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Where the scratch directory appears inside the guest.
 pub const GUEST_SCRATCH: &str = "/scratch";
@@ -24,6 +26,10 @@ pub struct StoreState {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) events: EventSink,
+    pub(crate) http: WasiHttpCtx,
+    /// Decides where this invocation's requests may go (refuse-all until
+    /// the invocation sets the stage's grant).
+    pub(crate) http_hooks: crate::http::StageHttpHooks,
 }
 
 impl StoreState {
@@ -39,7 +45,9 @@ impl StoreState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
+            http_hooks: crate::http::StageHttpHooks::denied(events.stage()),
             events,
+            http: WasiHttpCtx::new(),
         })
     }
 }
@@ -47,6 +55,12 @@ impl StoreState {
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 
