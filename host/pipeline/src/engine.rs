@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 use crate::dag::Pipeline;
 use crate::event::{Event, Observer};
-use crate::report::{RunReport, RunStatus, StepReport, StepStatus};
+use crate::report::{Execution, RunReport, RunStatus, StepReport, StepStatus};
 use crate::template::{render_value, RenderContext};
 
 /// A boxed, sendable future (the same shape as `futures::future::BoxFuture`).
@@ -72,6 +72,8 @@ pub struct StepOutput<A> {
     pub artifacts: Vec<A>,
     /// Output metadata, reachable from templates as `steps.<name>.metadata`.
     pub metadata: Value,
+    /// How the runner executed it, copied into the step's report.
+    pub execution: Option<Execution>,
 }
 
 impl<A> StepOutput<A> {
@@ -80,17 +82,26 @@ impl<A> StepOutput<A> {
         Self {
             artifacts,
             metadata,
+            execution: None,
         }
+    }
+
+    /// Attaches execution details for the report.
+    pub fn with_execution(mut self, execution: Execution) -> Self {
+        self.execution = Some(execution);
+        self
     }
 }
 
 /// Why a step failed (after whatever retries the runner did).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepFailure {
     /// What went wrong.
     pub message: String,
     /// Whether a later attempt might succeed (informational for the report).
     pub retryable: bool,
+    /// How the runner executed it (attempts made...), copied into the report.
+    pub execution: Option<Execution>,
 }
 
 impl StepFailure {
@@ -99,6 +110,7 @@ impl StepFailure {
         Self {
             message: message.into(),
             retryable: false,
+            execution: None,
         }
     }
 
@@ -107,7 +119,14 @@ impl StepFailure {
         Self {
             message: message.into(),
             retryable: true,
+            execution: None,
         }
+    }
+
+    /// Attaches execution details for the report.
+    pub fn with_execution(mut self, execution: Execution) -> Self {
+        self.execution = Some(execution);
+        self
     }
 }
 
@@ -288,9 +307,12 @@ struct StepState {
     status: Option<StepStatus>,
     error: Option<String>,
     retryable: bool,
+    /// When the runner was handed the step.
+    queued: Option<Instant>,
     started: Option<Instant>,
     finished: Option<Instant>,
     stop: Option<CancellationToken>,
+    execution: Option<Execution>,
 }
 
 struct GroupState {
@@ -346,8 +368,10 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                     status: None,
                     error: None,
                     retryable: false,
+                    queued: None,
                     started: None,
                     finished: None,
+                    execution: None,
                     stop: None,
                 })
                 .collect(),
@@ -523,6 +547,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         let stop = CancellationToken::new();
         let st = &mut self.steps[s];
         st.phase = Phase::Running;
+        st.queued = Some(now);
         st.started = Some(now);
         st.stop = Some(stop.clone());
         self.last_start = Some(now);
@@ -615,11 +640,13 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             return;
         }
         match result {
-            Ok(TaskResult::Done(Ok(output))) => {
+            Ok(TaskResult::Done(Ok(mut output))) => {
+                self.take_execution(s, output.execution.take());
                 self.outputs[s] = Some(output);
                 self.settle(s, StepStatus::Succeeded, None);
             }
-            Ok(TaskResult::Done(Err(failure))) => {
+            Ok(TaskResult::Done(Err(mut failure))) => {
+                self.take_execution(s, failure.execution.take());
                 self.steps[s].retryable = failure.retryable;
                 self.settle(s, StepStatus::Failed, Some(failure.message));
             }
@@ -861,6 +888,18 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         }
     }
 
+    /// Keeps the runner's execution details; the step started when the
+    /// runner says its work began, not when it was handed the step.
+    fn take_execution(&mut self, s: usize, execution: Option<Execution>) {
+        let st = &mut self.steps[s];
+        if let Some(begun) = execution.as_ref().and_then(|e| e.started_at) {
+            if let (Some(queued), Some(finished)) = (st.queued, st.finished) {
+                st.started = Some(begun.clamp(queued, finished));
+            }
+        }
+        st.execution = execution;
+    }
+
     fn finish(mut self) -> RunOutcome<A> {
         let end = Instant::now();
         let makespan = self
@@ -882,6 +921,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                     .filter(|&&g| g != 0)
                     .map(|&g| self.pipeline.groups()[g].name.clone()),
                 status: st.status.unwrap_or(StepStatus::Skipped),
+                queued: st.queued.map(|t| self.at(t)),
                 started: st.started.map(|t| self.at(t)),
                 finished: st.finished.map(|t| self.at(t)),
                 duration: st
@@ -891,6 +931,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                 error: st.error.clone(),
                 retryable: st.retryable,
                 depends_on: p.deps.iter().map(|&d| steps[d].name.clone()).collect(),
+                execution: st.execution.clone(),
             })
             .collect();
         let status = if self.cancelled {

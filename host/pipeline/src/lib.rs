@@ -48,7 +48,7 @@ pub use engine::{
     StepRunner,
 };
 pub use event::{channel_observer, Event, Observer};
-pub use report::{RunReport, RunStatus, StepReport, StepStatus};
+pub use report::{Execution, RunReport, RunStatus, StepReport, StepStatus};
 pub use spec::PipelineSpec;
 pub use tokio_util::sync::CancellationToken;
 pub use validate::{load, validate, StageCatalog};

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::dag::{self, Pipeline};
 
@@ -57,7 +60,13 @@ pub struct StepReport {
     pub group: Option<String>,
     /// How it ended.
     pub status: StepStatus,
-    /// When it started, from the start of the run; None if it never started.
+    /// When the runner was handed the step, from the start of the run. The
+    /// runner may queue it (for a worker, or behind a retry backoff) before
+    /// it starts.
+    #[serde(with = "secs_opt", default)]
+    pub queued: Option<Duration>,
+    /// When it started running (as the runner reports it, else when the
+    /// runner was handed it), from the start of the run; None if it never started.
     #[serde(with = "secs_opt")]
     pub started: Option<Duration>,
     /// When it ended (or its future was dropped), from the start of the run.
@@ -73,6 +82,26 @@ pub struct StepReport {
     pub retryable: bool,
     /// Names of the steps it waited for.
     pub depends_on: Vec<String>,
+    /// What the runner reports about how it executed the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+}
+
+/// How a runner executed a step: attempts, cache use, and runner-specific
+/// details (for stagecraft: the component version and the artifacts written).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// When the work itself began (after any queueing inside the runner);
+    /// the report's `started` is taken from it.
+    #[serde(skip)]
+    pub started_at: Option<Instant>,
+    /// Attempts made (0 for a cache hit).
+    pub attempts: u32,
+    /// Whether a stored result was reused instead of running the stage.
+    pub cache_hit: bool,
+    /// Anything else the runner wants in the report, flattened into it.
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
 }
 
 /// The outcome of a whole run.
