@@ -1,0 +1,94 @@
+//! A content-addressed blob store on disk: every blob lives at
+//! `<root>/<first two hex digits>/<sha256 hex>`, written atomically (temp
+//! file + rename), so readers never see a partial blob and writing the same
+//! content twice is a no-op. The result cache keeps artifacts here; the HTTP
+//! service serves them by digest.
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The sha256 of `data`, as lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Whether `digest` looks like a sha256 hex digest (and so is safe as a file name).
+pub fn is_digest(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Blobs by sha256.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn path(&self, digest: &str) -> PathBuf {
+        self.root.join(&digest[..2]).join(digest)
+    }
+
+    /// Stores `data` and returns its digest.
+    pub fn put(&self, data: &[u8]) -> anyhow::Result<String> {
+        let digest = sha256_hex(data);
+        let path = self.path(&digest);
+        if path.is_file() {
+            return Ok(digest);
+        }
+        let dir = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).context("creating a temporary blob")?;
+        tmp.write_all(data).context("writing a blob")?;
+        tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
+        Ok(digest)
+    }
+
+    /// The blob's bytes; `Ok(None)` when absent. Verifies the content still
+    /// matches its digest, so a corrupted blob is never served.
+    pub fn get(&self, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        if !is_digest(digest) {
+            return Ok(None);
+        }
+        let path = self.path(digest);
+        match std::fs::read(&path) {
+            Ok(data) if sha256_hex(&data) == digest => Ok(Some(data)),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "blob does not match its digest; ignoring it");
+                Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// The store's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_then_get_round_trips_and_rejects_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let digest = store.put(b"hello").unwrap();
+        assert_eq!(digest, sha256_hex(b"hello"));
+        assert_eq!(store.put(b"hello").unwrap(), digest);
+        assert_eq!(store.get(&digest).unwrap().as_deref(), Some(&b"hello"[..]));
+        std::fs::write(store.path(&digest), b"tampered").unwrap();
+        assert_eq!(store.get(&digest).unwrap(), None);
+        assert_eq!(store.get("../../etc/passwd").unwrap(), None);
+    }
+}

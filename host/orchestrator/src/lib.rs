@@ -1,0 +1,97 @@
+//! # stagecraft-orchestrator
+//!
+//! Puts the host's parts together: the [wasm runtime](stagecraft_runtime)
+//! runs one sandboxed invocation, the [scheduler](stagecraft_scheduler)
+//! decides when (priority queue, per-stage pools, retries, deadlines,
+//! memory pressure) and the [pipeline engine](stagecraft_pipeline) decides
+//! what comes next in a DAG. The CLI's `run` and the HTTP service both go
+//! through [`Orchestrator`].
+//!
+//! * [`runner`]: each pipeline step as a scheduler task on a pinned
+//!   component version;
+//! * [`result_cache`] and [`blobs`]: the content-addressed result cache;
+//! * [`catalog`]: stage schemas for validation;
+//! * [`events`]: what callers watch while a run progresses;
+//! * [`output`]: artifacts and the JSON report written to a folder.
+
+pub mod blobs;
+pub mod catalog;
+pub mod events;
+pub mod output;
+pub mod result_cache;
+pub mod runner;
+
+pub use blobs::BlobStore;
+pub use catalog::RuntimeCatalog;
+pub use events::{RunEvent, RunObserver};
+pub use result_cache::ResultCache;
+pub use runner::{SharedArtifact, StageRunner};
+
+use stagecraft_pipeline::{Diagnostics, Engine, Pipeline, RunInput, RunOptions, RunOutcome};
+use stagecraft_runtime::Runtime;
+use stagecraft_scheduler::{RetryPolicy, Scheduler};
+use std::sync::Arc;
+
+/// The runtime, the scheduler and the result cache, shared by every run.
+#[derive(Clone)]
+pub struct Orchestrator {
+    runtime: Arc<Runtime>,
+    scheduler: Scheduler,
+    cache: Option<Arc<ResultCache>>,
+    retry: RetryPolicy,
+}
+
+impl Orchestrator {
+    /// An orchestrator over `runtime` and `scheduler`; `cache` None turns
+    /// the result cache off.
+    pub fn new(runtime: Arc<Runtime>, scheduler: Scheduler, cache: Option<ResultCache>) -> Self {
+        Self { runtime, scheduler, cache: cache.map(Arc::new), retry: RetryPolicy::default() }
+    }
+
+    /// Sets the backoff (base, cap, jitter) used for step retries; each
+    /// step's `retries` sets the number of attempts.
+    pub fn with_retry_backoff(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub fn cache(&self) -> Option<&ResultCache> {
+        self.cache.as_deref()
+    }
+
+    /// Parses and validates a pipeline against the stages loaded now.
+    pub fn load_pipeline(&self, source: &str, file: &str) -> Result<Pipeline, Diagnostics> {
+        Pipeline::load(source, file, &RuntimeCatalog(&self.runtime))
+    }
+
+    /// Runs a validated pipeline to the end (or until `options.cancel`).
+    /// `observer` sees every step event and what the stages report.
+    pub async fn run(
+        &self,
+        pipeline: &Pipeline,
+        input: RunInput<SharedArtifact>,
+        mut options: RunOptions,
+        observer: Option<RunObserver>,
+    ) -> RunOutcome<SharedArtifact> {
+        let runner = StageRunner {
+            runtime: self.runtime.clone(),
+            scheduler: self.scheduler.clone(),
+            cache: self.cache.clone(),
+            retry: self.retry,
+            observer: observer.clone(),
+        };
+        if let Some(observer) = observer {
+            let forward = observer.clone();
+            options.observer = Some(Arc::new(move |e| forward(&RunEvent::Step(e.clone()))));
+        }
+        Engine::new(runner).run(pipeline, input, options).await
+    }
+}

@@ -1,0 +1,65 @@
+//! Writing a finished run to a folder: each step's artifacts under
+//! `<out>/<step>/<artifact name>` and the JSON report as
+//! `<out>/report.json`, with each artifact's path beside its digest.
+
+use crate::runner::SharedArtifact;
+use anyhow::Context;
+use serde_json::Value;
+use stagecraft_pipeline::RunOutcome;
+use std::path::{Path, PathBuf};
+
+/// A name that is safe as one path component: no separators, no `..`.
+pub fn safe_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let cleaned: String = base
+        .chars()
+        .map(|c| if c.is_control() || c == ':' { '_' } else { c })
+        .collect();
+    match cleaned.trim_matches('.') {
+        "" => "artifact".to_owned(),
+        _ => cleaned,
+    }
+}
+
+/// Writes the artifacts and `report.json`; returns the report as written.
+pub fn write_run(out: &Path, outcome: &RunOutcome<SharedArtifact>) -> anyhow::Result<Value> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut report = outcome.report.to_json();
+    let steps = report["steps"].as_array_mut().context("a report lists its steps")?;
+    for step in steps {
+        let name = step["name"].as_str().unwrap_or_default().to_owned();
+        let Some(output) = outcome.outputs.get(&name) else { continue };
+        let dir = out.join(safe_file_name(&name));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = Vec::with_capacity(output.artifacts.len());
+        for artifact in &output.artifacts {
+            let path = dir.join(safe_file_name(&artifact.name));
+            std::fs::write(&path, &artifact.data).with_context(|| format!("writing {}", path.display()))?;
+            paths.push(path);
+        }
+        if let Some(listed) = step["execution"]["artifacts"].as_array_mut() {
+            for (entry, path) in listed.iter_mut().zip(&paths) {
+                let relative = path.strip_prefix(out).unwrap_or(path);
+                entry["path"] = Value::String(relative.display().to_string());
+            }
+        }
+        step["metadata"] = output.metadata.clone();
+    }
+    let path = out.join("report.json");
+    let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_file_name;
+
+    #[test]
+    fn names_cannot_escape_the_step_folder() {
+        assert_eq!(safe_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(safe_file_name(".."), "artifact");
+        assert_eq!(safe_file_name("a\\b.png"), "b.png");
+        assert_eq!(safe_file_name("logo.png"), "logo.png");
+    }
+}

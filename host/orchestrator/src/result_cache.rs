@@ -1,0 +1,192 @@
+//! The content-addressed result cache: a stage's outputs, keyed by what
+//! determines them — the component's digest, the params (canonical JSON)
+//! and the digests of the input artifacts (with their names and media
+//! types, which stages may read). The same key means the same work, so the
+//! stored outputs are reused and the step is reported as a cache hit.
+//!
+//! Layout: `<root>/blobs/..` (a [`BlobStore`]) for artifact bytes and
+//! `<root>/results/<key>.json` for the manifest naming them. Manifests are
+//! written after their blobs, atomically, so a crash leaves either a whole
+//! entry or none.
+
+use crate::blobs::{sha256_hex, BlobStore};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use stagecraft_runtime::Artifact;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A stored result, as the manifest records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    stage: String,
+    version: String,
+    digest: String,
+    metadata: Value,
+    artifacts: Vec<StoredArtifact>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredArtifact {
+    name: String,
+    media_type: String,
+    sha256: String,
+}
+
+/// A result read back from the cache.
+#[derive(Debug, Clone)]
+pub struct CachedResult {
+    pub version: String,
+    pub metadata: Value,
+    pub artifacts: Vec<Arc<Artifact>>,
+}
+
+/// Results by key, on disk.
+#[derive(Debug, Clone)]
+pub struct ResultCache {
+    blobs: BlobStore,
+    results: PathBuf,
+}
+
+impl ResultCache {
+    /// A cache rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self { blobs: BlobStore::new(root.join("blobs")), results: root.join("results") }
+    }
+
+    /// The blob store holding the artifacts.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The key of running the component `digest` with `params` on `inputs`.
+    pub fn key(component_digest: &str, params: &Value, inputs: &[Arc<Artifact>]) -> String {
+        let mut h = Sha256::new();
+        h.update(b"stagecraft-result-v1\0");
+        h.update(component_digest.as_bytes());
+        h.update(b"\0");
+        h.update(canonical_json(params).as_bytes());
+        for input in inputs {
+            h.update(b"\0");
+            h.update(input.name.as_bytes());
+            h.update(b"\0");
+            h.update(input.media_type.as_bytes());
+            h.update(b"\0");
+            h.update(sha256_hex(&input.data).as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The stored result for `key`, if there is a whole one.
+    pub fn get(&self, key: &str) -> anyhow::Result<Option<CachedResult>> {
+        let path = self.results.join(format!("{key}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let manifest: Manifest = match serde_json::from_str(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable cache manifest; ignoring it");
+                return Ok(None);
+            }
+        };
+        let mut artifacts = Vec::with_capacity(manifest.artifacts.len());
+        for a in manifest.artifacts {
+            // A missing or corrupt blob makes the entry a miss: it is recomputed.
+            let Some(data) = self.blobs.get(&a.sha256)? else { return Ok(None) };
+            artifacts.push(Arc::new(Artifact::new(a.name, a.media_type, data)));
+        }
+        Ok(Some(CachedResult { version: manifest.version, metadata: manifest.metadata, artifacts }))
+    }
+
+    /// Stores a result under `key`: blobs first, then the manifest.
+    pub fn put(
+        &self,
+        key: &str,
+        stage: &str,
+        version: &str,
+        component_digest: &str,
+        metadata: &Value,
+        artifacts: &[Arc<Artifact>],
+    ) -> anyhow::Result<()> {
+        let mut stored = Vec::with_capacity(artifacts.len());
+        for a in artifacts {
+            let sha256 = self.blobs.put(&a.data)?;
+            stored.push(StoredArtifact { name: a.name.clone(), media_type: a.media_type.clone(), sha256 });
+        }
+        let manifest = Manifest {
+            stage: stage.to_owned(),
+            version: version.to_owned(),
+            digest: component_digest.to_owned(),
+            metadata: metadata.clone(),
+            artifacts: stored,
+        };
+        std::fs::create_dir_all(&self.results)
+            .with_context(|| format!("creating {}", self.results.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.results).context("creating a temporary manifest")?;
+        serde_json::to_writer(&mut tmp, &manifest).context("writing a cache manifest")?;
+        tmp.flush()?;
+        let path = self.results.join(format!("{key}.json"));
+        tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// JSON with object keys sorted at every level, so that `{a,b}` and `{b,a}`
+/// give the same key whatever map type parsed them.
+pub fn canonical_json(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn art(name: &str, data: &[u8]) -> Arc<Artifact> {
+        Arc::new(Artifact::new(name, "image/png", data.to_vec()))
+    }
+
+    #[test]
+    fn key_depends_on_component_params_and_inputs_but_not_key_order() {
+        let inputs = vec![art("a.png", b"1")];
+        let k = ResultCache::key("d1", &json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}), &inputs);
+        assert_eq!(k, ResultCache::key("d1", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}), &inputs));
+        assert_ne!(k, ResultCache::key("d2", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), &inputs));
+        assert_ne!(k, ResultCache::key("d1", &json!({"x": 2, "y": [1, {"a": 1, "b": 2}]}), &inputs));
+        assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), &[art("a.png", b"2")]));
+        assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), &[art("b.png", b"1")]));
+    }
+
+    #[test]
+    fn put_then_get_and_a_lost_blob_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::new(dir.path());
+        let out = vec![art("out.png", b"pixels"), art("meta.json", b"{}")];
+        assert!(cache.get("k").unwrap().is_none());
+        cache.put("k", "upscale", "1.0.0", "d1", &json!({"w": 2}), &out).unwrap();
+        let hit = cache.get("k").unwrap().expect("stored");
+        assert_eq!(hit.version, "1.0.0");
+        assert_eq!(hit.metadata, json!({"w": 2}));
+        assert_eq!(hit.artifacts, out);
+        std::fs::remove_file(cache.blobs().path(&sha256_hex(b"pixels"))).unwrap();
+        assert!(cache.get("k").unwrap().is_none());
+    }
+}
