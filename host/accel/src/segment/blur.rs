@@ -40,9 +40,11 @@ pub fn gaussian(src: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32
                 padded[..r].fill(row[0]);
                 padded[r..r + width].copy_from_slice(row);
                 padded[r + width..].fill(row[width - 1]);
-                for (x, o) in out.iter_mut().enumerate() {
-                    let window = &padded[x..x + k.len()];
-                    *o = window.iter().zip(&k).map(|(a, b)| a * b).sum();
+                out.fill(0.0);
+                for (j, &w) in k.iter().enumerate() {
+                    for (o, p) in out.iter_mut().zip(&padded[j..j + width]) {
+                        *o += w * p;
+                    }
                 }
             }
         });

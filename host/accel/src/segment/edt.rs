@@ -1,6 +1,8 @@
-//! Exact Euclidean distance transform (Felzenszwalb & Huttenlocher, 2012):
-//! two passes of the 1-D squared-distance transform (lower envelope of
-//! parabolas), rows then columns, each line in parallel.
+//! Exact Euclidean distance transform (Felzenszwalb & Huttenlocher, 2012),
+//! separable: first the distance to the nearest background pixel in the
+//! same column (two sweeps down and up the image, a whole row at a time so
+//! they vectorise), then along each row the lower envelope of parabolas
+//! (the 1-D squared-distance transform), rows in parallel.
 
 use rayon::prelude::*;
 
@@ -20,11 +22,12 @@ fn dt_1d(f: &[f32], first: usize, d: &mut [f32], v: &mut [usize], z: &mut [f32])
         if f[q] >= INF {
             continue;
         }
-        let fq = f[q] as f64 + (q * q) as f64;
+        // f holds squared integer distances: the numerator is exact in i64.
+        let fq = f[q] as i64 + (q * q) as i64;
         let mut s;
         loop {
             let p = v[k];
-            s = ((fq - (f[p] as f64 + (p * p) as f64)) / (2.0 * (q - p) as f64)) as f32;
+            s = (fq - (f[p] as i64 + (p * p) as i64)) as f32 / (2 * (q - p)) as f32;
             if s <= z[k] {
                 k -= 1; // z[0] is -inf, so k never underflows
             } else {
@@ -47,41 +50,24 @@ fn dt_1d(f: &[f32], first: usize, d: &mut [f32], v: &mut [usize], z: &mut [f32])
     }
 }
 
-/// Transforms every `width`-long line of `data` in place.
+/// Transforms every `width`-long line of `data` (squared distances, INF
+/// where unknown) in place.
 fn transform_lines(data: &mut [f32], width: usize) {
     data.par_chunks_mut(width * LINES_PER_TASK).for_each(|lines| {
         let mut f = vec![0f32; width];
         let mut v = vec![0usize; width];
         let mut z = vec![0f32; width + 1];
         for line in lines.chunks_mut(width) {
-            if line.iter().all(|&x| x >= INF) {
+            // Lines with no background in their column reach stay INF; lines
+            // that are all background stay 0.
+            let Some(first) = line.iter().position(|&x| x < INF) else { continue };
+            if line.iter().all(|&x| x == 0.0) {
                 continue;
             }
             f.copy_from_slice(line);
-            // Start the envelope at the first finite sample.
-            let first = f.iter().position(|&x| x < INF).unwrap_or(0);
             dt_1d(&f, first, line, &mut v, &mut z);
         }
     });
-}
-
-fn transpose(src: &[f32], width: usize, height: usize) -> Vec<f32> {
-    let mut out = vec![0f32; src.len()];
-    const B: usize = 32;
-    out.par_chunks_mut(height * B).enumerate().for_each(|(bx, cols)| {
-        let x0 = bx * B;
-        let x1 = (x0 + B).min(width);
-        for y0 in (0..height).step_by(B) {
-            let y1 = (y0 + B).min(height);
-            for x in x0..x1 {
-                let row = &mut cols[(x - x0) * height..(x - x0 + 1) * height];
-                for y in y0..y1 {
-                    row[y] = src[y * width + x];
-                }
-            }
-        }
-    });
-    out
 }
 
 /// Euclidean distance from every foreground pixel (`mask[i] == true`) to
@@ -89,11 +75,37 @@ fn transpose(src: &[f32], width: usize, height: usize) -> Vec<f32> {
 /// background gets a large finite distance everywhere (1e10).
 pub fn distance_transform(mask: &[bool], width: usize, height: usize) -> Vec<f32> {
     assert_eq!(mask.len(), width * height);
-    let mut g: Vec<f32> = mask.iter().map(|&m| if m { INF } else { 0.0 }).collect();
+    // Column pass: distance (in rows) to the nearest background pixel above,
+    // then below.
+    let mut g = vec![0f32; mask.len()];
+    for y in 0..height {
+        let (done, rest) = g.split_at_mut(y * width);
+        let row = &mut rest[..width];
+        let m = &mask[y * width..(y + 1) * width];
+        if y == 0 {
+            for (d, &fg) in row.iter_mut().zip(m) {
+                *d = if fg { INF } else { 0.0 };
+            }
+        } else {
+            let above = &done[(y - 1) * width..];
+            for ((d, &fg), &a) in row.iter_mut().zip(m).zip(above) {
+                *d = if fg { (a + 1.0).min(INF) } else { 0.0 };
+            }
+        }
+    }
+    for y in (0..height.saturating_sub(1)).rev() {
+        let (head, below) = g.split_at_mut((y + 1) * width);
+        let row = &mut head[y * width..];
+        for (d, &b) in row.iter_mut().zip(&below[..width]) {
+            let c = b + 1.0;
+            *d = if c < *d { c } else { *d };
+        }
+    }
+    // Squared, then the row pass.
+    for d in g.iter_mut() {
+        *d = if *d >= INF { INF } else { *d * *d };
+    }
     transform_lines(&mut g, width);
-    let mut t = transpose(&g, width, height);
-    transform_lines(&mut t, height);
-    let g = transpose(&t, height, width);
     g.into_iter().map(|v| if v >= INF { 1e10 } else { v.sqrt() }).collect()
 }
 

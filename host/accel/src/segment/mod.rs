@@ -2,10 +2,10 @@
 //!
 //! gaussian denoise → foreground (Otsu, or a probability map > 0.5) →
 //! exact distance transform → markers (distance maxima `min_distance`
-//! apart, one per plateau and per component) → watershed on the distance
-//! map within the foreground → drop objects under `min_area` → relabel
-//! 1..N → measure. Rows of the blur and lines of the distance transform
-//! run in parallel on rayon's pool; [`segment_batch`] runs images in parallel.
+//! apart, one per plateau) → watershed on the distance map within the
+//! foreground (components no seed reached are labelled whole) → drop
+//! objects under `min_area` → relabel 1..N → measure. Rows of the blur and
+//! of the distance transform run in parallel on rayon's pool; [`segment_batch`] runs images in parallel.
 
 pub mod blur;
 pub mod edt;
@@ -122,8 +122,9 @@ pub fn segment(image: &GrayImage, options: &SegmentOptions, foreground: Foregrou
         }
     };
     let distance = edt::distance_transform(&mask, w, h);
-    let (markers, _) = peaks::markers(&distance, &mask, w, h, options.min_distance);
+    let (markers, seeds) = peaks::markers(&distance, &mask, w, h, options.min_distance);
     let mut labels = watershed::watershed(&distance, &mask, &markers, w, h);
+    watershed::label_unreached(&mut labels, &mask, w, h, seeds);
     let count = label::drop_small_and_relabel(&mut labels, options.min_area);
     let cells = measure::measure(&labels, &image.samples, w, count);
     Ok(Segmentation { width: image.width, height: image.height, labels, cells, threshold })

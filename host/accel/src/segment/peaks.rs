@@ -1,55 +1,42 @@
 //! Watershed markers: local maxima of the distance map at least
-//! `min_distance` apart, one per plateau, and at least one per foreground
-//! component (so no cell is lost for want of a seed).
+//! `min_distance` apart, one per plateau. (A foreground component left
+//! without a marker is labelled whole after the watershed.)
 //!
-//! 1. A square maximum filter of radius `min_distance` (van Herk / Gil-Werman
-//!    along rows, row-wise maxima down columns); candidates are foreground
-//!    pixels equal to their neighbourhood maximum.
+//! 1. Candidates: foreground pixels not below any pixel of the square
+//!    window of radius `min_distance` around them (a maximum filter, as
+//!    scikit-image's `peak_local_max`), found by a cheap 3x3 test first and
+//!    the full window only for its survivors.
 //! 2. Plateaus: 8-connected candidates are one maximum, placed at the
 //!    candidate pixel nearest their centroid.
 //! 3. Non-maximum suppression, highest first: a maximum within
 //!    `min_distance` (Chebyshev) of a kept one is dropped, as
-//!    scikit-image's `peak_local_max` does.
-//! 4. A foreground component left without a marker gets one at its
-//!    highest pixel.
+//!    `peak_local_max` does.
 
-use super::label::{label, Connectivity};
 use std::collections::HashMap;
 
-/// Square maximum filter of radius `r` (window `2r + 1`), borders ignored.
-pub fn max_filter(src: &[f32], width: usize, height: usize, r: usize) -> Vec<f32> {
-    let k = 2 * r + 1;
-    let mut rows = vec![0f32; src.len()];
-    let n = width + 2 * r;
-    let padded_len = n.div_ceil(k) * k;
-    let mut p = vec![f32::NEG_INFINITY; padded_len];
-    let mut g = vec![0f32; padded_len];
-    let mut h = vec![0f32; padded_len];
-    for (row, out) in src.chunks(width).zip(rows.chunks_mut(width)) {
-        p.fill(f32::NEG_INFINITY);
-        p[r..r + width].copy_from_slice(row);
-        for block in (0..padded_len).step_by(k) {
-            g[block] = p[block];
-            for i in block + 1..block + k {
-                g[i] = g[i - 1].max(p[i]);
-            }
-            h[block + k - 1] = p[block + k - 1];
-            for i in (block..block + k - 1).rev() {
-                h[i] = h[i + 1].max(p[i]);
-            }
-        }
-        for (x, o) in out.iter_mut().enumerate() {
-            *o = h[x].max(g[x + k - 1]);
+/// Whether `distance[i]` is at least every value within Chebyshev radius `r`.
+fn is_window_max(distance: &[f32], width: usize, height: usize, i: usize, r: usize) -> bool {
+    let (x, y) = (i % width, i / width);
+    let d = distance[i];
+    for sy in y.saturating_sub(r)..(y + r + 1).min(height) {
+        let row = &distance[sy * width..(sy + 1) * width];
+        if row[x.saturating_sub(r)..(x + r + 1).min(width)].iter().any(|&v| v > d) {
+            return false;
         }
     }
-    let mut out = vec![0f32; src.len()];
-    for y in 0..height {
-        let o = &mut out[y * width..(y + 1) * width];
-        o.copy_from_slice(&rows[y * width..(y + 1) * width]);
-        for sy in y.saturating_sub(r)..(y + r + 1).min(height) {
-            for (a, b) in o.iter_mut().zip(&rows[sy * width..(sy + 1) * width]) {
-                *a = a.max(*b);
-            }
+    true
+}
+
+/// Foreground pixels that are maxima of their `(2r + 1)`-square window.
+pub fn candidates(distance: &[f32], mask: &[bool], width: usize, height: usize, r: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for i in 0..distance.len() {
+        let d = distance[i];
+        if d <= 0.0 || !mask[i] {
+            continue;
+        }
+        if is_window_max(distance, width, height, i, 1) && (r <= 1 || is_window_max(distance, width, height, i, r)) {
+            out.push(i);
         }
     }
     out
@@ -58,33 +45,49 @@ pub fn max_filter(src: &[f32], width: usize, height: usize, r: usize) -> Vec<f32
 /// Marker image (labels 1..=N, 0 elsewhere) and N.
 pub fn markers(distance: &[f32], mask: &[bool], width: usize, height: usize, min_distance: u32) -> (Vec<u32>, u32) {
     let r = min_distance.max(1) as usize;
-    let maxf = max_filter(distance, width, height, r);
-    let candidate: Vec<bool> =
-        (0..distance.len()).map(|i| mask[i] && distance[i] > 0.0 && distance[i] >= maxf[i]).collect();
+    let cands = candidates(distance, mask, width, height, r);
 
-    // One maximum per plateau, at the plateau pixel nearest its centroid.
-    let (plateaus, count) = label(&candidate, width, height, Connectivity::Eight);
-    let mut sums = vec![(0f64, 0f64, 0u32); count as usize + 1];
-    for (i, &l) in plateaus.iter().enumerate() {
-        if l != 0 {
-            let s = &mut sums[l as usize];
-            s.0 += (i % width) as f64;
-            s.1 += (i / width) as f64;
-            s.2 += 1;
+    // Plateaus: 8-connected groups of candidates, each placed at the member
+    // nearest the group's centroid.
+    let position: HashMap<usize, usize> = cands.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut group = vec![usize::MAX; cands.len()];
+    let mut peaks: Vec<usize> = Vec::new();
+    let mut members: Vec<usize> = Vec::new();
+    for start in 0..cands.len() {
+        if group[start] != usize::MAX {
+            continue;
         }
-    }
-    let mut best = vec![(f64::INFINITY, 0usize); count as usize + 1];
-    for (i, &l) in plateaus.iter().enumerate() {
-        if l != 0 {
-            let s = sums[l as usize];
-            let (cx, cy) = (s.0 / s.2 as f64, s.1 / s.2 as f64);
-            let d2 = ((i % width) as f64 - cx).powi(2) + ((i / width) as f64 - cy).powi(2);
-            if d2 < best[l as usize].0 {
-                best[l as usize] = (d2, i);
-            }
+        group[start] = start;
+        members.clear();
+        members.push(start);
+        let mut head = 0;
+        while head < members.len() {
+            let i = cands[members[head]];
+            head += 1;
+            let (x, y) = ((i % width) as isize, (i / width) as isize);
+            super::label::for_neighbours(x, y, width, height, super::label::Connectivity::Eight, |j| {
+                if let Some(&k) = position.get(&j) {
+                    if group[k] == usize::MAX {
+                        group[k] = start;
+                        members.push(k);
+                    }
+                }
+            });
         }
+        let n = members.len() as f64;
+        let cx = members.iter().map(|&k| (cands[k] % width) as f64).sum::<f64>() / n;
+        let cy = members.iter().map(|&k| (cands[k] / width) as f64).sum::<f64>() / n;
+        let best = members
+            .iter()
+            .map(|&k| cands[k])
+            .min_by(|&a, &b| {
+                let da = ((a % width) as f64 - cx).powi(2) + ((a / width) as f64 - cy).powi(2);
+                let db = ((b % width) as f64 - cx).powi(2) + ((b / width) as f64 - cy).powi(2);
+                da.total_cmp(&db).then(a.cmp(&b))
+            })
+            .expect("a group has members");
+        peaks.push(best);
     }
-    let mut peaks: Vec<usize> = best[1..].iter().map(|&(_, i)| i).collect();
     peaks.sort_by(|&a, &b| distance[b].total_cmp(&distance[a]).then(a.cmp(&b)));
 
     // Non-maximum suppression on a grid of r-sized cells.
@@ -106,25 +109,6 @@ pub fn markers(distance: &[f32], mask: &[bool], width: usize, height: usize, min
             out[i] = n;
         }
     }
-
-    // Components without a marker get one at their highest pixel.
-    let (components, ncomp) = label(mask, width, height, Connectivity::Four);
-    let mut seeded = vec![false; ncomp as usize + 1];
-    let mut highest = vec![(f32::NEG_INFINITY, 0usize); ncomp as usize + 1];
-    for (i, &c) in components.iter().enumerate() {
-        if c != 0 {
-            seeded[c as usize] |= out[i] != 0;
-            if distance[i] > highest[c as usize].0 {
-                highest[c as usize] = (distance[i], i);
-            }
-        }
-    }
-    for c in 1..=ncomp as usize {
-        if !seeded[c] {
-            n += 1;
-            out[highest[c].1] = n;
-        }
-    }
     (out, n)
 }
 
@@ -133,27 +117,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_filter_matches_naive() {
-        let (w, h) = (17, 11);
-        let src: Vec<f32> = (0..w * h).map(|i| ((i * 7919) % 101) as f32).collect();
-        for r in [1usize, 2, 5] {
-            let fast = max_filter(&src, w, h, r);
+    fn candidates_match_a_naive_maximum_filter() {
+        let (w, h) = (23, 17);
+        let d: Vec<f32> = (0..w * h).map(|i| ((i * 7919) % 13) as f32).collect();
+        let mask: Vec<bool> = (0..w * h).map(|i| i % 5 != 0).collect();
+        for r in [1usize, 2, 4] {
+            let fast = candidates(&d, &mask, w, h, r);
+            let mut slow = Vec::new();
             for y in 0..h {
                 for x in 0..w {
                     let mut m = f32::NEG_INFINITY;
                     for sy in y.saturating_sub(r)..(y + r + 1).min(h) {
                         for sx in x.saturating_sub(r)..(x + r + 1).min(w) {
-                            m = m.max(src[sy * w + sx]);
+                            m = m.max(d[sy * w + sx]);
                         }
                     }
-                    assert_eq!(fast[y * w + x], m, "r {r} at {x},{y}");
+                    let i = y * w + x;
+                    if mask[i] && d[i] > 0.0 && d[i] >= m {
+                        slow.push(i);
+                    }
                 }
             }
+            assert_eq!(fast, slow, "r {r}");
         }
     }
 
     #[test]
-    fn one_marker_per_plateau_and_per_component() {
+    fn one_marker_per_plateau_and_spacing_suppresses() {
         // A 3x7 bar (its distance map has a plateau along the middle row)
         // and a single pixel far away.
         let (w, h) = (20, 9);
@@ -170,5 +160,8 @@ mod tests {
         assert_eq!(m.iter().filter(|&&l| l != 0).count(), 2);
         assert_ne!(m[3 * w + 5], 0, "the bar's marker sits mid-plateau");
         assert_ne!(m[7 * w + 17], 0);
+        // A larger spacing suppresses the weaker maximum nearby.
+        let (_, n) = markers(&d, &mask, w, h, 12);
+        assert_eq!(n, 1);
     }
 }

@@ -47,6 +47,23 @@ pub fn watershed(distance: &[f32], mask: &[bool], markers: &[u32], width: usize,
     labels
 }
 
+/// Labels whole the foreground components that no marker reached (they had
+/// no seed, e.g. suppressed by a stronger one across the background),
+/// numbering them from `next + 1`; returns the new highest label.
+pub fn label_unreached(labels: &mut [u32], mask: &[bool], width: usize, height: usize, next: u32) -> u32 {
+    let unreached: Vec<bool> = labels.iter().zip(mask).map(|(&l, &m)| m && l == 0).collect();
+    if !unreached.contains(&true) {
+        return next;
+    }
+    let (extra, n) = super::label::label(&unreached, width, height, Connectivity::Four);
+    for (l, &e) in labels.iter_mut().zip(&extra) {
+        if e != 0 {
+            *l = next + e;
+        }
+    }
+    next + n
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::edt::distance_transform;
