@@ -82,6 +82,20 @@ impl Device {
     }
 }
 
+/// The device this process uses, resolved once from `STAGECRAFT_DEVICE`
+/// (`auto` when unset) and logged. An error (e.g. `cuda` asked for on a
+/// machine without a driver, or an unknown name) is kept and returned to
+/// every caller.
+pub fn current() -> Result<&'static DeviceInfo, &'static String> {
+    static CURRENT: std::sync::OnceLock<Result<DeviceInfo, String>> = std::sync::OnceLock::new();
+    CURRENT
+        .get_or_init(|| {
+            let asked = std::env::var("STAGECRAFT_DEVICE").unwrap_or_else(|_| "auto".into());
+            asked.parse::<Device>().and_then(Device::resolve)
+        })
+        .as_ref()
+}
+
 type CuInit = unsafe extern "C" fn(u32) -> c_int;
 type CuDriverGetVersion = unsafe extern "C" fn(*mut c_int) -> c_int;
 type CuDeviceGetCount = unsafe extern "C" fn(*mut c_int) -> c_int;

@@ -1,9 +1,11 @@
 //! Host services that plugins import (`log`, `progress`, `inference`,
 //! `segmentation`), and the generated bindings of the `plugin` world.
 //!
-//! `inference` and `segmentation` answer `unavailable` until the accel
-//! backends land: a plugin that calls them gets a clear, retryable error
-//! instead of a link failure.
+//! `segmentation` runs stagecraft-accel's CPU pipeline on a blocking
+//! thread (off the async executor; the pipeline itself uses rayon's pool).
+//! `inference` answers `unavailable` until the model repository lands: a
+//! plugin that calls it gets a clear, retryable error instead of a link
+//! failure.
 
 use crate::invoke::StageEvent;
 use crate::sandbox::StoreState;
@@ -67,11 +69,71 @@ impl inference::Host for StoreState {
 impl segmentation::Host for StoreState {
     async fn segment(
         &mut self,
-        _image: segmentation::GrayImage,
-        _options: segmentation::SegmentOptions,
+        image: segmentation::GrayImage,
+        options: segmentation::SegmentOptions,
     ) -> Result<segmentation::SegmentationResult, segmentation::SegmentationError> {
-        Err(segmentation::SegmentationError::Unavailable(
-            "the segmentation service is not available in this host yet".into(),
-        ))
+        use segmentation::SegmentationError as E;
+        use stagecraft_accel::SegmentError;
+        let device = stagecraft_accel::device::current().map_err(|e| E::Unavailable(e.clone()))?;
+        if let Some(model) = &options.model {
+            return Err(E::InvalidInput(format!(
+                "unknown model '{model}': this host has no model repository yet; leave `model` unset for Otsu foreground"
+            )));
+        }
+        let stage = self.events.stage().to_owned();
+        let work = move || {
+            let gray = stagecraft_accel::GrayImage::from_bytes(
+                image.width,
+                image.height,
+                image.bits_per_sample,
+                &image.data,
+            )?;
+            drop(image);
+            let opts = stagecraft_accel::SegmentOptions {
+                sigma: options.sigma,
+                min_area: options.min_area,
+                min_distance: options.min_distance,
+            };
+            let started = std::time::Instant::now();
+            let result = stagecraft_accel::segment(&gray, &opts, stagecraft_accel::Foreground::Otsu)?;
+            tracing::debug!(
+                stage,
+                width = gray.width,
+                height = gray.height,
+                cells = result.cells.len(),
+                device = %device,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "segmented"
+            );
+            Ok::<_, SegmentError>(result)
+        };
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| E::Failed(format!("the segmentation task panicked or was cancelled: {e}")))?
+            .map_err(|e| match e {
+                SegmentError::InvalidInput(m) => E::InvalidInput(m),
+                SegmentError::Unavailable(m) => E::Unavailable(m),
+                SegmentError::Failed(m) => E::Failed(m),
+            })?;
+        Ok(segmentation::SegmentationResult {
+            width: result.width,
+            height: result.height,
+            labels: result.labels,
+            cells: result
+                .cells
+                .into_iter()
+                .map(|c| segmentation::Cell {
+                    id: c.id,
+                    area: c.area,
+                    centroid_x: c.centroid_x,
+                    centroid_y: c.centroid_y,
+                    bbox_x: c.bbox_x,
+                    bbox_y: c.bbox_y,
+                    bbox_width: c.bbox_width,
+                    bbox_height: c.bbox_height,
+                    mean_intensity: c.mean_intensity,
+                })
+                .collect(),
+        })
     }
 }
