@@ -107,13 +107,21 @@ pub fn send(method: &str, url: &Url, headers: &[(&str, &str)], body: Option<&[u8
     let _ = options.set_first_byte_timeout(Some(300_000_000_000));
 
     let future = outgoing_handler::handle(request, Some(options)).map_err(|e| code_error(e, url))?;
+    // A request the host refuses closes the body stream: the reason is in
+    // the response future, so a body error is reported only if it has none.
+    let mut body_error = None;
     if let Some(body) = body {
         let stream = outgoing.write().map_err(|()| failed("request body stream taken twice"))?;
         for chunk in body.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(|e| failed(&format!("writing the request body: {}", stream_error(e))))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                body_error = Some(failed(&format!("writing the request body: {}", stream_error(e))));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(outgoing, None).map_err(|e| code_error(e, url))?;
+    if let Err(e) = OutgoingBody::finish(outgoing, None) {
+        body_error.get_or_insert(code_error(e, url));
+    }
 
     let response = loop {
         match future.get() {
@@ -124,6 +132,9 @@ pub fn send(method: &str, url: &Url, headers: &[(&str, &str)], body: Option<&[u8
     let response = response
         .map_err(|()| failed("response taken twice"))?
         .map_err(|e| code_error(e, url))?;
+    if let Some(e) = body_error {
+        return Err(e);
+    }
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response.consume().map_err(|()| failed("response body taken twice"))?;
