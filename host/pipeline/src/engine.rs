@@ -592,7 +592,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         if !step.templated {
             return Ok(step.params.clone());
         }
-        let rendered = render_value(&step.params, self)?;
+        let rendered = render_value(&step.params, &StepContext { run: self, step: s })?;
         if let Some(schema) = self.pipeline.schema(&step.stage) {
             let errors: Vec<String> = schema
                 .iter_errors(&rendered)
@@ -961,6 +961,52 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             .filter_map(|(i, o)| o.take().map(|o| (steps[i].name.clone(), o)))
             .collect();
         RunOutcome { report, outputs }
+    }
+}
+
+/// Rendering context of one step: the run, plus which step is rendered
+/// (for `{{run.steps}}`).
+struct StepContext<'r, 'p, A> {
+    run: &'r Run<'p, A>,
+    step: usize,
+}
+
+impl<A> RenderContext for StepContext<'_, '_, A> {
+    fn input(&self) -> Option<&str> {
+        self.run.input()
+    }
+    fn pipeline_name(&self) -> &str {
+        self.run.pipeline_name()
+    }
+    fn run_id(&self) -> &str {
+        self.run.run_id()
+    }
+    fn step_output(&self, step: &str) -> Option<(&Value, usize)> {
+        self.run.step_output(step)
+    }
+    fn earlier_steps(&self) -> Value {
+        let run = self.run;
+        let rows = run.pipeline.steps()[..self.step]
+            .iter()
+            .zip(&run.steps)
+            .map(|(p, st)| {
+                let exec = st.execution.as_ref();
+                let detail = |k: &str| exec.and_then(|e| e.details.get(k)).cloned().unwrap_or(Value::Null);
+                let duration = st.started.zip(st.finished).map(|(a, b)| b.saturating_duration_since(a));
+                serde_json::json!({
+                    "name": p.name,
+                    "stage": p.stage,
+                    "version": detail("version"),
+                    "status": st.status.map(|s| serde_json::to_value(s).unwrap_or(Value::Null)),
+                    "attempts": exec.map(|e| e.attempts),
+                    "duration_ms": duration.map(|d| d.as_secs_f64() * 1e3),
+                    "error": st.error,
+                    "params": p.params,
+                    "artifacts": detail("artifacts").as_array().cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        Value::Array(rows)
     }
 }
 

@@ -1,6 +1,9 @@
 //! Templating of string params: `{{input}}`, `{{pipeline.name}}`,
-//! `{{run.id}}`, `{{steps.<name>.metadata.<path>}}` and
-//! `{{steps.<name>.artifacts}}` (the number of artifacts).
+//! `{{run.id}}`, `{{steps.<name>.metadata.<path>}}`,
+//! `{{steps.<name>.artifacts}}` (the number of artifacts), and for report
+//! stages `{{run}}` (`{id, pipeline}`) and `{{run.steps}}`: every step
+//! declared before this one (each an implicit dependency) with its status,
+//! timing, attempts, version and artifacts.
 //!
 //! Templates are parsed at validation time (to report syntax errors and to
 //! add an implicit dependency on every step referenced) and rendered just
@@ -22,6 +25,10 @@ pub enum TemplateRef {
     PipelineName,
     /// `{{run.id}}`.
     RunId,
+    /// `{{run}}`: `{id, pipeline}`.
+    Run,
+    /// `{{run.steps}}`: the steps declared before this one, as report rows.
+    RunSteps,
     /// `{{steps.<step>.metadata.<path>}}`: a value in a step's output metadata.
     StepMetadata {
         /// The referenced step.
@@ -118,13 +125,15 @@ impl Template {
     }
 }
 
-const EXPECTED: &str = "expected input, pipeline.name, run.id, steps.<name>.metadata[.<path>] or steps.<name>.artifacts";
+const EXPECTED: &str = "expected input, pipeline.name, run, run.id, run.steps, steps.<name>.metadata[.<path>] or steps.<name>.artifacts";
 
 fn parse_ref(expr: &str) -> Result<TemplateRef, String> {
     match expr {
         "input" => return Ok(TemplateRef::Input),
         "pipeline.name" => return Ok(TemplateRef::PipelineName),
         "run.id" => return Ok(TemplateRef::RunId),
+        "run" => return Ok(TemplateRef::Run),
+        "run.steps" => return Ok(TemplateRef::RunSteps),
         "" => return Err(format!("empty template '{{{{}}}}'; {EXPECTED}")),
         _ => {}
     }
@@ -189,6 +198,10 @@ pub trait RenderContext {
     fn run_id(&self) -> &str;
     /// A finished step's metadata and artifact count; None if it has no output.
     fn step_output(&self, step: &str) -> Option<(&Value, usize)>;
+    /// Report rows of the steps declared before the one being rendered.
+    fn earlier_steps(&self) -> Value {
+        Value::Array(Vec::new())
+    }
 }
 
 fn resolve(r: &TemplateRef, expr: &str, ctx: &dyn RenderContext) -> Result<Value, String> {
@@ -199,6 +212,8 @@ fn resolve(r: &TemplateRef, expr: &str, ctx: &dyn RenderContext) -> Result<Value
             .ok_or_else(|| "'{{input}}' is used but the run was given no input text".to_owned()),
         TemplateRef::PipelineName => Ok(Value::String(ctx.pipeline_name().to_owned())),
         TemplateRef::RunId => Ok(Value::String(ctx.run_id().to_owned())),
+        TemplateRef::Run => Ok(serde_json::json!({"id": ctx.run_id(), "pipeline": ctx.pipeline_name()})),
+        TemplateRef::RunSteps => Ok(ctx.earlier_steps()),
         TemplateRef::StepArtifacts { step } => ctx
             .step_output(step)
             .map(|(_, n)| Value::from(n))

@@ -311,6 +311,14 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
                 Err(e) => b.error(at, step, format!("params at '{pointer}': {e}")),
                 Ok(t) => {
                     for r in t.refs() {
+                        if *r == crate::template::TemplateRef::RunSteps {
+                            // A report of the run waits for everything declared before it.
+                            for earlier in 0..idx {
+                                edge_pos.entry((idx, earlier)).or_insert(at);
+                                deps.push(earlier);
+                            }
+                            continue;
+                        }
                         let Some(target) = r.step() else { continue };
                         match b.names.get(target) {
                             Some((Named::Step(i), _)) => {
