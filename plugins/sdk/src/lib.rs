@@ -191,6 +191,34 @@ pub fn progress(fraction: f32, message: &str) {
     let _ = (fraction, message);
 }
 
+/// Instance segmentation of cell images by the host
+/// (`stagecraft:stage/segmentation`): labels and per-object measurements.
+pub mod segmentation {
+    pub use crate::bindings::stagecraft::stage::segmentation::{
+        Cell, GrayImage, SegmentOptions, SegmentationError, SegmentationResult,
+    };
+    use crate::StageError;
+
+    /// Segments `image` on the host. The host's errors map onto the stage's
+    /// own: its `invalid-input` is the caller's fault here too. Off wasm32
+    /// (native unit tests) there is no host: `unavailable`.
+    pub fn segment(image: &GrayImage, options: &SegmentOptions) -> Result<SegmentationResult, StageError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::bindings::stagecraft::stage::segmentation::segment(image, options).map_err(|e| match e {
+                SegmentationError::InvalidInput(m) => StageError::invalid_input(format!("segmentation: {m}")),
+                SegmentationError::Unavailable(m) => StageError::unavailable(format!("segmentation: {m}")),
+                SegmentationError::Failed(m) => StageError::failed(format!("segmentation: {m}")),
+            })
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (image, options);
+            Err(StageError::unavailable("segmentation: no host outside WebAssembly"))
+        }
+    }
+}
+
 /// Builds the WIT `stage-info` for `S`. Used by [`export_stage!`].
 #[doc(hidden)]
 pub fn describe<S: Stage>() -> wit::StageInfo {
