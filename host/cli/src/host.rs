@@ -19,9 +19,23 @@ pub struct HostArgs {
     /// Where compiled components and scratch dirs live.
     #[arg(long, global = true, env = "STAGECRAFT_HOME")]
     pub home: Option<PathBuf>,
+    /// Lets a stage make outgoing HTTP requests to these hosts:
+    /// `STAGE=host[:port],host...` (repeatable). Its API key, if any, is read
+    /// from `$STAGECRAFT_HTTP_<STAGE>_KEY` and sent as a bearer token.
+    #[arg(long = "http-grant", global = true, value_name = "STAGE=HOSTS")]
+    pub http_grants: Vec<String>,
+    /// Minimum time between two outgoing HTTP requests of one stage, in milliseconds.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub http_rate_limit_ms: u64,
 }
 
 impl HostArgs {
+    /// The folder for caches and scratch space: `--home`, else
+    /// `$STAGECRAFT_HOME`, else `<tmp>/stagecraft`.
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| std::env::temp_dir().join("stagecraft"))
+    }
+
     pub fn config(&self) -> RuntimeConfig {
         let mut config = RuntimeConfig::default();
         if let Some(home) = &self.home {
@@ -45,7 +59,13 @@ impl HostArgs {
                 self.plugins.display()
             );
         }
-        let runtime = Runtime::new(self.config()).context("starting the runtime")?;
+        let mut config = self.config();
+        for spec in &self.http_grants {
+            let delay = Duration::from_millis(self.http_rate_limit_ms);
+            let (stage, grant) = stagecraft_runtime::http::parse_grant(spec, delay).context("--http-grant")?;
+            config.http.insert(stage, grant);
+        }
+        let runtime = Runtime::new(config).context("starting the runtime")?;
         let report = runtime.load_dir(&self.plugins);
         for failure in &report.failed {
             eprintln!("warning: {} not loaded: {}", failure.path.display(), failure.reason);

@@ -42,6 +42,8 @@ enum Command {
         #[arg(long, short = 'o', default_value = "out")]
         out: PathBuf,
     },
+    /// Run a pipeline file: live progress, then a table of steps and totals.
+    Run(commands::run::RunArgs),
     /// Measure invocation overhead and upscale throughput; prints a table.
     Bench(commands::bench::BenchArgs),
 }
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Invoke { stage, inputs, params, out } => {
                 commands::invoke::run(&cli.host, &stage, &inputs, &params, &out).await
             }
+            Command::Run(args) => commands::run::run(&cli.host, args).await,
             Command::Bench(args) => commands::bench::run(&cli.host, args).await,
         }
     });

@@ -3,6 +3,7 @@
 use crate::host::HostArgs;
 use anyhow::Context;
 use stagecraft_runtime::{Artifact, InvokeOptions, StageEvent, StageInput};
+use stagecraft_orchestrator::output::safe_file_name;
 use std::path::{Path, PathBuf};
 
 pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str, out: &Path) -> anyhow::Result<()> {
@@ -39,17 +40,4 @@ pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str,
     println!("{} {} ran in {:.1} ms", output.stage, output.version, elapsed.as_secs_f64() * 1e3);
     println!("metadata: {}", output.metadata);
     Ok(())
-}
-
-/// Artifact names come from the plugin: keep only a plain file name.
-pub fn safe_file_name(name: &str) -> String {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = base
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
-        .collect();
-    match cleaned.trim_start_matches('.') {
-        "" => "artifact".to_owned(),
-        s => s.to_owned(),
-    }
 }

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod invoke;
+pub mod run;
 pub mod stages;
