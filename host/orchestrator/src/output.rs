@@ -8,16 +8,17 @@ use serde_json::Value;
 use stagecraft_pipeline::RunOutcome;
 use std::path::{Path, PathBuf};
 
-/// A name that is safe as one path component: no separators, no `..`.
+/// Artifact and step names come from plugins and pipeline files: keep a
+/// plain file name (no separators, no leading dots, portable characters).
 pub fn safe_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let cleaned: String = base
         .chars()
-        .map(|c| if c.is_control() || c == ':' { '_' } else { c })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
         .collect();
-    match cleaned.trim_matches('.') {
+    match cleaned.trim_start_matches('.') {
         "" => "artifact".to_owned(),
-        _ => cleaned,
+        s => s.to_owned(),
     }
 }
 
