@@ -232,6 +232,7 @@ pub fn cells_csv(cells: &[Cell]) -> String {
     csv
 }
 
+#[cfg(target_arch = "wasm32")]
 export_stage!(SegmentCells);
 
 #[cfg(test)]
