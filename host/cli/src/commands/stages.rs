@@ -22,5 +22,10 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
         let io = format!("{} -> {}", s.info.accepts.join(","), s.info.produces.join(","));
         println!("{:<20} {:<9} {:<14} {:<28} {}", s.info.name, s.info.version, &s.digest[..12], io, s.info.description);
     }
+    // Where the host's segmentation import runs (STAGECRAFT_DEVICE=auto|cpu|cuda).
+    match stagecraft_accel::device::current() {
+        Ok(device) => println!("\nsegmentation device: {device}"),
+        Err(e) => println!("\nsegmentation device: unavailable ({e})"),
+    }
     Ok(())
 }
