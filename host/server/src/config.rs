@@ -1,0 +1,41 @@
+//! What `stagecraft serve` is configured with: where it listens, where its
+//! durable store lives, the admin token, body limits and the scheduler.
+
+use stagecraft_scheduler::SchedulerConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to bind (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Folder for the job store (`jobs.sqlite3`), blobs and the result cache.
+    pub home: PathBuf,
+    /// Bearer token for the admin routes; None turns them off (404).
+    pub admin_token: Option<String>,
+    /// Largest request body accepted (413 past it).
+    pub max_body_bytes: usize,
+    /// Largest component upload accepted on `PUT /v1/stages/{name}`.
+    pub max_component_bytes: usize,
+    /// The scheduler every invocation and pipeline step goes through.
+    pub scheduler: SchedulerConfig,
+    /// Seconds sent in `Retry-After` with a 429.
+    pub retry_after_secs: u64,
+    /// Use the result cache for pipeline steps.
+    pub result_cache: bool,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, home: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            home: home.into(),
+            admin_token: None,
+            max_body_bytes: 64 << 20,
+            max_component_bytes: 256 << 20,
+            scheduler: SchedulerConfig::default(),
+            retry_after_secs: 1,
+            result_cache: true,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Pipeline jobs: accepted jobs are written to the [store](crate::store)
+//! before the caller hears back, run on the orchestrator in the background,
+//! stream their events to any number of subscribers (late ones get the
+//! past events first), and end in the store with their report, whose
+//! artifacts are links into the blob store.
+
+use crate::store::{InputRef, JobRecord, JobState, JobStore};
+use serde_json::{json, Value};
+use stagecraft_orchestrator::{BlobStore, Orchestrator, RunEvent};
+use stagecraft_pipeline::{CancellationToken, RunInput, RunOptions, RunStatus};
+use stagecraft_runtime::Artifact;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Events of a job in progress, kept for replay.
+pub struct LiveJob {
+    /// Serialized events in order, and whether the job has ended.
+    log: Mutex<(Vec<Arc<str>>, bool)>,
+    /// Bumped on every change, to wake subscribers.
+    changed: watch::Sender<u64>,
+    pub cancel: CancellationToken,
+}
+
+impl LiveJob {
+    fn new() -> Self {
+        Self { log: Mutex::new((Vec::new(), false)), changed: watch::channel(0).0, cancel: CancellationToken::new() }
+    }
+
+    fn push(&self, event: Value) {
+        let text: Arc<str> = event.to_string().into();
+        self.log.lock().unwrap().0.push(text);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn end(&self) {
+        self.log.lock().unwrap().1 = true;
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Event number `index` if there is one yet; `Err(true)` when the job
+    /// has ended and there are no more, `Err(false)` when more may come.
+    pub fn event(&self, index: usize) -> Result<Arc<str>, bool> {
+        let log = self.log.lock().unwrap();
+        log.0.get(index).cloned().ok_or(log.1)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.log.lock().unwrap().0.iter().filter_map(|e| serde_json::from_str(e).ok()).collect()
+    }
+}
+
+/// Runs and tracks jobs.
+pub struct JobManager {
+    pub store: JobStore,
+    pub blobs: BlobStore,
+    orchestrator: Orchestrator,
+    live: Mutex<HashMap<String, Arc<LiveJob>>>,
+}
+
+impl JobManager {
+    pub fn new(store: JobStore, blobs: BlobStore, orchestrator: Orchestrator) -> Self {
+        Self { store, blobs, orchestrator, live: Mutex::new(HashMap::new()) }
+    }
+
+    /// The live view of a job that has not ended in this process.
+    pub fn live(&self, id: &str) -> Option<Arc<LiveJob>> {
+        self.live.lock().unwrap().get(id).cloned()
+    }
+
+    /// Starts running a job already written to the store.
+    pub fn start(self: &Arc<Self>, record: JobRecord) {
+        let live = Arc::new(LiveJob::new());
+        if record.cancel_requested {
+            live.cancel.cancel();
+        }
+        self.live.lock().unwrap().insert(record.id.clone(), live.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let id = record.id.clone();
+            this.run(record, &live).await;
+            live.end();
+            this.live.lock().unwrap().remove(&id);
+        });
+    }
+
+    /// Resumes every job left queued or running by an earlier process.
+    pub fn resume(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let jobs = self.store.unfinished()?;
+        let n = jobs.len();
+        for job in jobs {
+            tracing::info!(job = %job.id, state = job.state.as_str(), "resuming job");
+            self.start(job);
+        }
+        Ok(n)
+    }
+
+    /// Asks a job to stop. Returns its state as stored now.
+    pub fn cancel(&self, id: &str) -> anyhow::Result<Option<JobState>> {
+        let Some(record) = self.store.get(id)? else { return Ok(None) };
+        if !record.state.is_final() {
+            self.store.request_cancel(id)?;
+            if let Some(live) = self.live(id) {
+                live.cancel.cancel();
+            }
+        }
+        Ok(Some(record.state))
+    }
+
+    async fn run(&self, record: JobRecord, live: &Arc<LiveJob>) {
+        let id = record.id.clone();
+        match self.store.claim(&id) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(job = %id, "cannot claim the job: {e:#}");
+                return;
+            }
+        }
+        live.push(json!({ "event": "job_started", "job": id }));
+        let (state, report, error) = self.execute(&record, live).await;
+        live.push(json!({ "event": "job_finished", "job": id, "state": state, "error": error }));
+        if let Err(e) = self.store.finish(&id, state, report.as_ref(), error.as_deref(), &live.events()) {
+            tracing::error!(job = %id, "cannot record the job's end: {e:#}");
+        }
+    }
+
+    async fn execute(&self, record: &JobRecord, live: &Arc<LiveJob>) -> (JobState, Option<Value>, Option<String>) {
+        if live.cancel.is_cancelled() {
+            return (JobState::Cancelled, None, Some("cancelled before it started".into()));
+        }
+        let mut files = Vec::with_capacity(record.inputs.len());
+        for input in &record.inputs {
+            match self.blobs.get(&input.digest) {
+                Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
+                Ok(None) => return (JobState::Failed, None, Some(format!("input {} is missing from the blob store", input.name))),
+                Err(e) => return (JobState::Failed, None, Some(format!("reading input {}: {e:#}", input.name))),
+            }
+        }
+        let pipeline = match self.orchestrator.load_pipeline(&record.pipeline, &record.file) {
+            Ok(p) => p,
+            Err(d) => return (JobState::Failed, None, Some(format!("the pipeline is no longer valid: {d}"))),
+        };
+        let sink = live.clone();
+        let observer: stagecraft_orchestrator::RunObserver = Arc::new(move |e: &RunEvent| {
+            if let Ok(v) = serde_json::to_value(e) {
+                sink.push(v);
+            }
+        });
+        let options = RunOptions { run_id: record.id.clone(), cancel: live.cancel.clone(), ..RunOptions::default() };
+        let input = RunInput { text: record.input_text.clone(), files };
+        let outcome = self.orchestrator.run(&pipeline, input, options, Some(observer)).await;
+        let mut report = outcome.report.to_json();
+        if let Some(steps) = report["steps"].as_array_mut() {
+            for step in steps {
+                let name = step["name"].as_str().unwrap_or_default().to_owned();
+                let Some(output) = outcome.outputs.get(&name) else { continue };
+                let mut links = Vec::new();
+                for artifact in &output.artifacts {
+                    match self.blobs.put(&artifact.data) {
+                        Ok(digest) => links.push(artifact_link(&artifact.name, &artifact.media_type, artifact.data.len(), &digest)),
+                        Err(e) => return (JobState::Failed, Some(report.clone()), Some(format!("storing an artifact: {e:#}"))),
+                    }
+                }
+                step["artifacts"] = Value::Array(links);
+                step["metadata"] = output.metadata.clone();
+            }
+        }
+        let state = match outcome.report.status {
+            RunStatus::Succeeded => JobState::Succeeded,
+            RunStatus::Cancelled => JobState::Cancelled,
+            RunStatus::Failed | RunStatus::TimedOut => JobState::Failed,
+        };
+        let error = (state != JobState::Succeeded)
+            .then(|| format!("the run ended {}", serde_json::to_value(outcome.report.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+        (state, Some(report), error)
+    }
+}
+
+/// How an artifact is listed in responses: a link to `GET /v1/artifacts/{digest}`.
+pub fn artifact_link(name: &str, media_type: &str, bytes: usize, digest: &str) -> Value {
+    json!({
+        "name": name,
+        "media_type": media_type,
+        "bytes": bytes,
+        "sha256": digest,
+        "url": format!("/v1/artifacts/{digest}"),
+    })
+}
+
+/// Input references for the store, after putting the data in the blob store.
+pub fn store_inputs(blobs: &BlobStore, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
+    files
+        .iter()
+        .map(|f| Ok(InputRef { name: f.name.clone(), media_type: f.media_type.clone(), digest: blobs.put(&f.data)? }))
+        .collect()
+}

@@ -1,0 +1,130 @@
+//! # stagecraft-server
+//!
+//! `stagecraft serve`: the HTTP service (axum on tokio). Callers invoke a
+//! stage synchronously or run a pipeline as a durable job and watch it over
+//! server-sent events; operators upload new component versions (compiled
+//! and validated before they take traffic), roll back, and watch queues and
+//! metrics.
+//!
+//! * [`config`]: what the server is configured with;
+//! * [`routes`]: the handlers, by area;
+//! * [`jobs`] and [`store`]: jobs, kept in SQLite so that an accepted job
+//!   finishes even across a crash;
+//! * [`sse`]: job events as server-sent events;
+//! * [`error`]: the one JSON error shape;
+//! * [`metrics`] and [`openapi`].
+
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod sse;
+pub mod store;
+
+pub use config::ServerConfig;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use stagecraft_orchestrator::{BlobStore, Orchestrator, ResultCache};
+use stagecraft_runtime::Runtime;
+use stagecraft_scheduler::Scheduler;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub runtime: Arc<Runtime>,
+    pub orchestrator: Orchestrator,
+    pub jobs: Arc<jobs::JobManager>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+pub type App = Arc<AppState>;
+
+/// The router with every route of [`openapi::ROUTES`].
+pub fn router(app: App) -> Router {
+    use routes::{admin, jobs, stages};
+    let component_limit = DefaultBodyLimit::max(app.config.max_component_bytes);
+    Router::new()
+        .route("/v1/stages", get(stages::list))
+        .route("/v1/stages/{name}", axum::routing::put(admin::put_stage).layer(component_limit))
+        .route("/v1/stages/{name}/invoke", post(stages::invoke))
+        .route("/v1/stages/{name}/rollback", post(admin::rollback))
+        .route("/v1/artifacts/{digest}", get(stages::artifact))
+        .route("/v1/pipelines/run", post(jobs::run))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/status/queue", get(admin::queue))
+        .route("/v1/openapi.json", get(admin::openapi))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            error::ApiError::not_found("not_found", format!("no route for {}", uri.path()))
+        })
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(app.metrics.clone(), metrics::track))
+        .with_state(app)
+}
+
+/// A running server.
+pub struct Server {
+    pub app: App,
+    /// Where it listens (the real port when the config said 0).
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Opens the store under `config.home`, resumes the jobs an earlier
+    /// process left unfinished, binds and starts serving.
+    pub async fn start(config: ServerConfig, runtime: Arc<Runtime>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.home).with_context(|| format!("creating {}", config.home.display()))?;
+        let store = store::JobStore::open(&config.home.join("jobs.sqlite3"))?;
+        let blobs = BlobStore::new(config.home.join("blobs"));
+        let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
+        let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache);
+        let jobs = Arc::new(jobs::JobManager::new(store, blobs, orchestrator.clone()));
+        let resumed = jobs.resume()?;
+        if resumed > 0 {
+            tracing::info!("resumed {resumed} unfinished job(s)");
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics: Default::default() });
+        let stop = CancellationToken::new();
+        let service = router(app.clone());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, service).with_graceful_shutdown(async move { stopped.cancelled().await }).await
+        });
+        Ok(Self { app, addr, stop, task })
+    }
+
+    /// Stops accepting connections and waits for open requests to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.context("the server task")?.context("serving")?;
+        Ok(())
+    }
+
+    /// Serves until Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_ctrl_c(self) -> anyhow::Result<()> {
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+        self.task.await.context("the server task")?.context("serving")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! `GET /v1/openapi.json`: an OpenAPI 3.1 document of the routes, built
+//! from [`ROUTES`], the same table the tests check the router against.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary, admin) for every route the server answers.
+pub const ROUTES: &[(&str, &str, &str, bool)] = &[
+    ("post", "/v1/stages/{name}/invoke", "Run one stage synchronously (raw body or multipart; params as JSON in ?params=)", false),
+    ("get", "/v1/stages", "Stages with their versions and what they describe themselves as", false),
+    ("put", "/v1/stages/{name}", "Upload a new component version (compiled and validated before it takes traffic)", true),
+    ("post", "/v1/stages/{name}/rollback", "Go back to the previous version of a stage", true),
+    ("get", "/v1/artifacts/{digest}", "An artifact by its sha256", false),
+    ("post", "/v1/pipelines/run", "Run a pipeline (YAML or JSON) as a durable job: 202 with the job id", false),
+    ("get", "/v1/jobs/{id}", "A job's state, per-step results, timings and artifact links", false),
+    ("delete", "/v1/jobs/{id}", "Cancel a job", false),
+    ("get", "/v1/jobs/{id}/events", "Server-sent events of a job, past ones first", false),
+    ("get", "/v1/status/queue", "Queue size, running tasks, workers, per-stage pools", false),
+    ("get", "/healthz", "Liveness", false),
+    ("get", "/readyz", "Readiness", false),
+    ("get", "/metrics", "Prometheus metrics", false),
+    ("get", "/v1/openapi.json", "This document", false),
+];
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, admin) in ROUTES {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut op = json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                "default": { "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        });
+        if *admin {
+            op["security"] = json!([{ "bearer": [] }]);
+        }
+        let ok = match (*method, *path) {
+            ("post", "/v1/pipelines/run") => "202",
+            _ => "200",
+        };
+        op["responses"][ok] = json!({ "description": "Success" });
+        if *path == "/v1/stages/{name}/invoke" {
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "params", "in": "query", "required": false, "schema": { "type": "string" },
+                "description": "Stage parameters as a JSON object"
+            }));
+            op["responses"]["429"] = json!({ "description": "Queue full; see Retry-After" });
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "stagecraft", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": { "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": { "code": { "type": "string" }, "message": { "type": "string" }, "details": {} }
+                    } }
+                }
+            }
+        }
+    })
+}

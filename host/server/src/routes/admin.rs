@@ -1,0 +1,124 @@
+//! Operator routes: component upload and rollback (bearer token; off
+//! without one), queue status, health, readiness, metrics and the OpenAPI
+//! document.
+
+use super::body_bytes;
+use super::stages::describe;
+use crate::error::{ApiError, ApiResult};
+use crate::{openapi, App};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// 404 when no token is configured (the routes are off), 401 without the
+/// right `Authorization: Bearer` token.
+fn require_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = app.config.admin_token.as_deref() else {
+        return Err(ApiError::not_found("admin_disabled", "admin routes are off: no admin token is configured"));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compare without an early exit on the first differing byte.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this route needs the admin bearer token");
+        e.details = None;
+        Err(e)
+    }
+}
+
+pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request: Request) -> ApiResult<Response> {
+    require_admin(&app, request.headers())?;
+    let bytes = body_bytes(request).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("invalid_component", "the body is empty: send the component's bytes"));
+    }
+    let runtime = app.runtime.clone();
+    let origin = format!("upload:{name}");
+    let installed = tokio::task::spawn_blocking(move || runtime.install_bytes(&bytes, &origin))
+        .await
+        .map_err(|e| ApiError::internal(format!("the install task failed: {e}")))?;
+    let version = installed
+        .map_err(|e| ApiError::bad_request("invalid_component", format!("the component was refused: {e:#}")))?;
+    if version.info.name != name {
+        // It was installed under its own name: undo that.
+        let _ = app.runtime.rollback(&version.info.name);
+        return Err(ApiError::bad_request(
+            "stage_name_mismatch",
+            format!("the component describes itself as '{}', not '{name}'", version.info.name),
+        ));
+    }
+    tracing::info!(stage = %name, version = %version.info.version, digest = %version.digest, "new component version");
+    Ok(Json(describe(&version)).into_response())
+}
+
+pub async fn rollback(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    require_admin(&app, &headers)?;
+    match app.runtime.rollback(&name) {
+        Ok(version) => Ok(Json(describe(&version))),
+        Err(e) if e.code() == "unknown_stage" => Err(ApiError::from_invoke(&e)),
+        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())),
+    }
+}
+
+pub async fn queue(State(app): State<App>) -> Json<Value> {
+    Json(serde_json::to_value(app.orchestrator.scheduler().status()).unwrap_or(Value::Null))
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(app): State<App>) -> Response {
+    let running = app.orchestrator.scheduler().is_running();
+    let stages = app.runtime.stages().len();
+    let body = json!({ "ready": running, "stages": stages });
+    let status = if running { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(app): State<App>) -> Response {
+    let status = app.orchestrator.scheduler().status();
+    let mut slots = Vec::new();
+    let mut queued = Vec::new();
+    for s in &status.stages {
+        slots.push((format!("stage=\"{}\"", s.name), s.slots_in_use as f64));
+        queued.push((format!("stage=\"{}\"", s.name), s.queued as f64));
+    }
+    let jobs: Vec<(String, f64)> = app
+        .jobs
+        .store
+        .counts()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(state, n)| (format!("state=\"{state}\""), n as f64))
+        .collect();
+    let one = |v: f64| vec![(String::new(), v)];
+    let gauges = [
+        ("stagecraft_queue_size", "Tasks waiting for a slot.", one(status.queue_size as f64)),
+        ("stagecraft_queue_max", "Maximum queue size.", one(status.max_queue_size as f64)),
+        ("stagecraft_running_tasks", "Tasks holding a slot.", one(status.running_tasks as f64)),
+        ("stagecraft_max_workers", "Global worker limit.", one(status.max_workers as f64)),
+        ("stagecraft_tasks_completed_total", "Tasks completed.", one(status.completed as f64)),
+        ("stagecraft_tasks_failed_total", "Tasks failed.", one(status.failed as f64)),
+        ("stagecraft_pool_slots_in_use", "Slots in use per stage pool.", slots),
+        ("stagecraft_pool_queued", "Tasks queued per stage pool.", queued),
+        ("stagecraft_instantiations_total", "Component instances created.", one(app.runtime.instantiations() as f64)),
+        ("stagecraft_jobs", "Jobs in the store by state.", jobs),
+    ];
+    let text = app.metrics.render(&gauges);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+pub async fn openapi() -> Json<Value> {
+    Json(openapi::document())
+}
