@@ -28,9 +28,9 @@ pub fn threshold(values: &[f32]) -> f32 {
     let total_mass: f64 = hist.iter().enumerate().map(|(i, &c)| c as f64 * centre(i) as f64).sum();
     let (mut w0, mut m0) = (0f64, 0f64);
     let (mut best, mut best_split) = (-1f64, 0usize);
-    for i in 0..BINS - 1 {
-        w0 += hist[i] as f64;
-        m0 += hist[i] as f64 * centre(i) as f64;
+    for (i, &count) in hist.iter().enumerate().take(BINS - 1) {
+        w0 += count as f64;
+        m0 += count as f64 * centre(i) as f64;
         let w1 = total - w0;
         if w0 == 0.0 || w1 == 0.0 {
             continue;

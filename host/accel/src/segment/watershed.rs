@@ -6,7 +6,7 @@
 //! 1/8 pixel (linear time); within a bucket, first in first out, so ties
 //! grow evenly from every marker.
 
-use super::label::{for_neighbours, Connectivity};
+use super::label::Connectivity;
 
 /// Quantisation of the distance for the bucket queue, in levels per pixel.
 const LEVELS_PER_PIXEL: f32 = 8.0;
@@ -31,12 +31,19 @@ pub fn watershed(distance: &[f32], mask: &[bool], markers: &[u32], width: usize,
             let i = buckets[current][head] as usize;
             head += 1;
             let l = labels[i];
-            for_neighbours((i % width) as isize, (i / width) as isize, width, height, Connectivity::Four, |j| {
-                if mask[j] && labels[j] == 0 {
+            let (x, y) = (i % width, i / width);
+            let neighbours = [
+                (x > 0, i.wrapping_sub(1)),
+                (x + 1 < width, i + 1),
+                (y > 0, i.wrapping_sub(width)),
+                (y + 1 < height, i + width),
+            ];
+            for (inside, j) in neighbours {
+                if inside && mask[j] && labels[j] == 0 {
                     labels[j] = l;
                     buckets[level(distance[j]).min(current)].push(j as u32);
                 }
-            });
+            }
         }
         buckets[current] = Vec::new();
         if current == 0 {
