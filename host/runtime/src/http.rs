@@ -104,6 +104,25 @@ impl HttpGrant {
     }
 }
 
+/// Parses a command-line grant, `STAGE=host[:port],host...`, taking the
+/// stage's key (if set) from [`key_env_var`] so it never appears on a
+/// command line or in a pipeline file.
+pub fn parse_grant(spec: &str, rate_limit_delay: Duration) -> anyhow::Result<(String, HttpGrant)> {
+    let (stage, hosts) = spec
+        .split_once('=')
+        .with_context(|| format!("HTTP grant {spec:?} must look like STAGE=host[:port],host..."))?;
+    let stage = stage.trim();
+    anyhow::ensure!(!stage.is_empty(), "HTTP grant {spec:?} names no stage");
+    let hosts: Vec<&str> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+    anyhow::ensure!(!hosts.is_empty(), "HTTP grant for '{stage}' lists no hosts");
+    if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.contains('@') || h.contains(char::is_whitespace)) {
+        anyhow::bail!("HTTP grant for '{stage}': {bad:?} is not a host or host:port");
+    }
+    let mut grant = HttpGrant::new(hosts).with_key_from_env(stage, None)?;
+    grant.rate_limit_delay = rate_limit_delay;
+    Ok((stage.to_owned(), grant))
+}
+
 /// The environment variable holding `stage`'s API key:
 /// `STAGECRAFT_HTTP_<STAGE>_KEY`, upper case, `-` as `_`.
 pub fn key_env_var(stage: &str) -> String {
@@ -321,6 +340,18 @@ mod tests {
         let text = format!("{g:?}");
         assert!(!text.contains("sk-secret"), "{text}");
         assert!(text.contains("Authorization"));
+    }
+
+    #[test]
+    fn grant_specs() {
+        let (stage, g) = parse_grant("gen_x = api.example.com, 127.0.0.1:8080", Duration::from_millis(5)).unwrap();
+        assert_eq!(stage, "gen_x");
+        assert_eq!(g.allowed_hosts, ["api.example.com", "127.0.0.1:8080"]);
+        assert_eq!(g.rate_limit_delay, Duration::from_millis(5));
+        assert!(g.headers.is_empty(), "no STAGECRAFT_HTTP_GEN_X_KEY set");
+        assert!(parse_grant("api.example.com", Duration::ZERO).is_err());
+        assert!(parse_grant("s=", Duration::ZERO).is_err());
+        assert!(parse_grant("s=https://api.example.com/v1", Duration::ZERO).is_err());
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! The host decides where requests may go and adds any credentials itself;
 //! this side only builds the request, streams the body and reads the whole
 //! response. A request the host refuses comes back as [`TransportError::Denied`].
+//! Off wasm32 (native unit tests) there is no host and [`send`] always fails.
 
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
-use wasip2::io::streams::StreamError;
+#[cfg(target_arch = "wasm32")]
+pub use wasi_transport::send;
 
 /// Responses larger than this are refused (a generated image is a few MiB).
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -84,94 +84,108 @@ pub enum TransportError {
     Failed(String),
 }
 
-/// Sends one request and reads the whole response.
-pub fn send(method: &str, url: &Url, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, TransportError> {
-    let failed = |what: &str| TransportError::Failed(format!("{what} ({method} {url})"));
-    let list: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
-    let fields = Fields::from_list(&list).map_err(|e| failed(&format!("invalid request header: {e:?}")))?;
-    let request = OutgoingRequest::new(fields);
-    let method = match method {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        other => Method::Other(other.to_owned()),
-    };
-    request.set_method(&method).map_err(|()| failed("invalid method"))?;
-    request.set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http })).map_err(|()| failed("invalid scheme"))?;
-    request.set_authority(Some(&url.authority)).map_err(|()| failed("invalid host"))?;
-    request.set_path_with_query(Some(&url.path_and_query)).map_err(|()| failed("invalid path"))?;
-    let outgoing = request.body().map_err(|()| failed("request body taken twice"))?;
+/// Off wasm32 there is no `wasi:http` host to send through.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn send(method: &str, url: &Url, _headers: &[(&str, &str)], _body: Option<&[u8]>) -> Result<Response, TransportError> {
+    Err(TransportError::Failed(format!("{method} {url}: no wasi:http outside a WebAssembly host")))
+}
 
-    let options = RequestOptions::new();
-    // Best effort: a host may not support setting these.
-    let _ = options.set_connect_timeout(Some(30_000_000_000));
-    let _ = options.set_first_byte_timeout(Some(300_000_000_000));
+#[cfg(target_arch = "wasm32")]
+mod wasi_transport {
+    use super::{Response, TransportError, Url, MAX_RESPONSE_BYTES};
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
+    use wasip2::io::streams::StreamError;
 
-    let future = outgoing_handler::handle(request, Some(options)).map_err(|e| code_error(e, url))?;
-    // A request the host refuses closes the body stream: the reason is in
-    // the response future, so a body error is reported only if it has none.
-    let mut body_error = None;
-    if let Some(body) = body {
-        let stream = outgoing.write().map_err(|()| failed("request body stream taken twice"))?;
-        for chunk in body.chunks(4096) {
-            if let Err(e) = stream.blocking_write_and_flush(chunk) {
-                body_error = Some(failed(&format!("writing the request body: {}", stream_error(e))));
-                break;
-            }
-        }
-    }
-    if let Err(e) = OutgoingBody::finish(outgoing, None) {
-        body_error.get_or_insert(code_error(e, url));
-    }
+    /// Sends one request and reads the whole response.
+    pub fn send(method: &str, url: &Url, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, TransportError> {
+        let failed = |what: &str| TransportError::Failed(format!("{what} ({method} {url})"));
+        let list: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        let fields = Fields::from_list(&list).map_err(|e| failed(&format!("invalid request header: {e:?}")))?;
+        let request = OutgoingRequest::new(fields);
+        let method = match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            other => Method::Other(other.to_owned()),
+        };
+        request.set_method(&method).map_err(|()| failed("invalid method"))?;
+        request.set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http })).map_err(|()| failed("invalid scheme"))?;
+        request.set_authority(Some(&url.authority)).map_err(|()| failed("invalid host"))?;
+        request.set_path_with_query(Some(&url.path_and_query)).map_err(|()| failed("invalid path"))?;
+        let outgoing = request.body().map_err(|()| failed("request body taken twice"))?;
 
-    let response = loop {
-        match future.get() {
-            Some(result) => break result,
-            None => future.subscribe().block(),
-        }
-    };
-    let response = response
-        .map_err(|()| failed("response taken twice"))?
-        .map_err(|e| code_error(e, url))?;
-    if let Some(e) = body_error {
-        return Err(e);
-    }
-    let status = response.status();
-    let headers = response.headers().entries();
-    let incoming = response.consume().map_err(|()| failed("response body taken twice"))?;
-    let mut data = Vec::new();
-    {
-        let stream = incoming.stream().map_err(|()| failed("response body stream taken twice"))?;
-        loop {
-            match stream.blocking_read(256 * 1024) {
-                Ok(chunk) => {
-                    data.extend_from_slice(&chunk);
-                    if data.len() > MAX_RESPONSE_BYTES {
-                        return Err(TransportError::Failed(format!(
-                            "the response from {url} is larger than {} MiB",
-                            MAX_RESPONSE_BYTES >> 20
-                        )));
-                    }
+        let options = RequestOptions::new();
+        // Best effort: a host may not support setting these.
+        let _ = options.set_connect_timeout(Some(30_000_000_000));
+        let _ = options.set_first_byte_timeout(Some(300_000_000_000));
+
+        let future = outgoing_handler::handle(request, Some(options)).map_err(|e| code_error(e, url))?;
+        // A request the host refuses closes the body stream: the reason is in
+        // the response future, so a body error is reported only if it has none.
+        let mut body_error = None;
+        if let Some(body) = body {
+            let stream = outgoing.write().map_err(|()| failed("request body stream taken twice"))?;
+            for chunk in body.chunks(4096) {
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    body_error = Some(failed(&format!("writing the request body: {}", stream_error(e))));
+                    break;
                 }
-                Err(StreamError::Closed) => break,
-                Err(e) => return Err(failed(&format!("reading the response body: {}", stream_error(e)))),
             }
         }
-    }
-    let _trailers = IncomingBody::finish(incoming);
-    Ok(Response { status, headers, body: data })
-}
+        if let Err(e) = OutgoingBody::finish(outgoing, None) {
+            body_error.get_or_insert(code_error(e, url));
+        }
 
-fn code_error(code: ErrorCode, url: &Url) -> TransportError {
-    match code {
-        ErrorCode::HttpRequestDenied => TransportError::Denied { host: url.authority.clone() },
-        other => TransportError::Failed(format!("request to {url} failed: {other:?}")),
+        let response = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        let response = response
+            .map_err(|()| failed("response taken twice"))?
+            .map_err(|e| code_error(e, url))?;
+        if let Some(e) = body_error {
+            return Err(e);
+        }
+        let status = response.status();
+        let headers = response.headers().entries();
+        let incoming = response.consume().map_err(|()| failed("response body taken twice"))?;
+        let mut data = Vec::new();
+        {
+            let stream = incoming.stream().map_err(|()| failed("response body stream taken twice"))?;
+            loop {
+                match stream.blocking_read(256 * 1024) {
+                    Ok(chunk) => {
+                        data.extend_from_slice(&chunk);
+                        if data.len() > MAX_RESPONSE_BYTES {
+                            return Err(TransportError::Failed(format!(
+                                "the response from {url} is larger than {} MiB",
+                                MAX_RESPONSE_BYTES >> 20
+                            )));
+                        }
+                    }
+                    Err(StreamError::Closed) => break,
+                    Err(e) => return Err(failed(&format!("reading the response body: {}", stream_error(e)))),
+                }
+            }
+        }
+        let _trailers = IncomingBody::finish(incoming);
+        Ok(Response { status, headers, body: data })
     }
-}
 
-fn stream_error(e: StreamError) -> String {
-    match e {
-        StreamError::Closed => "stream closed".to_owned(),
-        StreamError::LastOperationFailed(err) => err.to_debug_string(),
+    fn code_error(code: ErrorCode, url: &Url) -> TransportError {
+        match code {
+            ErrorCode::HttpRequestDenied => TransportError::Denied { host: url.authority.clone() },
+            other => TransportError::Failed(format!("request to {url} failed: {other:?}")),
+        }
+    }
+
+    fn stream_error(e: StreamError) -> String {
+        match e {
+            StreamError::Closed => "stream closed".to_owned(),
+            StreamError::LastOperationFailed(err) => err.to_debug_string(),
+        }
     }
 }
 

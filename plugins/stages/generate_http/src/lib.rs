@@ -314,6 +314,7 @@ fn check_image(bytes: &[u8]) -> Result<(stagecraft_sdk::images::Format, u32, u32
     Ok((format, decoded.width(), decoded.height()))
 }
 
+#[cfg(target_arch = "wasm32")]
 export_stage!(GenerateHttp);
 
 #[cfg(test)]
