@@ -1,0 +1,527 @@
+//! End-to-end tests of `stagecraft serve` over real HTTP on loopback: each
+//! test starts its own server in-process on 127.0.0.1:0 over its own home
+//! folder and talks to it with a plain hyper client.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use stagecraft_runtime::Runtime;
+use stagecraft_scheduler::SchedulerConfig;
+use stagecraft_server::store::{JobState, JobStore};
+use stagecraft_server::{Server, ServerConfig};
+use stagecraft_tests::{plugins_dir, png, test_config, test_picture, test_plugins_dir};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+/// A runtime with just the stages these tests use, and a short deadline
+/// so that `spin` ends quickly.
+fn runtime() -> Arc<Runtime> {
+    let mut config = test_config();
+    config.limits.timeout = Duration::from_secs(5);
+    let rt = Runtime::new(config).unwrap();
+    for name in ["noop", "upscale"] {
+        rt.install_file(plugins_dir().join(format!("{name}.wasm"))).unwrap();
+    }
+    rt.install_file(test_plugins_dir().join("spin.wasm")).unwrap();
+    Arc::new(rt)
+}
+
+struct Harness {
+    server: Server,
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _home: Option<tempfile::TempDir>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn config(home: &std::path::Path) -> ServerConfig {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), home);
+    config.admin_token = Some(TOKEN.to_owned());
+    config
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let mut h = Self::with_config(config(home.path()), runtime()).await;
+        h._home = Some(home);
+        h
+    }
+
+    async fn with_config(config: ServerConfig, runtime: Arc<Runtime>) -> Self {
+        let server = Server::start(config, runtime).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        Self { server, base, client: Client::builder(TokioExecutor::new()).build_http(), _home: None }
+    }
+
+    async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self.client.request(req.body(Full::new(body.into())).unwrap()).await.unwrap();
+        let (parts, body) = res.into_parts();
+        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    async fn invoke(&self, stage: &str, query: &str, media_type: &str, body: Vec<u8>) -> Reply {
+        self.call(Method::POST, &format!("/v1/stages/{stage}/invoke{query}"), &[("content-type", media_type)], body).await
+    }
+
+    async fn run_pipeline(&self, body: Value) -> Reply {
+        self.call(Method::POST, "/v1/pipelines/run", &[("content-type", "application/json")], body.to_string()).await
+    }
+
+    /// Polls a job until it is final.
+    async fn wait_job(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let job = self.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(job.status, StatusCode::OK, "{}", job.text());
+            let job = job.json();
+            if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+}
+
+/// The error shape every route uses.
+fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// Server-sent events as (event name, data JSON).
+fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = Some(n.trim().to_owned());
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data = Some(serde_json::from_str(d.trim()).unwrap());
+                }
+            }
+            Some((name?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invoke_noop_and_upscale_return_artifact_links_and_the_version() {
+    let h = Harness::start().await;
+    let r = h.invoke("noop", "?name=hello.txt", "text/plain", b"hello".to_vec()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["stage"], "noop");
+    assert_eq!(r.header("x-stagecraft-version"), body["version"].as_str());
+    assert_eq!(r.header("x-stagecraft-digest"), body["digest"].as_str());
+    let artifact = &body["artifacts"][0];
+    assert_eq!(artifact["name"], "hello.txt");
+    assert_eq!(artifact["media_type"], "text/plain");
+    let data = h.get(artifact["url"].as_str().unwrap()).await;
+    assert_eq!(data.status, StatusCode::OK);
+    assert_eq!(&data.body[..], b"hello");
+
+    let picture = png(&test_picture(32, 24));
+    let r = h.invoke("upscale", "?params=%7B%22factor%22%3A2%7D", "image/png", picture).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["stage"], "upscale");
+    let url = body["artifacts"][0]["url"].as_str().unwrap().to_owned();
+    let out = h.get(&url).await;
+    let img = image::load_from_memory(&out.body).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 48));
+
+    // Multipart: a file part and the params as a field.
+    let boundary = "XBOUNDARYX";
+    let mut form = Vec::new();
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n").as_bytes());
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\nContent-Type: text/csv\r\n\r\n").as_bytes());
+    form.extend_from_slice(b"x,y\n1,2\n\r\n");
+    form.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = h.invoke("noop", "", &format!("multipart/form-data; boundary={boundary}"), form).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["artifacts"][0]["name"], "a.csv");
+    assert_eq!(r.json()["artifacts"][0]["media_type"], "text/csv");
+}
+
+#[tokio::test]
+async fn caller_mistakes_are_4xx_with_one_error_shape() {
+    let h = Harness::start().await;
+    assert_error(&h.invoke("nope", "", "text/plain", b"x".to_vec()).await, StatusCode::NOT_FOUND, "unknown_stage");
+    assert_error(&h.invoke("noop", "?params=not-json", "text/plain", b"x".to_vec()).await, StatusCode::BAD_REQUEST, "invalid_params");
+    assert_error(&h.invoke("noop", "?params=%5B1%5D", "text/plain", b"x".to_vec()).await, StatusCode::BAD_REQUEST, "invalid_params");
+    // Valid JSON the stage's schema refuses: the stage says why.
+    let r = h.invoke("noop", "?params=%7B%22bogus%22%3A1%7D", "text/plain", b"x".to_vec()).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(r.text().contains("bogus"), "{}", r.text());
+    assert_error(&h.get("/v1/jobs/nope").await, StatusCode::NOT_FOUND, "unknown_job");
+    assert_error(&h.get("/v1/artifacts/zz").await, StatusCode::BAD_REQUEST, "invalid_digest");
+    assert_error(&h.get(&format!("/v1/artifacts/{}", "0".repeat(64))).await, StatusCode::NOT_FOUND, "unknown_artifact");
+    assert_error(&h.get("/v2/nothing").await, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn bodies_past_the_limit_are_413() {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = config(home.path());
+    config.max_body_bytes = 1024;
+    let h = Harness::with_config(config, runtime()).await;
+    let r = h.invoke("noop", "", "application/octet-stream", vec![7u8; 4096]).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let r = h.invoke("noop", "", "application/octet-stream", vec![7u8; 512]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+fn two_step_pipeline() -> Value {
+    json!({
+        "name": "two",
+        "steps": [
+            { "name": "first", "type": "noop" },
+            { "name": "second", "type": "noop", "input_from": "first" }
+        ]
+    })
+}
+
+#[tokio::test]
+async fn a_pipeline_runs_as_a_job_with_events_in_order() {
+    let h = Harness::start().await;
+    let data = base64::engine::general_purpose::STANDARD.encode(b"payload");
+    let r = h
+        .run_pipeline(json!({ "pipeline": two_step_pipeline(), "input": "hi", "files": [{ "name": "p.txt", "data": data }] }))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("location"), Some(format!("/v1/jobs/{id}").as_str()));
+
+    // Subscribe while it runs; the stream ends with the job.
+    let live = h.get(&format!("/v1/jobs/{id}/events")).await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert!(live.header("content-type").unwrap().starts_with("text/event-stream"));
+    let job = h.wait_job(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["runs"], 1);
+    let steps = job["report"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    let out = &steps.iter().find(|s| s["name"] == "second").unwrap()["artifacts"][0];
+    assert_eq!(out["name"], "p.txt");
+    assert_eq!(&h.get(out["url"].as_str().unwrap()).await.body[..], b"payload");
+
+    let events = parse_sse(&live.text());
+    let names: Vec<String> = events
+        .iter()
+        .map(|(n, d)| match d["step"].as_str() {
+            Some(step) => format!("{n}:{step}"),
+            None => n.clone(),
+        })
+        .collect();
+    let pos = |name: &str| names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no {name} in {names:?}"));
+    assert_eq!(names.first().map(String::as_str), Some("job_started"), "{names:?}");
+    assert_eq!(names.last().map(String::as_str), Some("job_finished"), "{names:?}");
+    assert!(pos("queued:first") < pos("started:first"), "{names:?}");
+    assert!(pos("started:first") < pos("finished:first"), "{names:?}");
+    assert!(pos("finished:first") < pos("started:second"), "{names:?}");
+    assert!(pos("started:second") < pos("finished:second"), "{names:?}");
+    assert_eq!(events.last().unwrap().1["state"], "succeeded");
+
+    // A late subscriber gets the same events, replayed.
+    let late = h.get(&format!("/v1/jobs/{id}/events")).await;
+    let replayed: Vec<String> = parse_sse(&late.text()).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(replayed, events.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+
+    // Cancelling a finished job is a conflict, not a crash.
+    let r = h.call(Method::DELETE, &format!("/v1/jobs/{id}"), &[], Bytes::new()).await;
+    assert_error(&r, StatusCode::CONFLICT, "job_finished");
+}
+
+#[tokio::test]
+async fn invalid_pipelines_are_400_with_diagnostics() {
+    let h = Harness::start().await;
+    let yaml = "name: bad\nsteps:\n  - name: a\n    type: no_such_stage\n";
+    let r = h.call(Method::POST, "/v1/pipelines/run", &[("content-type", "application/yaml")], yaml).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_pipeline");
+    let body = r.json();
+    let diags = body["error"]["details"]["diagnostics"].as_array().unwrap();
+    assert!(!diags.is_empty());
+    assert!(body["error"]["details"]["text"].as_str().unwrap().contains("no_such_stage"), "{body}");
+    let r = h.call(Method::POST, "/v1/pipelines/run", &[("content-type", "application/json")], "{not json").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_json");
+    // A YAML body works too.
+    let yaml = "name: ok\nsteps:\n  - name: a\n    type: noop\n";
+    let r = h.call(Method::POST, "/v1/pipelines/run", &[("content-type", "application/yaml")], yaml).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let job = h.wait_job(r.json()["id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[tokio::test]
+async fn a_running_job_can_be_cancelled() {
+    let h = Harness::start().await;
+    let r = h.run_pipeline(json!({ "name": "forever", "steps": [{ "name": "loop", "type": "spin" }] })).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    // Wait until the step is running.
+    for _ in 0..100 {
+        if h.get(&format!("/v1/jobs/{id}")).await.json()["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = h.call(Method::DELETE, &format!("/v1/jobs/{id}"), &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let job = h.wait_job(&id).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(job["cancel_requested"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = config(home.path());
+    config.scheduler = SchedulerConfig { max_workers: 1, max_queue: 1, ..SchedulerConfig::default() };
+    config.retry_after_secs = 2;
+    let h = Arc::new(Harness::with_config(config, runtime()).await);
+    // One spin runs, one waits: the queue is full.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let spinner = h.clone();
+        busy.push(tokio::spawn(async move { spinner.invoke("spin", "", "text/plain", Vec::new()).await.status }));
+        for _ in 0..200 {
+            let q = h.get("/v1/status/queue").await.json();
+            if q["running_tasks"].as_u64().unwrap() + q["queue_size"].as_u64().unwrap() == busy.len() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let q = h.get("/v1/status/queue").await.json();
+    assert_eq!((q["running_tasks"].as_u64(), q["queue_size"].as_u64(), q["max_queue_size"].as_u64()), (Some(1), Some(1), Some(1)), "{q}");
+    let r = h.invoke("noop", "", "text/plain", b"x".to_vec()).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "queue_full");
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let metrics = h.get("/metrics").await.text();
+    assert!(metrics.contains("stagecraft_http_rejected_total 1"), "{metrics}");
+    // The spins end at their deadline with a clear error, not a 500.
+    for task in busy {
+        assert_eq!(task.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    let r = h.invoke("noop", "", "text/plain", b"x".to_vec()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// noop.wasm with an extra custom section: the same stage, another digest.
+fn noop_v2() -> Vec<u8> {
+    let mut bytes = std::fs::read(plugins_dir().join("noop.wasm")).unwrap();
+    let name = b"stagecraft-test";
+    let payload = b"version two";
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128);
+    bytes.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+#[tokio::test]
+async fn hot_swap_under_load_drops_nothing_and_rollback_restores() {
+    let h = Arc::new(Harness::start().await);
+    let auth = format!("Bearer {TOKEN}");
+    let old = h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (h, stop) = (h.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = h.invoke("noop", "", "text/plain", b"x".to_vec()).await;
+                assert!(r.status.is_success(), "{}: {}", r.status, r.text());
+                seen.push(r.json()["digest"].as_str().unwrap().to_owned());
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = h.call(Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], noop_v2()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let new = r.json()["digest"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    // A request sent after the upload answered runs the new version.
+    assert_eq!(h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"], new.as_str());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in load {
+        all.extend(task.await.unwrap());
+    }
+    assert!(all.iter().all(|d| *d == old || *d == new), "unexpected versions");
+    assert!(all.iter().any(|d| *d == new), "the load never saw the new version");
+
+    // A bad upload is refused with the reason; the new version keeps serving.
+    let r = h.call(Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], b"\0asm\x0d\0\x01\0".to_vec()).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_component");
+    assert!(r.text().contains("stagecraft:stage"), "{}", r.text());
+    assert_eq!(h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"], new.as_str());
+    let listed = h.get("/v1/stages").await.json();
+    let noop = listed["stages"].as_array().unwrap().iter().find(|s| s["name"] == "noop").unwrap().clone();
+    assert_eq!(noop["digest"], new.as_str());
+
+    // Rollback: one call, back to the old version.
+    let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["digest"], old.as_str());
+    assert_eq!(h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"], old.as_str());
+    let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], Bytes::new()).await;
+    assert_error(&r, StatusCode::CONFLICT, "no_previous_version");
+    let r = h.call(Method::POST, "/v1/stages/nope/rollback", &[("authorization", &auth)], Bytes::new()).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "unknown_stage");
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_token_and_are_off_without_one() {
+    let h = Harness::start().await;
+    let r = h.call(Method::PUT, "/v1/stages/noop", &[], noop_v2()).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", "Bearer wrong")], Bytes::new()).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let home = tempfile::tempdir().unwrap();
+    let mut config = config(home.path());
+    config.admin_token = None;
+    let open = Harness::with_config(config, runtime()).await;
+    let r = open.call(Method::PUT, "/v1/stages/noop", &[("authorization", &format!("Bearer {TOKEN}"))], noop_v2()).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "admin_disabled");
+}
+
+#[tokio::test]
+async fn status_health_metrics_and_openapi() {
+    let h = Harness::start().await;
+    assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(h.invoke("noop", "", "text/plain", b"x".to_vec()).await.status, StatusCode::OK);
+    let q = h.get("/v1/status/queue").await.json();
+    for key in ["queue_size", "max_queue_size", "running_tasks", "max_workers", "completed", "failed", "is_running", "stages"] {
+        assert!(q.get(key).is_some(), "{key} missing from {q}");
+    }
+    let stages = h.get("/v1/stages").await.json();
+    let names: Vec<&str> = stages["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["noop", "spin", "upscale"]);
+    assert!(stages["stages"][2]["params_schema"].is_object());
+
+    let m = h.get("/metrics").await;
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let m = m.text();
+    for needle in [
+        "stagecraft_http_requests_total{method=\"POST\",route=\"/v1/stages/{name}/invoke\",status=\"200\"} 1",
+        "stagecraft_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/stages/{name}/invoke\"} 1",
+        "stagecraft_stage_duration_seconds_count{stage=\"noop\",outcome=\"ok\"} 1",
+        "stagecraft_queue_size 0",
+        "stagecraft_instantiations_total",
+        "stagecraft_pool_slots_in_use{stage=\"noop\"} 0",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from\n{m}");
+    }
+
+    let doc = h.get("/v1/openapi.json").await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path) in [
+        ("post", "/v1/stages/{name}/invoke"),
+        ("get", "/v1/stages"),
+        ("put", "/v1/stages/{name}"),
+        ("post", "/v1/stages/{name}/rollback"),
+        ("get", "/v1/artifacts/{digest}"),
+        ("post", "/v1/pipelines/run"),
+        ("get", "/v1/jobs/{id}"),
+        ("delete", "/v1/jobs/{id}"),
+        ("get", "/v1/jobs/{id}/events"),
+        ("get", "/v1/status/queue"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/v1/openapi.json"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+    // Every documented route answers something other than the fallback.
+    for (method, path, _, _) in stagecraft_server::openapi::ROUTES {
+        let path = path.replace("{name}", "noop").replace("{id}", "x").replace("{digest}", "x");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = h.call(method.clone(), &path, &[], Bytes::new()).await;
+        assert!(!r.text().contains("\"not_found\""), "{method} {path} is not routed: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn jobs_left_unfinished_by_a_crash_complete_once_after_a_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let pipeline = "name: resumed\nsteps:\n  - name: a\n    type: noop\n  - name: b\n    type: noop\n    input_from: a\n";
+    {
+        // What a killed server leaves behind: one job accepted but not
+        // started, one in the middle of running, one finished.
+        let store = JobStore::open(&home.path().join("jobs.sqlite3")).unwrap();
+        store.insert("queued-job", pipeline, "p.yaml", Some("hi"), &[]).unwrap();
+        store.insert("running-job", pipeline, "p.yaml", None, &[]).unwrap();
+        assert!(store.claim("running-job").unwrap());
+        store.insert("finished-job", pipeline, "p.yaml", None, &[]).unwrap();
+        assert!(store.claim("finished-job").unwrap());
+        assert!(store.finish("finished-job", JobState::Succeeded, Some(&json!({"kept": true})), None, &[]).unwrap());
+    }
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    let queued = h.wait_job("queued-job").await;
+    assert_eq!(queued["state"], "succeeded", "{queued}");
+    assert_eq!(queued["runs"], 1);
+    let running = h.wait_job("running-job").await;
+    assert_eq!(running["state"], "succeeded", "{running}");
+    assert_eq!(running["runs"], 2, "interrupted once, then resumed");
+    let finished = h.get("/v1/jobs/finished-job").await.json();
+    assert_eq!(finished["runs"], 1, "a finished job is never run again");
+    assert_eq!(finished["report"], json!({"kept": true}));
+    h.server.shutdown().await.unwrap();
+
+    // Another restart: nothing runs again.
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, runs) in [("queued-job", 1), ("running-job", 2), ("finished-job", 1)] {
+        let job = h.get(&format!("/v1/jobs/{id}")).await.json();
+        assert_eq!(job["runs"], runs, "{id}: {job}");
+    }
+    // The resumed job's events were kept for late subscribers.
+    let events = parse_sse(&h.get("/v1/jobs/queued-job/events").await.text());
+    assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("job_finished"));
+}
