@@ -142,7 +142,7 @@ fn main() -> Result<()> {
     let mut rows = vec![(
         "stagecraft (Rust, CPU)".to_string(),
         one,
-        all / cores as f64,
+        Some(all / cores as f64),
         format!("{ap:.3}"),
         format!("{ap_pooled:.3}"),
     )];
@@ -174,7 +174,7 @@ fn main() -> Result<()> {
             .map(|k| read_png_labels(&dir.join(format!("skimage_{k:03}.png"))))
             .collect::<Result<Vec<_>>>()?;
         let (ap, ap_pooled) = score(&truths, &predictions);
-        rows.push((format!("scikit-image {version}"), rate, rate, format!("{ap:.3}"), format!("{ap_pooled:.3}")));
+        rows.push((format!("scikit-image {version}"), rate, None, format!("{ap:.3}"), format!("{ap_pooled:.3}")));
     }
 
     let device = Device::Auto.resolve().map(|d| d.summary).unwrap_or_else(|e| e);
@@ -185,7 +185,8 @@ fn main() -> Result<()> {
     );
     println!("{:<26} {:>16} {:>22} {:>14} {:>14}", "pipeline", "img/s (1 core)", format!("img/s per core ({cores})"), "AP@0.5 mean", "AP@0.5 pooled");
     for (name, one, per_core, ap, pooled) in &rows {
-        println!("{name:<26} {one:>16.1} {per_core:>22.1} {ap:>14} {pooled:>14}");
+        let per_core = per_core.map_or("- (1 thread)".to_string(), |v| format!("{v:.1}"));
+        println!("{name:<26} {one:>16.1} {per_core:>22} {ap:>14} {pooled:>14}");
     }
     if rows.len() == 2 {
         println!("speed-up per core (1 thread vs 1 thread): {:.1}x", rows[0].1 / rows[1].1);
