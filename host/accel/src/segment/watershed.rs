@@ -10,13 +10,19 @@ use super::label::Connectivity;
 
 /// Quantisation of the distance for the bucket queue, in levels per pixel.
 const LEVELS_PER_PIXEL: f32 = 8.0;
+/// Upper bound on the number of buckets.
+const MAX_BUCKETS: usize = 1 << 16;
 
 /// Floods `markers` (0 = unlabelled) over the pixels where `mask` is set,
 /// highest `distance` first. Foreground pixels that no marker reaches stay 0.
 pub fn watershed(distance: &[f32], mask: &[bool], markers: &[u32], width: usize, height: usize) -> Vec<u32> {
     assert_eq!(distance.len(), width * height);
-    let level = |d: f32| (d.clamp(0.0, 1e6) * LEVELS_PER_PIXEL) as usize;
-    let top = distance.iter().zip(mask).filter(|(_, &m)| m).map(|(&d, _)| level(d)).max().unwrap_or(0);
+    // At most MAX_BUCKETS levels: huge distances (a mask with no background
+    // reports 1e10) get a coarser step instead of a huge queue.
+    let dmax = distance.iter().zip(mask).filter(|(_, &m)| m).map(|(&d, _)| d).fold(0f32, f32::max).min(1e10);
+    let per_pixel = LEVELS_PER_PIXEL.min(MAX_BUCKETS as f32 / dmax.max(1.0));
+    let level = |d: f32| ((d.clamp(0.0, dmax) * per_pixel) as usize).min(MAX_BUCKETS);
+    let top = level(dmax);
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); top + 1];
     let mut labels: Vec<u32> = markers.iter().zip(mask).map(|(&m, &f)| if f { m } else { 0 }).collect();
     for (i, &l) in labels.iter().enumerate() {
@@ -75,6 +81,21 @@ pub fn label_unreached(labels: &mut [u32], mask: &[bool], width: usize, height: 
 mod tests {
     use super::super::edt::distance_transform;
     use super::*;
+
+    #[test]
+    fn all_foreground_floods_from_its_markers() {
+        // No background: the distance transform reports 1e10 everywhere.
+        let (w, h) = (30, 20);
+        let mask = vec![true; w * h];
+        let d = distance_transform(&mask, w, h);
+        let mut markers = vec![0u32; w * h];
+        markers[10 * w + 5] = 1;
+        markers[10 * w + 25] = 2;
+        let labels = watershed(&d, &mask, &markers, w, h);
+        assert!(labels.iter().all(|&l| l != 0));
+        assert_eq!(labels[10 * w], 1);
+        assert_eq!(labels[10 * w + 29], 2);
+    }
 
     #[test]
     fn splits_two_touching_discs_at_the_neck() {
