@@ -46,6 +46,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Measure invocation overhead and upscale throughput; prints a table.
     Bench(commands::bench::BenchArgs),
+    /// Serve the HTTP API: invoke stages, run pipelines as jobs, hot-swap components.
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             }
             Command::Run(args) => commands::run::run(&cli.host, args).await,
             Command::Bench(args) => commands::bench::run(&cli.host, args).await,
+            Command::Serve(args) => commands::serve::run(&cli.host, args).await,
         }
     });
     match result {

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod invoke;
 pub mod run;
+pub mod serve;
 pub mod stages;

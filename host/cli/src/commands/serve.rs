@@ -1,0 +1,50 @@
+//! `stagecraft serve`: the HTTP service (see the stagecraft-server crate).
+
+use crate::host::HostArgs;
+use anyhow::Context;
+use stagecraft_scheduler::SchedulerConfig;
+use stagecraft_server::{Server, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Environment variable holding the admin bearer token; without one the
+    /// admin routes (upload, rollback) are off.
+    #[arg(long, value_name = "VAR")]
+    admin_token_env: Option<String>,
+    /// Largest request body, in MiB (413 past it).
+    #[arg(long, default_value_t = 64)]
+    max_body_mb: usize,
+    /// Tasks allowed to wait for a slot before requests get 429.
+    #[arg(long)]
+    max_queue: Option<usize>,
+    /// Tasks running at once.
+    #[arg(long)]
+    max_workers: Option<usize>,
+}
+
+pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(args.listen, host.home().join("server"));
+    if let Some(var) = &args.admin_token_env {
+        let token = std::env::var(var).with_context(|| format!("--admin-token-env: ${var} is not set"))?;
+        anyhow::ensure!(!token.trim().is_empty(), "--admin-token-env: ${var} is empty");
+        config.admin_token = Some(token.trim().to_owned());
+    }
+    config.max_body_bytes = args.max_body_mb << 20;
+    let mut scheduler = SchedulerConfig::default();
+    if let Some(n) = args.max_queue {
+        scheduler.max_queue = n;
+    }
+    if let Some(n) = args.max_workers {
+        scheduler.max_workers = n.max(1);
+    }
+    config.scheduler = scheduler;
+    let runtime = Arc::new(host.runtime()?);
+    let server = Server::start(config, runtime).await?;
+    eprintln!("stagecraft serving on http://{} (Ctrl-C to stop)", server.addr);
+    server.run_until_ctrl_c().await
+}
