@@ -20,6 +20,9 @@ mod resize;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// A benchmark of pipelines instead: `stagecraft bench pipeline`.
+    #[command(subcommand)]
+    pub suite: Option<Suite>,
     /// No-op invocations per measurement.
     #[arg(long, default_value_t = 20_000)]
     pub iterations: usize,
@@ -31,7 +34,16 @@ pub struct BenchArgs {
     pub upscale_size: u32,
 }
 
+#[derive(clap::Subcommand)]
+pub enum Suite {
+    /// Makespan of synthetic pipelines against the best possible.
+    Pipeline(super::bench_pipeline::PipelineBenchArgs),
+}
+
 pub async fn run(host: &HostArgs, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(Suite::Pipeline(args)) = args.suite {
+        return super::bench_pipeline::run(host, args).await;
+    }
     let runtime = host.runtime()?;
     for needed in ["noop", "upscale"] {
         if runtime.stage(needed).is_none() {
