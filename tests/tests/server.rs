@@ -525,3 +525,49 @@ async fn jobs_left_unfinished_by_a_crash_complete_once_after_a_restart() {
     let events = parse_sse(&h.get("/v1/jobs/queued-job/events").await.text());
     assert_eq!(events.last().map(|(n, _)| n.as_str()), Some("job_finished"));
 }
+
+#[tokio::test]
+async fn a_changed_file_in_the_plugins_folder_is_picked_up() {
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(plugins_dir().join("noop.wasm"), plugins.path().join("noop.wasm")).unwrap();
+    let rt = Runtime::new(test_config()).unwrap();
+    assert!(rt.load_dir(plugins.path()).failed.is_empty());
+    let home = tempfile::tempdir().unwrap();
+    let mut config = config(home.path());
+    config.watch_dir = Some(plugins.path().to_owned());
+    config.watch_interval = Duration::from_millis(50);
+    let h = Harness::with_config(config, Arc::new(rt)).await;
+    let digest = || async { h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"].as_str().unwrap().to_owned() };
+    let old = digest().await;
+
+    // A broken file is refused; the stage keeps serving.
+    std::fs::write(plugins.path().join("junk.wasm"), b"not a component").unwrap();
+    std::fs::write(plugins.path().join("noop.wasm.tmp"), noop_v2()).unwrap();
+    std::fs::rename(plugins.path().join("noop.wasm.tmp"), plugins.path().join("noop.wasm")).unwrap();
+    let mut new = old.clone();
+    for _ in 0..200 {
+        new = digest().await;
+        if new != old {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(new, old, "the changed component was not picked up");
+    assert_eq!(h.get("/v1/stages").await.json()["stages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_identical_run_is_served_from_the_result_cache() {
+    let h = Harness::start().await;
+    for _ in 0..2 {
+        let r = h.run_pipeline(json!({ "pipeline": two_step_pipeline(), "input": "same" })).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+        let job = h.wait_job(r.json()["id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    let m = h.get("/metrics").await.text();
+    // Both noop steps see the same (empty) input and params: only the very
+    // first one runs; the second step and the whole second run are hits.
+    assert!(m.contains("stagecraft_result_cache_misses_total 1\n"), "{m}");
+    assert!(m.contains("stagecraft_result_cache_hits_total 3\n"), "{m}");
+}

@@ -23,6 +23,10 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// Use the result cache for pipeline steps.
     pub result_cache: bool,
+    /// The plugins folder to watch for new or changed components.
+    pub watch_dir: Option<PathBuf>,
+    /// How often the plugins folder is polled.
+    pub watch_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -36,6 +40,8 @@ impl ServerConfig {
             scheduler: SchedulerConfig::default(),
             retry_after_secs: 1,
             result_cache: true,
+            watch_dir: None,
+            watch_interval: std::time::Duration::from_secs(1),
         }
     }
 }

@@ -59,12 +59,13 @@ pub struct JobManager {
     pub store: JobStore,
     pub blobs: BlobStore,
     orchestrator: Orchestrator,
+    metrics: Arc<crate::metrics::Metrics>,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
 }
 
 impl JobManager {
-    pub fn new(store: JobStore, blobs: BlobStore, orchestrator: Orchestrator) -> Self {
-        Self { store, blobs, orchestrator, live: Mutex::new(HashMap::new()) }
+    pub fn new(store: JobStore, blobs: BlobStore, orchestrator: Orchestrator, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { store, blobs, orchestrator, metrics, live: Mutex::new(HashMap::new()) }
     }
 
     /// The live view of a job that has not ended in this process.
@@ -157,6 +158,9 @@ impl JobManager {
         let mut report = outcome.report.to_json();
         if let Some(steps) = report["steps"].as_array_mut() {
             for step in steps {
+                if let Some(hit) = step["execution"]["cache_hit"].as_bool() {
+                    self.metrics.record_step(hit);
+                }
                 let name = step["name"].as_str().unwrap_or_default().to_owned();
                 let Some(output) = outcome.outputs.get(&name) else { continue };
                 let mut links = Vec::new();

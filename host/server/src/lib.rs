@@ -12,6 +12,7 @@
 //!   finishes even across a crash;
 //! * [`sse`]: job events as server-sent events;
 //! * [`error`]: the one JSON error shape;
+//! * [`watch`]: the plugins folder, polled for changed components;
 //! * [`metrics`] and [`openapi`].
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod routes;
 pub mod sse;
 pub mod store;
+pub mod watch;
 
 pub use config::ServerConfig;
 
@@ -91,7 +93,8 @@ impl Server {
         let blobs = BlobStore::new(config.home.join("blobs"));
         let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
         let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache);
-        let jobs = Arc::new(jobs::JobManager::new(store, blobs, orchestrator.clone()));
+        let metrics = Arc::new(metrics::Metrics::default());
+        let jobs = Arc::new(jobs::JobManager::new(store, blobs, orchestrator.clone(), metrics.clone()));
         let resumed = jobs.resume()?;
         if resumed > 0 {
             tracing::info!("resumed {resumed} unfinished job(s)");
@@ -100,9 +103,12 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics: Default::default() });
+        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics });
         let stop = CancellationToken::new();
         let service = router(app.clone());
+        if let Some(dir) = app.config.watch_dir.clone() {
+            watch::spawn(app.runtime.clone(), dir, app.config.watch_interval, stop.clone());
+        }
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             axum::serve(listener, service).with_graceful_shutdown(async move { stopped.cancelled().await }).await

@@ -51,6 +51,8 @@ pub struct Metrics {
     stages: Mutex<BTreeMap<(String, &'static str), Histogram>>,
     /// Requests refused with 429.
     rejected: Mutex<u64>,
+    /// Pipeline steps answered from the result cache, and those that ran.
+    cache: Mutex<(u64, u64)>,
 }
 
 fn escape(s: &str) -> String {
@@ -70,6 +72,16 @@ impl Metrics {
     pub fn record_stage(&self, stage: &str, ok: bool, elapsed: Duration) {
         let outcome = if ok { "ok" } else { "error" };
         self.stages.lock().unwrap().entry((stage.to_owned(), outcome)).or_default().observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a pipeline step: answered from the result cache or run.
+    pub fn record_step(&self, cache_hit: bool) {
+        let mut c = self.cache.lock().unwrap();
+        if cache_hit {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
     }
 
     /// The collected series in Prometheus text format (`gauges` are
@@ -100,6 +112,13 @@ impl Metrics {
         out.push_str("# HELP stagecraft_http_rejected_total Requests refused with 429 (queue full).\n");
         out.push_str("# TYPE stagecraft_http_rejected_total counter\n");
         let _ = writeln!(out, "stagecraft_http_rejected_total {}", self.rejected.lock().unwrap());
+        let (hits, misses) = *self.cache.lock().unwrap();
+        out.push_str("# HELP stagecraft_result_cache_hits_total Pipeline steps answered from the result cache.\n");
+        out.push_str("# TYPE stagecraft_result_cache_hits_total counter\n");
+        let _ = writeln!(out, "stagecraft_result_cache_hits_total {hits}");
+        out.push_str("# HELP stagecraft_result_cache_misses_total Pipeline steps that ran (no cached result).\n");
+        out.push_str("# TYPE stagecraft_result_cache_misses_total counter\n");
+        let _ = writeln!(out, "stagecraft_result_cache_misses_total {misses}");
         for (name, help, series) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };

@@ -1,4 +1,5 @@
-//! `stagecraft serve`: the HTTP service (see the stagecraft-server crate).
+//! `stagecraft serve`: the HTTP service (see the stagecraft-server crate);
+//! the plugins folder is watched, and a changed component is installed.
 
 use crate::host::HostArgs;
 use anyhow::Context;
@@ -43,6 +44,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
         scheduler.max_workers = n.max(1);
     }
     config.scheduler = scheduler;
+    config.watch_dir = Some(host.plugins.clone());
     let runtime = Arc::new(host.runtime()?);
     let server = Server::start(config, runtime).await?;
     eprintln!("stagecraft serving on http://{} (Ctrl-C to stop)", server.addr);
