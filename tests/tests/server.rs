@@ -190,6 +190,7 @@ async fn caller_mistakes_are_4xx_with_one_error_shape() {
     let r = h.invoke("noop", "?params=%7B%22bogus%22%3A1%7D", "text/plain", b"x".to_vec()).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(r.text().contains("bogus"), "{}", r.text());
+    assert_error(&h.invoke("noop", "?timeout=soon", "text/plain", b"x".to_vec()).await, StatusCode::BAD_REQUEST, "invalid_timeout");
     assert_error(&h.get("/v1/jobs/nope").await, StatusCode::NOT_FOUND, "unknown_job");
     assert_error(&h.get("/v1/artifacts/zz").await, StatusCode::BAD_REQUEST, "invalid_digest");
     assert_error(&h.get(&format!("/v1/artifacts/{}", "0".repeat(64))).await, StatusCode::NOT_FOUND, "unknown_artifact");
@@ -320,7 +321,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let mut busy = Vec::new();
     for _ in 0..2 {
         let spinner = h.clone();
-        busy.push(tokio::spawn(async move { spinner.invoke("spin", "", "text/plain", Vec::new()).await.status }));
+        busy.push(tokio::spawn(async move { spinner.invoke("spin", "?timeout=5", "text/plain", Vec::new()).await.status }));
         for _ in 0..200 {
             let q = h.get("/v1/status/queue").await.json();
             if q["running_tasks"].as_u64().unwrap() + q["queue_size"].as_u64().unwrap() == busy.len() as u64 {

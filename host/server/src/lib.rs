@@ -123,10 +123,28 @@ impl Server {
         Ok(())
     }
 
-    /// Serves until Ctrl-C, then shuts down gracefully.
+    /// Serves until Ctrl-C (or SIGTERM), then shuts down gracefully. Jobs
+    /// still running stay `running` in the store and resume at the next start.
     pub async fn run_until_ctrl_c(self) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         tokio::spawn(async move {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let term = async move {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term => {}
+                }
+            }
+            #[cfg(not(unix))]
             let _ = tokio::signal::ctrl_c().await;
             stop.cancel();
         });

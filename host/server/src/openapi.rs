@@ -49,6 +49,14 @@ pub fn document() -> Value {
                 "name": "params", "in": "query", "required": false, "schema": { "type": "string" },
                 "description": "Stage parameters as a JSON object"
             }));
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "timeout", "in": "query", "required": false, "schema": { "type": "number" },
+                "description": "Deadline for this invocation, in seconds"
+            }));
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "name", "in": "query", "required": false, "schema": { "type": "string" },
+                "description": "Artifact name for a raw body"
+            }));
             op["responses"]["429"] = json!({ "description": "Queue full; see Retry-After" });
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

@@ -47,6 +47,15 @@ pub async fn invoke(
         (params, artifacts)
     };
 
+    let mut options = InvokeOptions::default();
+    if let Some(t) = query.get("timeout") {
+        let secs: f64 = t
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+            .ok_or_else(|| ApiError::bad_request("invalid_timeout", format!("timeout must be seconds in (0, 3600], got '{t}'")))?;
+        options = options.with_timeout(std::time::Duration::from_secs_f64(secs));
+    }
     let input = StageInput::new(artifacts, params);
     let error: Arc<Mutex<Option<ApiError>>> = Arc::default();
     let spec = TaskSpec::new(name.clone()).label(format!("http invoke {name}")).retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
@@ -55,8 +64,9 @@ pub async fn invoke(
         let error = error.clone();
         move |_attempt| {
             let (runtime, version, input, error) = (runtime.clone(), version.clone(), input.clone(), error.clone());
+            let options = options.clone();
             async move {
-                runtime.invoke_version(&version, input, InvokeOptions::default()).await.map_err(|e| {
+                runtime.invoke_version(&version, input, options).await.map_err(|e| {
                     let failure = to_failure(&e);
                     *error.lock().unwrap() = Some(ApiError::from_invoke(&e));
                     failure
