@@ -590,3 +590,31 @@ async fn a_second_identical_run_is_served_from_the_result_cache() {
     assert!(m.contains("stagecraft_result_cache_misses_total 1\n"), "{m}");
     assert!(m.contains("stagecraft_result_cache_hits_total 3\n"), "{m}");
 }
+
+#[tokio::test]
+async fn jobs_past_the_running_limit_wait_queued() {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = config(home.path());
+    config.max_running_jobs = 1;
+    let h = Harness::with_config(config, runtime()).await;
+    let r = h.run_pipeline(json!({ "name": "forever", "steps": [{ "name": "loop", "type": "spin" }] })).await;
+    let spinning = r.json()["id"].as_str().unwrap().to_owned();
+    for _ in 0..500 {
+        if h.get(&format!("/v1/jobs/{spinning}")).await.json()["state"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = h.run_pipeline(json!({ "name": "quick", "steps": [{ "name": "a", "type": "noop" }] })).await;
+    let waiting = r.json()["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job = h.get(&format!("/v1/jobs/{waiting}")).await.json();
+    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["runs"], 0);
+    // Its turn comes when the first one ends.
+    h.call(Method::DELETE, &format!("/v1/jobs/{spinning}"), &[], Bytes::new()).await;
+    assert_eq!(h.wait_job(&spinning).await["state"], "cancelled");
+    let job = h.wait_job(&waiting).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["runs"], 1);
+}

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// Use the result cache for pipeline steps.
     pub result_cache: bool,
+    /// Pipeline jobs running at once; later ones wait, `queued`.
+    pub max_running_jobs: usize,
     /// The plugins folder to watch for new or changed components.
     pub watch_dir: Option<PathBuf>,
     /// How often the plugins folder is polled.
@@ -40,6 +42,7 @@ impl ServerConfig {
             scheduler: SchedulerConfig::default(),
             retry_after_secs: 1,
             result_cache: true,
+            max_running_jobs: 4,
             watch_dir: None,
             watch_interval: std::time::Duration::from_secs(1),
         }

@@ -60,12 +60,21 @@ pub struct JobManager {
     pub blobs: BlobStore,
     orchestrator: Orchestrator,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Jobs running at once; the others wait, `queued` in the store.
+    running: Arc<tokio::sync::Semaphore>,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
 }
 
 impl JobManager {
-    pub fn new(store: JobStore, blobs: BlobStore, orchestrator: Orchestrator, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Self { store, blobs, orchestrator, metrics, live: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store: JobStore,
+        blobs: BlobStore,
+        orchestrator: Orchestrator,
+        metrics: Arc<crate::metrics::Metrics>,
+        max_running: usize,
+    ) -> Self {
+        let running = Arc::new(tokio::sync::Semaphore::new(max_running.max(1)));
+        Self { store, blobs, orchestrator, metrics, running, live: Mutex::new(HashMap::new()) }
     }
 
     /// The live view of a job that has not ended in this process.
@@ -83,7 +92,13 @@ impl JobManager {
         let this = self.clone();
         tokio::spawn(async move {
             let id = record.id.clone();
+            // Wait for a turn (a cancel while waiting ends the job at once).
+            let permit = tokio::select! {
+                permit = this.running.clone().acquire_owned() => permit.ok(),
+                _ = live.cancel.cancelled() => None,
+            };
             this.run(record, &live).await;
+            drop(permit);
             live.end();
             this.live.lock().unwrap().remove(&id);
         });

@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Tasks running at once.
     #[arg(long)]
     max_workers: Option<usize>,
+    /// Pipeline jobs running at once (later ones wait, queued).
+    #[arg(long, default_value_t = 4)]
+    max_jobs: usize,
 }
 
 pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     config.scheduler = scheduler;
     config.watch_dir = Some(host.plugins.clone());
+    config.max_running_jobs = args.max_jobs.max(1);
     let runtime = Arc::new(host.runtime()?);
     let server = Server::start(config, runtime).await?;
     eprintln!("stagecraft serving on http://{} (Ctrl-C to stop)", server.addr);
