@@ -618,3 +618,29 @@ async fn jobs_past_the_running_limit_wait_queued() {
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["runs"], 1);
 }
+
+async fn digest(h: &Harness) -> String {
+    h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_uploaded_version_survives_a_restart_and_so_does_a_rollback() {
+    let home = tempfile::tempdir().unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    let old = digest(&h).await;
+    let r = h.call(Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], noop_v2()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let new = r.json()["digest"].as_str().unwrap().to_owned();
+    h.server.shutdown().await.unwrap();
+
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    assert_eq!(digest(&h).await, new, "the upload is still serving after a restart");
+    let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(digest(&h).await, old);
+    h.server.shutdown().await.unwrap();
+
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    assert_eq!(digest(&h).await, old, "the rollback is still in force after a restart");
+}

@@ -12,9 +12,11 @@
 //!   finishes even across a crash;
 //! * [`sse`]: job events as server-sent events;
 //! * [`error`]: the one JSON error shape;
+//! * [`components`]: uploaded component versions, kept across restarts;
 //! * [`watch`]: the plugins folder, polled for changed components;
 //! * [`metrics`] and [`openapi`].
 
+pub mod components;
 pub mod config;
 pub mod error;
 pub mod jobs;
@@ -45,6 +47,7 @@ pub struct AppState {
     pub orchestrator: Orchestrator,
     pub jobs: Arc<jobs::JobManager>,
     pub metrics: Arc<metrics::Metrics>,
+    pub uploads: components::UploadStore,
 }
 
 pub type App = Arc<AppState>;
@@ -89,6 +92,11 @@ impl Server {
     /// process left unfinished, binds and starts serving.
     pub async fn start(config: ServerConfig, runtime: Arc<Runtime>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.home).with_context(|| format!("creating {}", config.home.display()))?;
+        let uploads = components::UploadStore::new(config.home.join("components"));
+        let restored = uploads.restore(&runtime)?;
+        if restored > 0 {
+            tracing::info!("restored {restored} uploaded component version(s)");
+        }
         let store = store::JobStore::open(&config.home.join("jobs.sqlite3"))?;
         let blobs = BlobStore::new(config.home.join("blobs"));
         let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
@@ -103,7 +111,7 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics });
+        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads });
         let stop = CancellationToken::new();
         let service = router(app.clone());
         if let Some(dir) = app.config.watch_dir.clone() {

@@ -44,10 +44,10 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
     }
     let runtime = app.runtime.clone();
     let origin = format!("upload:{name}");
-    let installed = tokio::task::spawn_blocking(move || runtime.install_bytes(&bytes, &origin))
+    let installed = tokio::task::spawn_blocking(move || runtime.install_bytes(&bytes, &origin).map(|v| (v, bytes)))
         .await
         .map_err(|e| ApiError::internal(format!("the install task failed: {e}")))?;
-    let version = installed
+    let (version, bytes) = installed
         .map_err(|e| ApiError::bad_request("invalid_component", format!("the component was refused: {e:#}")))?;
     if version.info.name != name {
         // It was installed under its own name: undo that.
@@ -57,6 +57,7 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
             format!("the component describes itself as '{}', not '{name}'", version.info.name),
         ));
     }
+    app.uploads.record_upload(&version, &bytes)?;
     tracing::info!(stage = %name, version = %version.info.version, digest = %version.digest, "new component version");
     Ok(Json(describe(&version)).into_response())
 }
@@ -64,7 +65,10 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
 pub async fn rollback(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     require_admin(&app, &headers)?;
     match app.runtime.rollback(&name) {
-        Ok(version) => Ok(Json(describe(&version))),
+        Ok(version) => {
+            app.uploads.record_rollback(&version)?;
+            Ok(Json(describe(&version)))
+        }
         Err(e) if e.code() == "unknown_stage" => Err(ApiError::from_invoke(&e)),
         Err(e) => Err(ApiError::new(StatusCode::CONFLICT, "no_previous_version", e.to_string())),
     }
