@@ -148,5 +148,12 @@ pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> Api
         .blobs
         .get(&digest)?
         .ok_or_else(|| ApiError::not_found("unknown_artifact", format!("no artifact {digest}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(data)).into_response())
+    // The media type is in the listing that gave the link; content comes
+    // from plugins and callers, so browsers must not guess and render it.
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+    ];
+    Ok((headers, Body::from(data)).into_response())
 }
