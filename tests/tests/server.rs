@@ -22,8 +22,14 @@ const TOKEN: &str = "s3cret-admin-token";
 /// A runtime with just the stages these tests use, and a short deadline
 /// so that `spin` ends quickly.
 fn runtime() -> Arc<Runtime> {
+    runtime_with_deadline(Duration::from_secs(5))
+}
+
+/// The same, with another default deadline (for tests that cancel a spin
+/// and must not race its deadline).
+fn runtime_with_deadline(deadline: Duration) -> Arc<Runtime> {
     let mut config = test_config();
-    config.limits.timeout = Duration::from_secs(5);
+    config.limits.timeout = deadline;
     let rt = Runtime::new(config).unwrap();
     for name in ["noop", "upscale"] {
         rt.install_file(plugins_dir().join(format!("{name}.wasm"))).unwrap();
@@ -292,7 +298,8 @@ async fn invalid_pipelines_are_400_with_diagnostics() {
 
 #[tokio::test]
 async fn a_running_job_can_be_cancelled() {
-    let h = Harness::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = Harness::with_config(config(home.path()), runtime_with_deadline(Duration::from_secs(120))).await;
     let r = h.run_pipeline(json!({ "name": "forever", "steps": [{ "name": "loop", "type": "spin" }] })).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
@@ -596,7 +603,7 @@ async fn jobs_past_the_running_limit_wait_queued() {
     let home = tempfile::tempdir().unwrap();
     let mut config = config(home.path());
     config.max_running_jobs = 1;
-    let h = Harness::with_config(config, runtime()).await;
+    let h = Harness::with_config(config, runtime_with_deadline(Duration::from_secs(120))).await;
     let r = h.run_pipeline(json!({ "name": "forever", "steps": [{ "name": "loop", "type": "spin" }] })).await;
     let spinning = r.json()["id"].as_str().unwrap().to_owned();
     for _ in 0..500 {
