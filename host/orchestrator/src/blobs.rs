@@ -5,14 +5,12 @@
 //! service serves them by digest.
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The sha256 of `data`, as lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+/// The sha256 of `data`, as lowercase hex: the runtime's component digest,
+/// so an artifact and a component are named the same way.
+pub use stagecraft_runtime::cache::digest as sha256_hex;
 
 /// Whether `digest` looks like a sha256 hex digest (and so is safe as a file name).
 pub fn is_digest(digest: &str) -> bool {

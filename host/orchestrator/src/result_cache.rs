@@ -42,6 +42,8 @@ pub struct CachedResult {
     pub version: String,
     pub metadata: Value,
     pub artifacts: Vec<Arc<Artifact>>,
+    /// The sha256 of each artifact, in order (checked on the way in).
+    pub digests: Vec<String>,
 }
 
 /// Results by key, on disk.
@@ -97,15 +99,18 @@ impl ResultCache {
             }
         };
         let mut artifacts = Vec::with_capacity(manifest.artifacts.len());
+        let mut digests = Vec::with_capacity(manifest.artifacts.len());
         for a in manifest.artifacts {
             // A missing or corrupt blob makes the entry a miss: it is recomputed.
             let Some(data) = self.blobs.get(&a.sha256)? else { return Ok(None) };
             artifacts.push(Arc::new(Artifact::new(a.name, a.media_type, data)));
+            digests.push(a.sha256);
         }
-        Ok(Some(CachedResult { version: manifest.version, metadata: manifest.metadata, artifacts }))
+        Ok(Some(CachedResult { version: manifest.version, metadata: manifest.metadata, artifacts, digests }))
     }
 
-    /// Stores a result under `key`: blobs first, then the manifest.
+    /// Stores a result under `key`: blobs first, then the manifest. Returns
+    /// the artifacts' digests, in order.
     pub fn put(
         &self,
         key: &str,
@@ -114,12 +119,13 @@ impl ResultCache {
         component_digest: &str,
         metadata: &Value,
         artifacts: &[Arc<Artifact>],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let mut stored = Vec::with_capacity(artifacts.len());
         for a in artifacts {
             let sha256 = self.blobs.put(&a.data)?;
             stored.push(StoredArtifact { name: a.name.clone(), media_type: a.media_type.clone(), sha256 });
         }
+        let digests = stored.iter().map(|a| a.sha256.clone()).collect();
         let manifest = Manifest {
             stage: stage.to_owned(),
             version: version.to_owned(),
@@ -134,7 +140,7 @@ impl ResultCache {
         tmp.flush()?;
         let path = self.results.join(format!("{key}.json"));
         tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
-        Ok(())
+        Ok(digests)
     }
 }
 
@@ -181,8 +187,10 @@ mod tests {
         let cache = ResultCache::new(dir.path());
         let out = vec![art("out.png", b"pixels"), art("meta.json", b"{}")];
         assert!(cache.get("k").unwrap().is_none());
-        cache.put("k", "upscale", "1.0.0", "d1", &json!({"w": 2}), &out).unwrap();
+        let digests = cache.put("k", "upscale", "1.0.0", "d1", &json!({"w": 2}), &out).unwrap();
+        assert_eq!(digests, vec![sha256_hex(b"pixels"), sha256_hex(b"{}")]);
         let hit = cache.get("k").unwrap().expect("stored");
+        assert_eq!(hit.digests, digests);
         assert_eq!(hit.version, "1.0.0");
         assert_eq!(hit.metadata, json!({"w": 2}));
         assert_eq!(hit.artifacts, out);

@@ -56,7 +56,7 @@ impl StageRunner {
             match cache.get(key) {
                 Ok(Some(hit)) => {
                     tracing::debug!("result cache hit");
-                    details.insert("artifacts".into(), artifact_list(&hit.artifacts));
+                    details.insert("artifacts".into(), artifact_list(&hit.artifacts, &hit.digests));
                     let execution = Execution { started_at: None, attempts: 0, cache_hit: true, details };
                     return Ok(StepOutput::new(hit.artifacts, hit.metadata).with_execution(execution));
                 }
@@ -92,13 +92,16 @@ impl StageRunner {
         match result.outcome {
             Ok(output) => {
                 let artifacts: Vec<SharedArtifact> = output.artifacts.into_iter().map(Arc::new).collect();
-                execution.details.insert("artifacts".into(), artifact_list(&artifacts));
-                if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
-                    let stored = cache.put(key, &version.info.name, &version.info.version, &version.digest, &output.metadata, &artifacts);
-                    if let Err(e) = stored {
-                        tracing::warn!(error = %format!("{e:#}"), "could not store the result in the cache");
-                    }
-                }
+                // Storing hashes the artifacts anyway: reuse those digests for the report.
+                let stored = match (&self.cache, &cache_key) {
+                    (Some(cache), Some(key)) => cache
+                        .put(key, &version.info.name, &version.info.version, &version.digest, &output.metadata, &artifacts)
+                        .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "could not store the result in the cache"))
+                        .ok(),
+                    _ => None,
+                };
+                let digests = stored.unwrap_or_else(|| artifacts.iter().map(|a| sha256_hex(&a.data)).collect());
+                execution.details.insert("artifacts".into(), artifact_list(&artifacts, &digests));
                 Ok(StepOutput::new(artifacts, output.metadata).with_execution(execution))
             }
             Err(TaskError::Failed { failure, attempts }) => {
@@ -198,16 +201,17 @@ fn stage_event(step: &Arc<str>, event: StageEvent) -> RunEvent {
 }
 
 /// Name, media type, size and digest of each artifact, for reports.
-pub fn artifact_list(artifacts: &[SharedArtifact]) -> Value {
+pub fn artifact_list(artifacts: &[SharedArtifact], digests: &[String]) -> Value {
     Value::Array(
         artifacts
             .iter()
-            .map(|a| {
+            .zip(digests)
+            .map(|(a, digest)| {
                 json!({
                     "name": a.name,
                     "media_type": a.media_type,
                     "bytes": a.data.len(),
-                    "sha256": sha256_hex(&a.data),
+                    "sha256": digest,
                 })
             })
             .collect(),
