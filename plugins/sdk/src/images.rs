@@ -71,6 +71,19 @@ pub fn encode(image: &DynamicImage, format: Format, jpeg_quality: u8) -> Result<
     Ok(out)
 }
 
+/// An output name `{base}{suffix}` not yet in `used` (then recorded there):
+/// `{base}-2{suffix}`, `{base}-3{suffix}`... when inputs share a stem, so
+/// no output overwrites another.
+pub fn unique_name(used: &mut std::collections::BTreeSet<String>, base: &str, suffix: &str) -> String {
+    let mut name = format!("{base}{suffix}");
+    let mut k = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{base}-{k}{suffix}");
+        k += 1;
+    }
+    name
+}
+
 /// The file stem of an artifact name (`photo.png` -> `photo`), for naming outputs.
 pub fn stem(name: &str) -> &str {
     match name.rsplit_once('.') {

@@ -114,6 +114,11 @@ impl Output {
     }
 }
 
+/// An f32 as a short decimal for metadata (0.3, not 0.30000001192).
+pub fn round4(v: f32) -> f64 {
+    (v as f64 * 1e4).round() / 1e4
+}
+
 /// A stage failure, mapped one to one onto the WIT `stage-error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageError {

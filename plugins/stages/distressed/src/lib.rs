@@ -12,7 +12,8 @@
 //! 2048 px version of a logo wear alike. Same input, params and seed: same bytes.
 
 use image::RgbaImage;
-use stagecraft_sdk::images::{decode, encode, stem, Format};
+use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
+use stagecraft_sdk::round4;
 use stagecraft_sdk::prelude::*;
 
 pub const MAX_PIXELS: u64 = 50_000_000;
@@ -346,10 +347,6 @@ pub fn distress(img: &mut RgbaImage, o: &Options) -> Report {
     Report { alpha_removed, scratches, speckles }
 }
 
-/// An f32 as a short decimal for metadata (0.6, not 0.6000000238).
-fn round4(v: f32) -> f64 {
-    (v as f64 * 1e4).round() / 1e4
-}
 
 struct Distressed;
 
@@ -386,12 +383,7 @@ impl Stage for Distressed {
             let r = distress(&mut rgba, &per);
             let (w, h) = rgba.dimensions();
             let data = encode(&image::DynamicImage::ImageRgba8(rgba), Format::Png, 90)?;
-            let mut name = format!("{}.png", stem(&artifact.name));
-            let mut k = 2;
-            while !used.insert(name.clone()) {
-                name = format!("{}-{k}.png", stem(&artifact.name));
-                k += 1;
-            }
+            let name = unique_name(&mut used, stem(&artifact.name), ".png");
             results.push(json!({
                 "name": name,
                 "source": artifact.name,

@@ -9,7 +9,7 @@
 
 use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
 use image::{Rgba, RgbaImage};
-use stagecraft_sdk::images::{decode, encode, stem, Format};
+use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
 use stagecraft_sdk::prelude::*;
 
 /// A target size.
@@ -383,12 +383,7 @@ impl Stage for SocialFormats {
                     image::DynamicImage::ImageRgba8(img)
                 };
                 let data = encode(&dynimg, p.format, p.quality)?;
-                let mut name = format!("{base}_{}.{}", t.name, p.format.extension());
-                let mut k = 2;
-                while !used.insert(name.clone()) {
-                    name = format!("{base}-{k}_{}.{}", t.name, p.format.extension());
-                    k += 1;
-                }
+                let name = unique_name(&mut used, &base, &format!("_{}.{}", t.name, p.format.extension()));
                 listing.push(json!({
                     "name": name,
                     "source": artifact.name,

@@ -14,7 +14,8 @@
 //! 4. Optionally trim to the content's bounding box (plus `padding`).
 
 use image::{Rgba, RgbaImage};
-use stagecraft_sdk::images::{decode, encode, stem, Format};
+use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
+use stagecraft_sdk::round4;
 use stagecraft_sdk::prelude::*;
 
 pub const MAX_PIXELS: u64 = 50_000_000;
@@ -373,25 +374,12 @@ pub fn cut_out(img: &RgbaImage, o: &Options) -> Result<Cutout, String> {
             while k < region.len() {
                 let i = region[k];
                 k += 1;
-                let (x, y) = (i % wu, i / wu);
-                let mut visit = |j: usize| {
+                neighbours4(i, wu, hu, |j| {
                     if !seen[j] && matches(j) {
                         seen[j] = true;
                         region.push(j);
                     }
-                };
-                if x > 0 {
-                    visit(i - 1);
-                }
-                if x + 1 < wu {
-                    visit(i + 1);
-                }
-                if y > 0 {
-                    visit(i - wu);
-                }
-                if y + 1 < hu {
-                    visit(i + wu);
-                }
+                });
             }
             if region.len() >= min_area {
                 for i in region {
@@ -576,32 +564,32 @@ fn soft_shadow(img: &RgbaImage, removed: &[bool], b: [u8; 3], tolerance: f32) ->
 
 fn flood(removed: &mut [bool], queue: &mut Vec<usize>, w: usize, h: usize, matches: &dyn Fn(usize) -> bool) {
     while let Some(i) = queue.pop() {
-        let (x, y) = (i % w, i / w);
-        let mut visit = |j: usize| {
+        neighbours4(i, w, h, |j| {
             if !removed[j] && matches(j) {
                 removed[j] = true;
                 queue.push(j);
             }
-        };
-        if x > 0 {
-            visit(i - 1);
-        }
-        if x + 1 < w {
-            visit(i + 1);
-        }
-        if y > 0 {
-            visit(i - w);
-        }
-        if y + 1 < h {
-            visit(i + w);
-        }
+        });
     }
 }
 
-/// An f32 as a short decimal for metadata (0.6, not 0.6000000238).
-fn round4(v: f32) -> f64 {
-    (v as f64 * 1e4).round() / 1e4
+/// Calls `visit` with each 4-connected neighbour of pixel `i` in a `w`x`h` image.
+fn neighbours4(i: usize, w: usize, h: usize, mut visit: impl FnMut(usize)) {
+    let (x, y) = (i % w, i / w);
+    if x > 0 {
+        visit(i - 1);
+    }
+    if x + 1 < w {
+        visit(i + 1);
+    }
+    if y > 0 {
+        visit(i - w);
+    }
+    if y + 1 < h {
+        visit(i + w);
+    }
 }
+
 
 struct TransparentPng;
 
@@ -645,12 +633,7 @@ impl Stage for TransparentPng {
             }
             let (w, h) = cut.image.dimensions();
             let data = encode(&image::DynamicImage::ImageRgba8(cut.image), Format::Png, 90)?;
-            let mut name = format!("{}.png", stem(&artifact.name));
-            let mut k = 2;
-            while !used.insert(name.clone()) {
-                name = format!("{}-{k}.png", stem(&artifact.name));
-                k += 1;
-            }
+            let name = unique_name(&mut used, stem(&artifact.name), ".png");
             results.push(json!({
                 "name": name,
                 "source": artifact.name,

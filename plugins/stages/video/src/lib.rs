@@ -16,6 +16,7 @@ use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
 use image::RgbaImage;
 use stagecraft_sdk::images::decode;
 use stagecraft_sdk::prelude::*;
+use stagecraft_sdk::round4;
 
 pub const MAX_FRAMES: usize = 3000;
 /// Upper bound on output frames x width x height.
@@ -525,10 +526,6 @@ fn changed_box(a: &[u8], b: &[u8], w: usize, h: usize) -> Option<(usize, usize, 
     (x0 != usize::MAX).then_some((x0, y0, x1, y1))
 }
 
-/// An f32 as a short decimal for metadata (0.3, not 0.30000001192).
-fn round4(v: f32) -> f64 {
-    (v as f64 * 1e4).round() / 1e4
-}
 
 struct Video;
 
