@@ -164,6 +164,29 @@ fn always(
     move |_| std::future::ready(Err(failure.clone()))
 }
 
+/// Submits a task that always fails retryably, with minute-long backoffs,
+/// and returns once it is waiting out its first backoff.
+async fn task_in_backoff(s: &Scheduler) -> TaskHandle<()> {
+    let mut events = s.subscribe();
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_secs(60),
+        cap: Duration::from_secs(60),
+        jitter: Jitter::None,
+    };
+    let handle = s
+        .submit(
+            TaskSpec::new("x").retry(policy),
+            always(Failure::Retryable("x".into())),
+        )
+        .unwrap();
+    while !matches!(
+        events.recv().await.unwrap().kind,
+        TaskEventKind::Retrying { .. }
+    ) {}
+    handle
+}
+
 // ------------------------------------------------------- ordering & queue
 
 #[tokio::test]
@@ -659,24 +682,7 @@ async fn dropping_the_handle_cancels() {
 #[tokio::test(start_paused = true)]
 async fn cancel_during_backoff_stops_retrying() {
     let s = Scheduler::new(config(1));
-    let mut events = s.subscribe();
-    let policy = RetryPolicy {
-        max_attempts: 5,
-        base: Duration::from_secs(60),
-        cap: Duration::from_secs(60),
-        jitter: Jitter::None,
-    };
-    let handle = s
-        .submit(
-            TaskSpec::new("x").retry(policy),
-            always(Failure::Retryable("x".into())),
-        )
-        .unwrap();
-    loop {
-        if let TaskEventKind::Retrying { .. } = events.recv().await.unwrap().kind {
-            break;
-        }
-    }
+    let handle = task_in_backoff(&s).await;
     assert_eq!(s.status().running_tasks, 0, "backoff holds no slot");
     let id = handle.id();
     assert!(s.cancel(id));
@@ -972,23 +978,7 @@ async fn graceful_shutdown_finishes_running_and_drops_queued() {
 #[tokio::test(start_paused = true)]
 async fn graceful_shutdown_ends_backoff_without_retrying() {
     let s = Scheduler::new(config(1));
-    let mut events = s.subscribe();
-    let policy = RetryPolicy {
-        max_attempts: 5,
-        base: Duration::from_secs(60),
-        cap: Duration::from_secs(60),
-        jitter: Jitter::None,
-    };
-    let handle = s
-        .submit(
-            TaskSpec::new("x").retry(policy),
-            always(Failure::Retryable("x".into())),
-        )
-        .unwrap();
-    while !matches!(
-        events.recv().await.unwrap().kind,
-        TaskEventKind::Retrying { .. }
-    ) {}
+    let handle = task_in_backoff(&s).await;
     let start = tokio::time::Instant::now();
     s.shutdown(ShutdownMode::Graceful).await;
     assert!(
