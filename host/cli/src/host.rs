@@ -1,7 +1,7 @@
 //! Options shared by every subcommand that needs a runtime, and building it.
 
 use anyhow::Context;
-use stagecraft_runtime::{Limits, Runtime, RuntimeConfig};
+use stagecraft_runtime::{Artifact, Limits, Runtime, RuntimeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -72,4 +72,17 @@ impl HostArgs {
         }
         Ok(runtime)
     }
+}
+
+/// Reads input files as artifacts named after the file, with the media
+/// type its extension implies.
+pub fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Artifact>> {
+    paths
+        .iter()
+        .map(|path| {
+            let data = std::fs::read(path).with_context(|| format!("cannot read input {}", path.display()))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+            Ok(Artifact::new(name.clone(), Artifact::media_type_for(&name), data))
+        })
+        .collect()
 }

@@ -38,9 +38,8 @@ fn shapes() -> Vec<(&'static str, Vec<Node>)> {
     let deep = (0..8).map(|i| Node { cost_ms: 50, deps: if i == 0 { vec![] } else { vec![i - 1] } }).collect();
     // Fan out from one source to eight branches of varied cost, then join.
     let mut diamond = vec![Node { cost_ms: 60, deps: vec![] }];
-    for (i, cost) in [200, 150, 120, 100, 80, 60, 40, 30].into_iter().enumerate() {
+    for cost in [200, 150, 120, 100, 80, 60, 40, 30] {
         diamond.push(Node { cost_ms: cost, deps: vec![0] });
-        let _ = i;
     }
     diamond.push(Node { cost_ms: 60, deps: (1..=8).collect() });
     // Four independent chains of different lengths.

@@ -2,7 +2,7 @@
 
 use crate::host::HostArgs;
 use anyhow::Context;
-use stagecraft_runtime::{Artifact, InvokeOptions, StageEvent, StageInput};
+use stagecraft_runtime::{InvokeOptions, StageEvent, StageInput};
 use stagecraft_orchestrator::output::safe_file_name;
 use std::path::{Path, PathBuf};
 
@@ -12,12 +12,7 @@ pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str,
     if !params.is_object() {
         anyhow::bail!("--params must be a JSON object, got {params}");
     }
-    let mut artifacts = Vec::new();
-    for path in inputs {
-        let data = std::fs::read(path).with_context(|| format!("cannot read input {}", path.display()))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
-        artifacts.push(Artifact::new(name.clone(), Artifact::media_type_for(&name), data));
-    }
+    let artifacts = crate::host::read_inputs(inputs)?;
     let runtime = host.runtime()?;
     if runtime.stage(stage).is_none() {
         let known: Vec<_> = runtime.stages().iter().map(|s| s.info.name.clone()).collect();

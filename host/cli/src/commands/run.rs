@@ -8,7 +8,6 @@ use serde_json::Value;
 use stagecraft_orchestrator::output::write_run;
 use stagecraft_orchestrator::{Orchestrator, ResultCache, RunEvent};
 use stagecraft_pipeline::{CancellationToken, Event, RunInput, RunOptions, RunStatus};
-use stagecraft_runtime::Artifact;
 use stagecraft_scheduler::{Scheduler, SchedulerConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,12 +43,7 @@ pub struct RunArgs {
 pub async fn run(host: &HostArgs, args: RunArgs) -> anyhow::Result<()> {
     let source = std::fs::read_to_string(&args.pipeline)
         .with_context(|| format!("cannot read pipeline {}", args.pipeline.display()))?;
-    let mut files = Vec::new();
-    for path in &args.input_files {
-        let data = std::fs::read(path).with_context(|| format!("cannot read input {}", path.display()))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
-        files.push(Arc::new(Artifact::new(name.clone(), Artifact::media_type_for(&name), data)));
-    }
+    let files = crate::host::read_inputs(&args.input_files)?.into_iter().map(Arc::new).collect();
 
     let runtime = Arc::new(host.runtime()?);
     let cache = (!args.no_cache).then(|| ResultCache::new(host.home().join("results")));
