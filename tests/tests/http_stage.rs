@@ -380,3 +380,47 @@ async fn rate_limit_delay_spaces_requests_of_the_stage() {
     }
     assert!(server.connections.load(Ordering::SeqCst) < 3, "the pooled client reused a connection");
 }
+
+/// `examples/pipelines/hosted_generation.yaml` as an operator runs it, with
+/// the hosted service replaced by the loopback server: only the service's
+/// address changes (the grant names it), the file is otherwise the example.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_generation_example_runs_end_to_end_through_the_grant() {
+    use stagecraft_orchestrator::Orchestrator;
+    use stagecraft_pipeline::{RunInput, RunOptions, RunStatus};
+    use stagecraft_scheduler::{Scheduler, SchedulerConfig};
+
+    let server = Server::start(|req, _, _| openai_ok(req)).await;
+    let runtime = runtime_with(granted(&server));
+    let loaded = runtime.load_dir(stagecraft_tests::plugins_dir());
+    assert!(loaded.failed.is_empty(), "{:?}", loaded.failed);
+    let orchestrator = Orchestrator::new(Arc::new(runtime), Scheduler::new(SchedulerConfig::default()), None);
+
+    let example = std::fs::read_to_string(stagecraft_tests::repo_root().join("examples/pipelines/hosted_generation.yaml"))
+        .unwrap();
+    assert!(example.contains("https://api.openai.com"));
+    let yaml = example.replace("https://api.openai.com", &server.url());
+    let pipeline = orchestrator.load_pipeline(&yaml, "hosted_generation.yaml").unwrap_or_else(|d| panic!("{d}"));
+    let outcome = orchestrator
+        .run(&pipeline, RunInput::text("a teal teapot on a marble table"), RunOptions::default(), None)
+        .await;
+    assert_eq!(outcome.report.status, RunStatus::Succeeded, "{:#}", outcome.report.to_json());
+
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "one request for both images");
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["prompt"], "a teal teapot on a marble table");
+    assert_eq!(body["n"], 2);
+    assert_eq!(outcome.outputs["hosted"].artifacts.len(), 2);
+    assert_eq!(outcome.outputs["print_2x"].artifacts.len(), 2);
+    for a in &outcome.outputs["print_2x"].artifacts {
+        let img = image::load_from_memory(&a.data).unwrap();
+        assert_eq!((img.width(), img.height()), (128, 96), "{}", a.name);
+    }
+    // Three sizes for each of the two images.
+    assert_eq!(outcome.outputs["socials"].artifacts.len(), 6);
+    let page = &outcome.outputs["page"].artifacts[0];
+    let html = String::from_utf8_lossy(&page.data);
+    assert!(html.contains("Hosted generation: a teal teapot") && html.contains("data:image/png;base64,"));
+    assert!(!html.contains(KEY), "the key is not in the report");
+}
