@@ -252,11 +252,16 @@ pub fn run<S: Stage>(input: wit::StageInput) -> Result<wit::StageOutput, wit::St
 }
 
 /// Exports a [`Stage`] implementation as this component's `stage` interface.
+/// Only on wasm32: a native build of the stage (its unit tests, the native
+/// benchmark) calls [`run`] directly, and the component's export names
+/// (`stagecraft:stage/stage@0.1.0#run`) are not valid native symbols.
 #[macro_export]
 macro_rules! export_stage {
     ($stage:ty) => {
+        #[cfg(target_arch = "wasm32")]
         struct __StagecraftExport;
 
+        #[cfg(target_arch = "wasm32")]
         impl $crate::bindings::exports::stagecraft::stage::stage::Guest for __StagecraftExport {
             fn describe() -> $crate::bindings::stagecraft::stage::types::StageInfo {
                 $crate::describe::<$stage>()
@@ -271,6 +276,7 @@ macro_rules! export_stage {
             }
         }
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin!(__StagecraftExport with_types_in $crate::bindings);
     };
 }

@@ -20,7 +20,7 @@ mod resize;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A benchmark of pipelines instead: `stagecraft bench pipeline`.
+    /// Another suite instead: `stagecraft bench pipeline` or `stagecraft bench stages`.
     #[command(subcommand)]
     pub suite: Option<Suite>,
     /// No-op invocations per measurement.
@@ -38,11 +38,16 @@ pub struct BenchArgs {
 pub enum Suite {
     /// Makespan of synthetic pipelines against the best possible.
     Pipeline(super::bench_pipeline::PipelineBenchArgs),
+    /// Every bundled stage on a reference input (size, median, MP/s), with
+    /// a native build of the same code side by side where there is one.
+    Stages(super::bench_stages::StagesBenchArgs),
 }
 
 pub async fn run(host: &HostArgs, args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(Suite::Pipeline(args)) = args.suite {
-        return super::bench_pipeline::run(host, args).await;
+    match args.suite {
+        Some(Suite::Pipeline(args)) => return super::bench_pipeline::run(host, args).await,
+        Some(Suite::Stages(args)) => return super::bench_stages::run(host, args).await,
+        None => {}
     }
     let runtime = host.runtime()?;
     for needed in ["noop", "upscale"] {

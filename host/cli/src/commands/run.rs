@@ -1,17 +1,18 @@
 //! `stagecraft run PIPELINE.yaml`: validate a pipeline against the loaded
-//! stages, run it with live per-step lines on stderr, write the artifacts
-//! and `report.json` to `--out`, and end with a table of steps and totals.
+//! stages, run it with live progress on stderr (bars on a terminal, lines
+//! otherwise; see [`super::live`]), write the artifacts and `report.json`
+//! to `--out`, and end with a table of steps and totals.
 
+use super::live::Live;
 use crate::host::HostArgs;
 use anyhow::Context;
 use serde_json::Value;
 use stagecraft_orchestrator::output::write_run;
 use stagecraft_orchestrator::{Orchestrator, ResultCache, RunEvent};
-use stagecraft_pipeline::{CancellationToken, Event, RunInput, RunOptions, RunStatus};
+use stagecraft_pipeline::{CancellationToken, RunInput, RunOptions, RunStatus};
 use stagecraft_scheduler::{Scheduler, SchedulerConfig};
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -74,10 +75,10 @@ pub async fn run(host: &HostArgs, args: RunArgs) -> anyhow::Result<()> {
         ..RunOptions::default()
     };
     let input = RunInput { text: args.input.clone(), files };
-    let printer = Arc::new(Printer::default());
+    let live = Arc::new(Live::for_stderr(pipeline.steps().iter().map(|s| s.name.as_str())));
     let observer = {
-        let printer = printer.clone();
-        Arc::new(move |e: &RunEvent| printer.print(e))
+        let live = live.clone();
+        Arc::new(move |e: &RunEvent| live.show(e))
     };
     eprintln!("running {} ({} steps)", pipeline.name(), pipeline.steps().len());
     let outcome = orchestrator.run(&pipeline, input, options, Some(observer)).await;
@@ -91,54 +92,6 @@ pub async fn run(host: &HostArgs, args: RunArgs) -> anyhow::Result<()> {
     match outcome.report.status {
         RunStatus::Succeeded => Ok(()),
         status => anyhow::bail!("the run ended {}", serde_json::to_value(status)?.as_str().unwrap_or("badly")),
-    }
-}
-
-/// Per-step lines as events arrive; stage progress is printed in steps of
-/// a quarter, so a chatty stage does not flood the terminal or a log file.
-#[derive(Default)]
-struct Printer {
-    last_quarter: Mutex<HashMap<String, u32>>,
-}
-
-impl Printer {
-    fn print(&self, event: &RunEvent) {
-        match event {
-            RunEvent::Step(e) => {
-                let at = e.at().as_secs_f64();
-                match e {
-                    Event::Queued { step, .. } => eprintln!("[{at:8.3}s] queued    {step}"),
-                    Event::Started { step, stage, .. } => eprintln!("[{at:8.3}s] started   {step} ({stage})"),
-                    Event::Finished { step, duration, .. } => {
-                        eprintln!("[{at:8.3}s] done      {step} in {:.3}s", duration.as_secs_f64())
-                    }
-                    Event::Failed { step, error, .. } => eprintln!("[{at:8.3}s] FAILED    {step}: {error}"),
-                    Event::Skipped { step, reason, .. } => eprintln!("[{at:8.3}s] skipped   {step}: {reason}"),
-                    Event::Cancelled { step, reason, .. } => eprintln!("[{at:8.3}s] cancelled {step}: {reason}"),
-                    Event::RunFinished { .. } => {}
-                }
-            }
-            RunEvent::Progress(p) => {
-                let quarter = (p.fraction * 4.0).floor() as u32;
-                let mut seen = self.last_quarter.lock().expect("printer lock");
-                let last = seen.entry(p.step.clone()).or_insert(0);
-                if quarter > *last {
-                    *last = quarter;
-                    eprintln!("            {:<9} {} {:>3.0}% {}", "progress", p.step, p.fraction * 100.0, p.message);
-                }
-            }
-            RunEvent::Log(l) if matches!(l.level, "warn" | "error") => {
-                eprintln!("            {:<9} {}: {}", l.level, l.step, l.message)
-            }
-            RunEvent::Log(_) => {}
-            RunEvent::AttemptFailed(a) => eprintln!(
-                "            attempt {} of {} failed{}: {}",
-                a.attempt,
-                a.step,
-                if a.retryable { " (will retry if attempts remain)" } else { "" },
-                a.error
-            ),
-        }
     }
 }
 

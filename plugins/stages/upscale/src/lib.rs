@@ -9,7 +9,7 @@ use image::{DynamicImage, GenericImageView};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub struct Params {
     /// Scale factor; ignored when `width` or `height` is given.
     #[schemars(range(min = 2, max = 4))]
     factor: Option<u32>,
@@ -41,7 +41,7 @@ fn default_max_megapixels() -> f64 {
     64.0
 }
 
-struct Upscale;
+pub struct Upscale;
 
 impl Stage for Upscale {
     type Params = Params;
