@@ -9,6 +9,7 @@
 //! - [`device`]: which device runs the work (`auto|cpu|cuda`), decided at
 //!   start with the CUDA driver loaded only at run time.
 
+pub mod cuda;
 pub mod device;
 pub mod gray;
 pub mod metrics;
