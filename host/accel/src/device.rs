@@ -31,6 +31,16 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
+}
+
 /// What actually runs the work, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
