@@ -9,7 +9,9 @@
 //! work. Each test prints which of the two it checked.
 //!
 //! Always (no GPU needed): a Rust model of the GPU's level-by-level flood
-//! (the one step that is not an exact match) agrees with the CPU's queue.
+//! (the one step that is not an exact match) agrees with the CPU's queue;
+//! and where g++ is installed, kernels.cu itself runs under a CPU shim
+//! (tests/emulate) step by step against the CPU path.
 
 use stagecraft_accel::metrics::match_labels;
 use stagecraft_accel::segment::{self, edt, peaks, watershed, Foreground, SegmentError, SegmentOptions};
@@ -181,5 +183,88 @@ fn the_gpu_flood_rule_agrees_with_the_cpu_queue() {
         let same = cpu.labels.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / labels.len() as f64;
         eprintln!("image {k}: model of the GPU flood vs CPU: AP@0.5 {ap:.3}, identical labels on {:.2}% of pixels", same * 100.0);
         assert!(ap >= AGREEMENT_FLOOR, "image {k}: {ap:.3}");
+    }
+}
+
+fn write<T: Copy>(path: &std::path::Path, values: &[T]) {
+    // SAFETY: plain numbers (u8, u16, u32, f32) viewed as their bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn read_u32s(path: &std::path::Path) -> Vec<u32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn kernels_run_under_cpu_emulation() {
+    // kernels.cu compiled by g++ with tests/emulate/shim.h standing in for
+    // the CUDA built-ins: checks the kernels' logic (indexing, bounds,
+    // reductions, the flood and relabel loops) where no GPU is at hand.
+    if std::process::Command::new("g++").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        eprintln!("SKIPPED CPU emulation of kernels.cu: g++ not found");
+        return;
+    }
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate");
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("harness");
+    let build = std::process::Command::new("g++")
+        .args(["-O2", "-std=c++20", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(here.join("harness.cpp"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "g++: {}", String::from_utf8_lossy(&build.stderr));
+
+    let d = &dataset(&SynthOptions { width: 256, height: 192, cells: 24, ..Default::default() }, 1, 11)[0];
+    let options = SegmentOptions::default();
+    let (w, h) = (d.image.width as usize, d.image.height as usize);
+    let taps = segment::blur::kernel(options.sigma);
+    let smooth = segment::blur::gaussian(&d.image.to_f32(), w, h, options.sigma);
+    let t = segment::otsu::threshold(&smooth);
+    let mask: Vec<bool> = smooth.iter().map(|&v| v > t).collect();
+    let distance = edt::distance_transform(&mask, w, h);
+    let r = options.min_distance.max(1) as usize;
+    let cands = peaks::candidates(&distance, &mask, w, h, r);
+    let kept = peaks::select(&cands, |i| distance[i], w, h, options.min_distance);
+    let cpu = segment::segment(&d.image, &options, Foreground::Otsu).unwrap();
+
+    let p = dir.path();
+    std::fs::write(
+        p.join("meta.txt"),
+        format!("{w} {h} {} {} {} {}", taps.len() / 2, options.min_distance, options.min_area, kept.len()),
+    )
+    .unwrap();
+    write(&p.join("samples.u16"), &d.image.samples);
+    write(&p.join("taps.f32"), &taps);
+    write(&p.join("smooth.f32"), &smooth);
+    write(&p.join("threshold.f32"), &[t]);
+    write(&p.join("mask.u8"), &mask.iter().map(|&m| m as u8).collect::<Vec<u8>>());
+    write(&p.join("distance.f32"), &distance);
+    write(&p.join("candidates.u32"), &cands.iter().map(|&i| i as u32).collect::<Vec<u32>>());
+    write(&p.join("seeds.u32"), &kept.iter().map(|&i| i as u32).collect::<Vec<u32>>());
+
+    let run = std::process::Command::new(&exe).arg(p).output().unwrap();
+    let report = String::from_utf8_lossy(&run.stdout);
+    eprintln!("{report}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "a step that should match the CPU exactly did not");
+
+    let labels = read_u32s(&p.join("gpu_labels.u32"));
+    let count = labels.iter().copied().max().unwrap_or(0);
+    let ap = match_labels(&cpu.labels, &labels, 0.5).average_precision();
+    eprintln!("emulated kernels vs CPU: {} vs {} cells, AP@0.5 {ap:.3}", count, cpu.cells.len());
+    assert!(ap >= AGREEMENT_FLOOR, "{ap:.3}");
+    // The labels are 1..=N with no gaps, and the atomics' sums are the
+    // CPU's measurements of those labels.
+    let cells = segment::measure::measure(&labels, &d.image.samples, w, count);
+    assert_eq!(cells.len() as u32, count);
+    let sums: Vec<u64> = std::fs::read(p.join("gpu_sums.u64")).unwrap().chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let boxes = read_u32s(&p.join("gpu_boxes.u32"));
+    for (k, c) in cells.iter().enumerate() {
+        assert_eq!(sums[4 * k] as u32, c.area, "cell {}", c.id);
+        assert_eq!((sums[4 * k + 1] as f64 / sums[4 * k] as f64) as f32, c.centroid_x);
+        assert_eq!((sums[4 * k + 3] as f64 / sums[4 * k] as f64) as f32, c.mean_intensity);
+        assert_eq!((boxes[4 * k], boxes[4 * k + 1]), (c.bbox_x, c.bbox_y));
+        assert_eq!((boxes[4 * k + 2] - boxes[4 * k] + 1, boxes[4 * k + 3] - boxes[4 * k + 1] + 1), (c.bbox_width, c.bbox_height));
     }
 }
