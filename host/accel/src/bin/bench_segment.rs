@@ -148,6 +148,11 @@ fn time_cuda(engine: &cuda::Engine, images: &[GrayImage], options: &SegmentOptio
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.device == Device::Cuda {
+        if let Err(why) = cuda::engine() {
+            bail!("--device cuda: CUDA is unavailable: {why}");
+        }
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let synth = SynthOptions::default();
     eprintln!("generating {} synthetic {}x{} images (seed {})", args.images, synth.width, synth.height, args.seed);
