@@ -1,10 +1,10 @@
 //! Which device runs segmentation: `auto | cpu | cuda`, decided once at
-//! start. The CUDA driver (`libcuda.so.1`) is opened with `dlopen` at run
-//! time only, so the host builds and runs on machines without CUDA.
+//! start. The CUDA driver and NVRTC are opened at run time only, so the
+//! host builds and runs on machines without CUDA.
 //!
-//! This build has no CUDA kernels yet: when a driver answers, the answer
-//! says so and the work still runs on the CPU path (the reference every
-//! future kernel is checked against).
+//! `cuda` resolves when the driver and NVRTC load, a device opens and the
+//! kernels compile for it (see [`crate::cuda`]); `auto` does the same and
+//! falls back to the CPU with the reason; `cuda` without them is an error.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::fmt;
@@ -31,12 +31,22 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
+}
+
 /// What actually runs the work, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
-    /// Always [`Device::Cpu`] in this build (see the module docs).
+    /// [`Device::Cpu`] or [`Device::Cuda`] (never `Auto`).
     pub device: Device,
-    /// One line, e.g. `cpu (no CUDA driver: libcuda.so.1 not found)`.
+    /// One line, e.g. `cpu (2 threads): CUDA unavailable: no CUDA driver: libcuda.so not found`.
     pub summary: String,
     /// The CUDA driver's answer, when one was found.
     pub cuda: Option<CudaDriver>,
@@ -56,42 +66,54 @@ pub struct CudaDriver {
 }
 
 impl Device {
-    /// Resolves the request against this machine. `cuda` without a driver
-    /// is an error; `auto` falls back to the CPU and says why.
+    /// Resolves the request against this machine. `cuda` without a usable
+    /// CUDA engine is an error; `auto` falls back to the CPU and says why.
     pub fn resolve(self) -> Result<DeviceInfo, String> {
         let cpu = format!("cpu ({} threads)", rayon::current_num_threads());
-        match self {
-            Device::Cpu => Ok(DeviceInfo { device: Device::Cpu, summary: format!("{cpu}, as requested"), cuda: None }),
-            Device::Auto | Device::Cuda => match probe_cuda() {
-                Ok(driver) => Ok(DeviceInfo {
-                    device: Device::Cpu,
-                    summary: format!(
-                        "{cpu}: CUDA driver {} with {} device(s) [{}] found, but this build has no CUDA segmentation kernels",
-                        driver.version,
-                        driver.devices.len(),
-                        driver.devices.join(", ")
-                    ),
-                    cuda: Some(driver),
-                }),
-                Err(why) if self == Device::Auto => {
-                    Ok(DeviceInfo { device: Device::Cpu, summary: format!("{cpu} (no CUDA driver: {why})"), cuda: None })
-                }
-                Err(why) => Err(format!("device cuda requested but no CUDA driver: {why}")),
-            },
+        if self == Device::Cpu {
+            return Ok(DeviceInfo { device: Device::Cpu, summary: format!("{cpu}, as requested"), cuda: None });
+        }
+        match crate::cuda::engine() {
+            Ok(engine) => {
+                let driver = probe_cuda().ok();
+                let version = driver.as_ref().map_or(String::new(), |d| format!(", driver {}", d.version));
+                Ok(DeviceInfo { device: Device::Cuda, summary: format!("cuda: {}{version}", engine.summary), cuda: driver })
+            }
+            Err(why) if self == Device::Auto => {
+                Ok(DeviceInfo { device: Device::Cpu, summary: format!("{cpu}: CUDA unavailable: {why}"), cuda: None })
+            }
+            Err(why) => Err(format!("device cuda requested but CUDA is unavailable: {why}")),
         }
     }
 }
 
-/// The device this process uses, resolved once from `STAGECRAFT_DEVICE`
-/// (`auto` when unset) and logged. An error (e.g. `cuda` asked for on a
-/// machine without a driver, or an unknown name) is kept and returned to
-/// every caller.
+/// The device asked for on the command line, which wins over
+/// `STAGECRAFT_DEVICE`. Returns false when the device was already resolved
+/// (or requested), so the request came too late to count.
+pub fn request(device: Device) -> bool {
+    REQUESTED.set(device).is_ok() && CURRENT.get().is_none()
+}
+
+static REQUESTED: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+static CURRENT: std::sync::OnceLock<Result<DeviceInfo, String>> = std::sync::OnceLock::new();
+
+/// The device this process uses, resolved once from [`request`] or else
+/// `STAGECRAFT_DEVICE` (`auto` when unset) and logged. An error (e.g.
+/// `cuda` asked for on a machine without CUDA, or an unknown name) is kept
+/// and returned to every caller.
 pub fn current() -> Result<&'static DeviceInfo, &'static String> {
-    static CURRENT: std::sync::OnceLock<Result<DeviceInfo, String>> = std::sync::OnceLock::new();
     CURRENT
         .get_or_init(|| {
-            let asked = std::env::var("STAGECRAFT_DEVICE").unwrap_or_else(|_| "auto".into());
-            asked.parse::<Device>().and_then(Device::resolve)
+            let asked = match REQUESTED.get() {
+                Some(d) => Ok(*d),
+                None => std::env::var("STAGECRAFT_DEVICE").unwrap_or_else(|_| "auto".into()).parse::<Device>(),
+            };
+            let resolved = asked.and_then(Device::resolve);
+            match &resolved {
+                Ok(info) => tracing::info!(device = %info, "segmentation device"),
+                Err(e) => tracing::warn!(error = %e, "segmentation device unavailable"),
+            }
+            resolved
         })
         .as_ref()
 }
@@ -180,8 +202,14 @@ mod tests {
         let cpu = Device::Cpu.resolve().unwrap();
         assert!(cpu.summary.starts_with("cpu"));
         let auto = Device::Auto.resolve().unwrap();
-        assert!(auto.summary.starts_with("cpu"), "{}", auto.summary);
-        // `cuda` succeeds exactly when a driver answers.
-        assert_eq!(Device::Cuda.resolve().is_ok(), probe_cuda().is_ok());
+        // `cuda` succeeds exactly when the engine starts, and says why not.
+        match crate::cuda::engine() {
+            Ok(_) => assert_eq!(Device::Cuda.resolve().unwrap().device, Device::Cuda),
+            Err(why) => {
+                assert_eq!(auto.device, Device::Cpu);
+                assert!(auto.summary.contains(why), "{}", auto.summary);
+                assert!(Device::Cuda.resolve().unwrap_err().contains(why));
+            }
+        }
     }
 }

@@ -27,6 +27,11 @@ pub struct HostArgs {
     /// Minimum time between two outgoing HTTP requests of one stage, in milliseconds.
     #[arg(long, global = true, default_value_t = 0)]
     pub http_rate_limit_ms: u64,
+    /// Where the host's segmentation runs: auto (CUDA when the driver and
+    /// NVRTC load and the kernels compile, else the CPU), cpu, or cuda (an
+    /// error without CUDA).
+    #[arg(long, global = true, env = "STAGECRAFT_DEVICE", default_value = "auto")]
+    pub device: stagecraft_accel::Device,
 }
 
 impl HostArgs {
@@ -50,9 +55,17 @@ impl HostArgs {
         config
     }
 
+    /// Resolves `--device` once for the process (logged); `cuda` on a
+    /// machine without usable CUDA is an error.
+    pub fn device(&self) -> anyhow::Result<&'static stagecraft_accel::DeviceInfo> {
+        stagecraft_accel::device::request(self.device);
+        stagecraft_accel::device::current().map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))
+    }
+
     /// Builds the runtime and loads the plugins folder. Components that fail
     /// to load are reported on stderr; the rest are usable.
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
+        self.device()?;
         if !self.plugins.is_dir() {
             anyhow::bail!(
                 "plugins folder {} does not exist (build the plugins with scripts/build-plugins, or pass --plugins DIR)",

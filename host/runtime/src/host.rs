@@ -95,7 +95,7 @@ impl segmentation::Host for StoreState {
                 min_distance: options.min_distance,
             };
             let started = std::time::Instant::now();
-            let result = stagecraft_accel::segment(&gray, &opts, stagecraft_accel::Foreground::Otsu)?;
+            let result = stagecraft_accel::Segmenter::global().segment(&gray, &opts, stagecraft_accel::Foreground::Otsu)?;
             tracing::debug!(
                 stage,
                 width = gray.width,

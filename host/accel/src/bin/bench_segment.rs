@@ -1,21 +1,25 @@
-//! `bench-segment`: stagecraft's CPU segmentation against scikit-image's
-//! classical pipeline on the same synthetic images, side by side.
+//! `bench-segment`: stagecraft's CPU and CUDA segmentation against
+//! scikit-image's classical pipeline on the same synthetic images, side by
+//! side.
 //!
 //! Writes N synthetic 512x512 images (8-bit PNG) and their ground truth
 //! (16-bit label PNG) to a folder, times stagecraft's pipeline on one core
-//! (a one-thread rayon pool) and on all cores, runs `scripts/bench-skimage.py`
-//! (one thread) on the same files, scores both with the same AP@0.5 code,
-//! and prints a table of medians over rounds.
+//! (a one-thread rayon pool) and on all cores, on the GPU when CUDA is
+//! usable (one image at a time, then one host thread per stream), runs
+//! `scripts/bench-skimage.py` (one thread) on the same files, scores all
+//! with the same AP@0.5 code, and prints a table of medians over rounds.
+//! Without CUDA the CUDA row says why (`--device cuda` makes that an error;
+//! `--device cpu` leaves the GPU out).
 //!
 //! ```text
-//! cargo run --release -p stagecraft-accel --bin bench-segment -- [--images 24] [--rounds 5] [--no-skimage]
+//! cargo run --release -p stagecraft-accel --bin bench-segment -- [--images 24] [--rounds 5] [--no-skimage] [--device auto|cpu|cuda]
 //! ```
 
 use anyhow::{bail, Context, Result};
 use stagecraft_accel::metrics::match_labels;
 use stagecraft_accel::segment::{segment, Foreground, SegmentOptions};
 use stagecraft_accel::synth::{dataset, SynthOptions};
-use stagecraft_accel::{Device, GrayImage};
+use stagecraft_accel::{cuda, Device, GrayImage};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -27,10 +31,11 @@ struct Args {
     skimage: bool,
     dir: Option<PathBuf>,
     options: SegmentOptions,
+    device: Device,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { images: 24, rounds: 5, seed: 2024, skimage: true, dir: None, options: SegmentOptions::default() };
+    let mut a = Args { images: 24, rounds: 5, seed: 2024, skimage: true, dir: None, options: SegmentOptions::default(), device: Device::Auto };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -43,8 +48,9 @@ fn parse_args() -> Result<Args> {
             "--min-distance" => a.options.min_distance = value()?.parse()?,
             "--min-area" => a.options.min_area = value()?.parse()?,
             "--no-skimage" => a.skimage = false,
+            "--device" => a.device = value()?.parse().map_err(anyhow::Error::msg)?,
             "-h" | "--help" => {
-                println!("bench-segment [--images N] [--rounds R] [--seed S] [--dir DIR] [--sigma F] [--min-distance N] [--min-area N] [--no-skimage]");
+                println!("bench-segment [--images N] [--rounds R] [--seed S] [--dir DIR] [--sigma F] [--min-distance N] [--min-area N] [--no-skimage] [--device auto|cpu|cuda]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -105,8 +111,48 @@ fn time_stagecraft(images: &[GrayImage], options: &SegmentOptions, threads: usiz
     Ok((median(rates), labels))
 }
 
+/// Times `rounds` passes over `images` on the CUDA engine with `threads`
+/// host threads (each job takes a stream from the pool); returns the median
+/// images/s and the labels of the last pass.
+fn time_cuda(engine: &cuda::Engine, images: &[GrayImage], options: &SegmentOptions, threads: usize, rounds: usize) -> Result<(f64, Vec<Vec<u32>>)> {
+    // The first job pays for module loading and the memory pool's growth.
+    engine.segment(&images[0], options, Foreground::Otsu).map_err(|e| anyhow::anyhow!("CUDA warm-up: {e:?}"))?;
+    let mut rates = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..rounds {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        let mut out: Vec<(usize, Vec<u32>)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(im) = images.get(k) else { break };
+                            let seg = engine.segment(im, options, Foreground::Otsu).map_err(|e| anyhow::anyhow!("CUDA image {k}: {e:?}"))?;
+                            mine.push((k, seg.labels));
+                        }
+                        Ok::<_, anyhow::Error>(mine)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("worker")).collect::<Result<Vec<_>>>().map(|v| v.concat())
+        })?;
+        rates.push(images.len() as f64 / start.elapsed().as_secs_f64());
+        out.sort_by_key(|p| p.0);
+        labels = out.into_iter().map(|p| p.1).collect();
+    }
+    Ok((median(rates), labels))
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.device == Device::Cuda {
+        if let Err(why) = cuda::engine() {
+            bail!("--device cuda: CUDA is unavailable: {why}");
+        }
+    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let synth = SynthOptions::default();
     eprintln!("generating {} synthetic {}x{} images (seed {})", args.images, synth.width, synth.height, args.seed);
@@ -147,6 +193,33 @@ fn main() -> Result<()> {
         format!("{ap_pooled:.3}"),
     )];
 
+    // The CUDA path, when usable.
+    let mut gpu_lines = Vec::new();
+    let engine = match (args.device, cuda::engine()) {
+        (Device::Cpu, _) => None,
+        (_, Ok(engine)) => Some(engine),
+        (Device::Cuda, Err(why)) => bail!("--device cuda: CUDA is unavailable: {why}"),
+        (_, Err(why)) => {
+            gpu_lines.push(format!("CUDA: not measured: {why}"));
+            None
+        }
+    };
+    if let Some(engine) = engine {
+        eprintln!("CUDA: {}, 1 host thread, then {} (one per stream)", engine.summary, cuda::context::STREAMS);
+        let (seq, gpu_labels) = time_cuda(engine, &images, o, 1, args.rounds)?;
+        let (streams, _) = time_cuda(engine, &images, o, cuda::context::STREAMS, args.rounds)?;
+        let (ap, ap_pooled) = score(&truths, &gpu_labels);
+        let (agree, _) = score(&labels, &gpu_labels);
+        rows.push(("stagecraft (CUDA)".to_string(), seq, None, format!("{ap:.3}"), format!("{ap_pooled:.3}")));
+        gpu_lines.push(format!(
+            "CUDA {}: {seq:.1} img/s one at a time, {streams:.1} img/s with {} in flight; {:.1}x one CPU core, {:.1}x all {cores} cores ({all:.1} img/s); GPU labels vs CPU labels AP@0.5 {agree:.3}",
+            engine.summary,
+            cuda::context::STREAMS,
+            streams / one,
+            streams / all,
+        ));
+    }
+
     if args.skimage {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-skimage.py");
         eprintln!("scikit-image: {} (1 thread)", script.display());
@@ -177,7 +250,7 @@ fn main() -> Result<()> {
         rows.push((format!("scikit-image {version}"), rate, None, format!("{ap:.3}"), format!("{ap_pooled:.3}")));
     }
 
-    let device = Device::Auto.resolve().map(|d| d.summary).unwrap_or_else(|e| e);
+    let device = args.device.resolve().map(|d| d.summary).unwrap_or_else(|e| e);
     println!();
     println!(
         "segmentation, {} synthetic {}x{} images ({} cells), sigma {} min-distance {} min-area {}; medians of {} rounds; device: {}",
@@ -185,11 +258,17 @@ fn main() -> Result<()> {
     );
     println!("{:<26} {:>16} {:>22} {:>14} {:>14}", "pipeline", "img/s (1 core)", format!("img/s per core ({cores})"), "AP@0.5 mean", "AP@0.5 pooled");
     for (name, one, per_core, ap, pooled) in &rows {
-        let per_core = per_core.map_or("- (1 thread)".to_string(), |v| format!("{v:.1}"));
+        let per_core = per_core.map_or(
+            if name.contains("CUDA") { "- (GPU)".to_string() } else { "- (1 thread)".to_string() },
+            |v| format!("{v:.1}"),
+        );
         println!("{name:<26} {one:>16.1} {per_core:>22} {ap:>14} {pooled:>14}");
     }
-    if rows.len() == 2 {
-        println!("speed-up per core (1 thread vs 1 thread): {:.1}x", rows[0].1 / rows[1].1);
+    if let Some(sk) = rows.iter().find(|r| r.0.starts_with("scikit-image")) {
+        println!("speed-up per core (1 thread vs 1 thread): {:.1}x", rows[0].1 / sk.1);
+    }
+    for line in &gpu_lines {
+        println!("{line}");
     }
     Ok(())
 }

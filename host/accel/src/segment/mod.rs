@@ -93,8 +93,9 @@ pub fn validate(options: &SegmentOptions) -> Result<(), SegmentError> {
     Ok(())
 }
 
-/// Segments one image on the CPU.
-pub fn segment(image: &GrayImage, options: &SegmentOptions, foreground: Foreground) -> Result<Segmentation, SegmentError> {
+/// Checks the image against its size and the options, before any work
+/// (on either device).
+pub fn check_input(image: &GrayImage, options: &SegmentOptions, foreground: Foreground) -> Result<(), SegmentError> {
     validate(options)?;
     let (w, h) = (image.width as usize, image.height as usize);
     if w == 0 || h == 0 || image.samples.len() != w * h {
@@ -105,21 +106,25 @@ pub fn segment(image: &GrayImage, options: &SegmentOptions, foreground: Foregrou
             image.samples.len()
         )));
     }
+    if let Foreground::Probability(p) = foreground {
+        if p.len() != w * h {
+            return Err(SegmentError::InvalidInput(format!("probability map has {} values for a {w}x{h} image", p.len())));
+        }
+    }
+    Ok(())
+}
+
+/// Segments one image on the CPU.
+pub fn segment(image: &GrayImage, options: &SegmentOptions, foreground: Foreground) -> Result<Segmentation, SegmentError> {
+    check_input(image, options, foreground)?;
+    let (w, h) = (image.width as usize, image.height as usize);
     let smooth = blur::gaussian(&image.to_f32(), w, h, options.sigma);
     let (mask, threshold): (Vec<bool>, Option<f32>) = match foreground {
         Foreground::Otsu => {
             let t = otsu::threshold(&smooth);
             (smooth.iter().map(|&v| v > t).collect(), Some(t))
         }
-        Foreground::Probability(p) => {
-            if p.len() != w * h {
-                return Err(SegmentError::InvalidInput(format!(
-                    "probability map has {} values for a {w}x{h} image",
-                    p.len()
-                )));
-            }
-            (p.iter().map(|&v| v > 0.5).collect(), None)
-        }
+        Foreground::Probability(p) => (p.iter().map(|&v| v > 0.5).collect(), None),
     };
     let distance = edt::distance_transform(&mask, w, h);
     let (markers, seeds) = peaks::markers(&distance, &mask, w, h, options.min_distance);

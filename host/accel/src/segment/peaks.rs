@@ -46,7 +46,26 @@ pub fn candidates(distance: &[f32], mask: &[bool], width: usize, height: usize, 
 pub fn markers(distance: &[f32], mask: &[bool], width: usize, height: usize, min_distance: u32) -> (Vec<u32>, u32) {
     let r = min_distance.max(1) as usize;
     let cands = candidates(distance, mask, width, height, r);
+    let peaks = select(&cands, |i| distance[i], width, height, min_distance);
+    let mut out = vec![0u32; distance.len()];
+    for (k, &i) in peaks.iter().enumerate() {
+        out[i] = k as u32 + 1;
+    }
+    (out, peaks.len() as u32)
+}
 
+/// Steps 2 and 3 on a list of candidate pixels (any order) with their
+/// distances: the kept markers, in label order (marker `k` is label
+/// `k + 1`). Shared by the CPU path and the CUDA path, which finds the
+/// candidates on the device.
+pub fn select(
+    cands: &[usize],
+    distance: impl Fn(usize) -> f32,
+    width: usize,
+    height: usize,
+    min_distance: u32,
+) -> Vec<usize> {
+    let r = min_distance.max(1) as usize;
     // Plateaus: 8-connected groups of candidates, each placed at the member
     // nearest the group's centroid.
     let position: HashMap<usize, usize> = cands.iter().enumerate().map(|(k, &i)| (i, k)).collect();
@@ -88,12 +107,11 @@ pub fn markers(distance: &[f32], mask: &[bool], width: usize, height: usize, min
             .expect("a group has members");
         peaks.push(best);
     }
-    peaks.sort_by(|&a, &b| distance[b].total_cmp(&distance[a]).then(a.cmp(&b)));
+    peaks.sort_by(|&a, &b| distance(b).total_cmp(&distance(a)).then(a.cmp(&b)));
 
     // Non-maximum suppression on a grid of r-sized cells.
     let mut grid: HashMap<(usize, usize), Vec<(usize, usize)>> = HashMap::new();
-    let mut out = vec![0u32; distance.len()];
-    let mut n = 0u32;
+    let mut kept = Vec::new();
     for &i in &peaks {
         let (x, y) = (i % width, i / width);
         let (cx, cy) = (x / r, y / r);
@@ -105,11 +123,10 @@ pub fn markers(distance: &[f32], mask: &[bool], width: usize, height: usize, min
         });
         if !near {
             grid.entry((cx, cy)).or_default().push((x, y));
-            n += 1;
-            out[i] = n;
+            kept.push(i);
         }
     }
-    (out, n)
+    kept
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 use super::label::Connectivity;
 
 /// Quantisation of the distance for the bucket queue, in levels per pixel.
-const LEVELS_PER_PIXEL: f32 = 8.0;
+pub const LEVELS_PER_PIXEL: f32 = 8.0;
 /// Upper bound on the number of buckets.
-const MAX_BUCKETS: usize = 1 << 16;
+pub const MAX_BUCKETS: usize = 1 << 16;
 
 /// Floods `markers` (0 = unlabelled) over the pixels where `mask` is set,
 /// highest `distance` first. Foreground pixels that no marker reaches stay 0.

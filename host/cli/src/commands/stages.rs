@@ -13,6 +13,8 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
+    // Where the host's segmentation import runs (--device / STAGECRAFT_DEVICE).
+    println!("segmentation device: {}\n", host.device()?);
     if stages.is_empty() {
         println!("no stages loaded from {}", host.plugins.display());
         return Ok(());
@@ -21,11 +23,6 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
     for s in &stages {
         let io = format!("{} -> {}", s.info.accepts.join(","), s.info.produces.join(","));
         println!("{:<20} {:<9} {:<14} {:<28} {}", s.info.name, s.info.version, &s.digest[..12], io, s.info.description);
-    }
-    // Where the host's segmentation import runs (STAGECRAFT_DEVICE=auto|cpu|cuda).
-    match stagecraft_accel::device::current() {
-        Ok(device) => println!("\nsegmentation device: {device}"),
-        Err(e) => println!("\nsegmentation device: unavailable ({e})"),
     }
     Ok(())
 }

@@ -79,7 +79,12 @@ pub async fn queue(State(app): State<App>) -> Json<Value> {
 }
 
 pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    // Where the host's segmentation runs, resolved once per process.
+    let segmentation = match stagecraft_accel::device::current() {
+        Ok(d) => json!({ "device": d.device.to_string(), "summary": d.summary }),
+        Err(e) => json!({ "device": null, "error": e }),
+    };
+    Json(json!({ "status": "ok", "segmentation": segmentation }))
 }
 
 pub async fn readyz(State(app): State<App>) -> Response {
