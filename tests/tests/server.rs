@@ -14,6 +14,7 @@ use stagecraft_scheduler::SchedulerConfig;
 use stagecraft_server::store::{JobState, JobStore};
 use stagecraft_server::{Server, ServerConfig};
 use stagecraft_tests::{plugins_dir, png, test_config, test_picture, test_plugins_dir};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +163,10 @@ async fn invoke_noop_and_upscale_return_artifact_links_and_the_version() {
     let data = h.get(artifact["url"].as_str().unwrap()).await;
     assert_eq!(data.status, StatusCode::OK);
     assert_eq!(&data.body[..], b"hello");
+    // Served with the media type and name it was produced with.
+    assert_eq!(data.header("content-type"), Some("text/plain"));
+    assert_eq!(data.header("content-disposition"), Some("attachment; filename=\"hello.txt\""));
+    assert_eq!(data.header("x-content-type-options"), Some("nosniff"));
 
     let picture = png(&test_picture(32, 24));
     let r = h.invoke("upscale", "?params=%7B%22factor%22%3A2%7D", "image/png", picture).await;
@@ -170,6 +175,7 @@ async fn invoke_noop_and_upscale_return_artifact_links_and_the_version() {
     assert_eq!(body["stage"], "upscale");
     let url = body["artifacts"][0]["url"].as_str().unwrap().to_owned();
     let out = h.get(&url).await;
+    assert_eq!(out.header("content-type"), Some("image/png"));
     let img = image::load_from_memory(&out.body).unwrap();
     assert_eq!((img.width(), img.height()), (64, 48));
 
@@ -184,6 +190,104 @@ async fn invoke_noop_and_upscale_return_artifact_links_and_the_version() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["artifacts"][0]["name"], "a.csv");
     assert_eq!(r.json()["artifacts"][0]["media_type"], "text/csv");
+}
+
+/// The parts of a multipart body: (headers, lowercased names; data).
+fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(HashMap<String, String>, Vec<u8>)> {
+    let boundary = content_type.split("boundary=").nth(1).expect("a boundary").trim_matches('"');
+    let delimiter = format!("\r\n--{boundary}");
+    // Prepend CRLF so the first delimiter looks like the others.
+    let text = [b"\r\n".as_slice(), body].concat();
+    let mut parts = Vec::new();
+    let mut rest = &text[..];
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let start = find(rest, delimiter.as_bytes()).expect("a first boundary");
+    rest = &rest[start + delimiter.len()..];
+    while !rest.starts_with(b"--") {
+        let rest_part = &rest[2..]; // CRLF after the boundary
+        let end = find(rest_part, delimiter.as_bytes()).expect("a closing boundary");
+        let part = &rest_part[..end];
+        let split = find(part, b"\r\n\r\n").expect("headers end");
+        let headers = String::from_utf8_lossy(&part[..split])
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+            .collect();
+        parts.push((headers, part[split + 4..].to_vec()));
+        rest = &rest_part[end + delimiter.len()..];
+    }
+    parts
+}
+
+#[tokio::test]
+async fn invoke_answers_multipart_when_asked() {
+    let h = Harness::start().await;
+    for (accept, media, report_disposition, file_disposition) in [
+        ("multipart/mixed", "multipart/mixed", "inline; name=\"report\"", "attachment; filename=\"note.txt\""),
+        ("multipart/*", "multipart/mixed", "inline; name=\"report\"", "attachment; filename=\"note.txt\""),
+        (
+            "application/json;q=0.5, multipart/form-data",
+            "multipart/form-data",
+            "form-data; name=\"report\"",
+            "form-data; name=\"artifact\"; filename=\"note.txt\"",
+        ),
+    ] {
+        let r = h
+            .call(
+                Method::POST,
+                "/v1/stages/noop/invoke?name=note.txt",
+                &[("content-type", "text/plain"), ("accept", accept)],
+                "a note\r\n--with a dash line",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let content_type = r.header("content-type").unwrap().to_owned();
+        assert!(content_type.starts_with(&format!("{media}; boundary=")), "{accept}: {content_type}");
+        assert!(r.header("x-stagecraft-digest").is_some());
+        let parts = parse_multipart(&content_type, &r.body);
+        assert_eq!(parts.len(), 2, "{accept}: a report and one artifact");
+        let (headers, data) = &parts[0];
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["content-disposition"], report_disposition);
+        let report: Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(report["stage"], "noop");
+        assert_eq!(report["artifacts"][0]["name"], "note.txt");
+        assert_eq!(report["artifacts"][0]["part"], 1);
+        let (headers, data) = &parts[1];
+        assert_eq!(headers["content-type"], "text/plain");
+        assert_eq!(headers["content-disposition"], file_disposition);
+        assert_eq!(&data[..], b"a note\r\n--with a dash line");
+    }
+    // JSON stays the default, and when preferred.
+    for accept in ["application/json", "application/json, multipart/mixed;q=0.9", "*/*"] {
+        let r = h.call(Method::POST, "/v1/stages/noop/invoke", &[("content-type", "text/plain"), ("accept", accept)], "x").await;
+        assert_eq!(r.header("content-type"), Some("application/json"), "{accept}");
+        assert!(r.json()["artifacts"][0]["url"].is_string());
+    }
+    let doc = h.get("/v1/openapi.json").await.json();
+    let content = &doc["paths"]["/v1/stages/{name}/invoke"]["post"]["responses"]["200"]["content"];
+    for media in ["application/json", "multipart/mixed", "multipart/form-data"] {
+        assert!(content[media].is_object(), "{media} missing from {content}");
+    }
+    assert!(doc["paths"]["/v1/artifacts/{digest}"]["get"]["responses"]["200"]["headers"]["Content-Disposition"].is_object());
+}
+
+#[tokio::test]
+async fn an_upload_naming_another_stage_installs_nothing() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {TOKEN}");
+    let before = h.get("/v1/stages").await.json();
+    // burn.wasm describes itself as `burn`, a stage this server lacks.
+    let burn = std::fs::read(test_plugins_dir().join("burn.wasm")).unwrap();
+    let r = h.call(Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], burn).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "stage_name_mismatch");
+    assert_eq!(h.get("/v1/stages").await.json(), before, "nothing was installed");
+    assert_error(&h.invoke("burn", "", "text/plain", b"x".to_vec()).await, StatusCode::NOT_FOUND, "unknown_stage");
+    // The stage the URL named is untouched too: no new version to roll back from.
+    let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], Bytes::new()).await;
+    assert_error(&r, StatusCode::CONFLICT, "no_previous_version");
+    // And nothing was kept for the next start.
+    let kept = std::fs::read_dir(h.server.app.config.home.join("components")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(kept, 0, "no upload kept on disk");
 }
 
 #[tokio::test]

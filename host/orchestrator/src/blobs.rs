@@ -37,16 +37,33 @@ impl BlobStore {
     /// Stores `data` and returns its digest.
     pub fn put(&self, data: &[u8]) -> anyhow::Result<String> {
         let digest = sha256_hex(data);
-        let path = self.path(&digest);
+        self.write(&digest, data)?;
+        Ok(digest)
+    }
+
+    /// Stores `data` under a digest the caller already has (a step report's
+    /// sha256, computed by this process from the same bytes), without
+    /// hashing it a second time. The digest is checked only in debug
+    /// builds: a mismatch would be a bug in the caller, not untrusted input,
+    /// and [`BlobStore::get`] verifies every read, so a blob stored under
+    /// a wrong name is never served, only ignored as corrupt.
+    pub fn put_known(&self, digest: &str, data: &[u8]) -> anyhow::Result<()> {
+        anyhow::ensure!(is_digest(digest), "'{digest}' is not a sha256 digest");
+        debug_assert_eq!(sha256_hex(data), digest, "put_known was given the wrong digest");
+        self.write(digest, data)
+    }
+
+    fn write(&self, digest: &str, data: &[u8]) -> anyhow::Result<()> {
+        let path = self.path(digest);
         if path.is_file() {
-            return Ok(digest);
+            return Ok(());
         }
         let dir = path.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).context("creating a temporary blob")?;
         tmp.write_all(data).context("writing a blob")?;
         tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
-        Ok(digest)
+        Ok(())
     }
 
     /// The blob's bytes; `Ok(None)` when absent. Verifies the content still
@@ -88,5 +105,15 @@ mod tests {
         std::fs::write(store.path(&digest), b"tampered").unwrap();
         assert_eq!(store.get(&digest).unwrap(), None);
         assert_eq!(store.get("../../etc/passwd").unwrap(), None);
+    }
+
+    #[test]
+    fn put_known_stores_under_the_given_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let digest = sha256_hex(b"known");
+        store.put_known(&digest, b"known").unwrap();
+        assert_eq!(store.get(&digest).unwrap().as_deref(), Some(&b"known"[..]));
+        assert!(store.put_known("not-a-digest", b"known").is_err());
     }
 }

@@ -87,6 +87,19 @@ impl Runtime {
         registry::install(self, bytes, origin)
     }
 
+    /// Compiles, validates and describes a component without installing it,
+    /// so a caller can check what it is (its stage name) before it takes
+    /// traffic; [`Runtime::activate`] then installs it.
+    pub fn prepare_bytes(&self, bytes: &[u8], origin: &str) -> anyhow::Result<Arc<StageVersion>> {
+        registry::prepare(self, bytes, origin)
+    }
+
+    /// Makes a version from [`Runtime::prepare_bytes`] current (as
+    /// [`Runtime::install_bytes`] would have).
+    pub fn activate(&self, version: Arc<StageVersion>) -> Arc<StageVersion> {
+        self.inner.registry.swap_in(version)
+    }
+
     /// Makes the previous version of `stage` current again.
     pub fn rollback(&self, stage: &str) -> Result<Arc<StageVersion>, InvokeError> {
         self.inner.registry.rollback(stage)

@@ -77,7 +77,7 @@ impl Registry {
 
     /// Makes `version` current; the one it replaces stays for rollback.
     /// Installing the digest that is already current is a no-op.
-    fn swap_in(&self, version: Arc<StageVersion>) -> Arc<StageVersion> {
+    pub(crate) fn swap_in(&self, version: Arc<StageVersion>) -> Arc<StageVersion> {
         let mut stages = self.stages.write().unwrap();
         match stages.get_mut(&version.info.name) {
             Some(slot) if slot.current.digest == version.digest => slot.current.clone(),
@@ -125,6 +125,12 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StoreSt
 }
 
 pub(crate) fn install(rt: &Runtime, bytes: &[u8], origin: &str) -> anyhow::Result<Arc<StageVersion>> {
+    let version = prepare(rt, bytes, origin)?;
+    Ok(rt.inner.registry.swap_in(version))
+}
+
+/// Compiles, validates and describes a component without installing it.
+pub(crate) fn prepare(rt: &Runtime, bytes: &[u8], origin: &str) -> anyhow::Result<Arc<StageVersion>> {
     let inner = &rt.inner;
     let _span = tracing::info_span!("install", origin).entered();
     let digest = cache::digest(bytes);
@@ -148,7 +154,7 @@ pub(crate) fn install(rt: &Runtime, bytes: &[u8], origin: &str) -> anyhow::Resul
         elapsed_ms = started.elapsed().as_millis() as u64,
         "stage ready"
     );
-    Ok(inner.registry.swap_in(version))
+    Ok(version)
 }
 
 /// Checks that the component's imports are all things this host provides

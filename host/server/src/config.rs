@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub watch_dir: Option<PathBuf>,
     /// How often the plugins folder is polled.
     pub watch_interval: std::time::Duration,
+    /// Memory for the artifacts of recent synchronous invocations, served
+    /// from there while they are written to disk in the background.
+    pub recent_artifact_bytes: usize,
 }
 
 impl ServerConfig {
@@ -45,6 +48,7 @@ impl ServerConfig {
             max_running_jobs: 4,
             watch_dir: None,
             watch_interval: std::time::Duration::from_secs(1),
+            recent_artifact_bytes: 64 << 20,
         }
     }
 }

@@ -4,12 +4,12 @@
 //! past events first), and end in the store with their report, whose
 //! artifacts are links into the blob store.
 
-use crate::store::{InputRef, JobRecord, JobState, JobStore};
+use crate::store::{ArtifactMeta, InputRef, JobRecord, JobState, JobStore};
 use serde_json::{json, Value};
 use stagecraft_orchestrator::{BlobStore, Orchestrator, RunEvent};
 use stagecraft_pipeline::{CancellationToken, RunInput, RunOptions, RunStatus};
 use stagecraft_runtime::Artifact;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -63,7 +63,14 @@ pub struct JobManager {
     /// Jobs running at once; the others wait, `queued` in the store.
     running: Arc<tokio::sync::Semaphore>,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
+    /// Artifact names and media types already in the store, so that a
+    /// stage answering the same output again costs no SQLite write.
+    recorded: Mutex<HashSet<ArtifactMeta>>,
 }
+
+/// Past this many remembered artifacts, the set starts over (a repeat then
+/// costs one idempotent write again).
+const RECORDED_MAX: usize = 4096;
 
 impl JobManager {
     pub fn new(
@@ -74,7 +81,41 @@ impl JobManager {
         max_running: usize,
     ) -> Self {
         let running = Arc::new(tokio::sync::Semaphore::new(max_running.max(1)));
-        Self { store, blobs, orchestrator, metrics, running, live: Mutex::new(HashMap::new()) }
+        Self { store, blobs, orchestrator, metrics, running, live: Mutex::new(HashMap::new()), recorded: Mutex::default() }
+    }
+
+    /// Keeps artifacts in the blob store (under the digest given with each,
+    /// when the caller already has it) and their names and media types in
+    /// SQLite; returns the digests in order.
+    pub fn store_artifacts<'a>(
+        &self,
+        artifacts: impl IntoIterator<Item = (&'a Artifact, Option<&'a str>)>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut digests = Vec::new();
+        let mut new = Vec::new();
+        for (artifact, known) in artifacts {
+            let digest = match known {
+                Some(d) => {
+                    self.blobs.put_known(d, &artifact.data)?;
+                    d.to_owned()
+                }
+                None => self.blobs.put(&artifact.data)?,
+            };
+            let meta = ArtifactMeta { digest: digest.clone(), name: artifact.name.clone(), media_type: artifact.media_type.clone() };
+            if !self.recorded.lock().unwrap().contains(&meta) {
+                new.push(meta);
+            }
+            digests.push(digest);
+        }
+        if !new.is_empty() {
+            self.store.record_artifacts(&new)?;
+            let mut recorded = self.recorded.lock().unwrap();
+            if recorded.len() + new.len() > RECORDED_MAX {
+                recorded.clear();
+            }
+            recorded.extend(new);
+        }
+        Ok(digests)
     }
 
     /// The live view of a job that has not ended in this process.
@@ -178,13 +219,22 @@ impl JobManager {
                 }
                 let name = step["name"].as_str().unwrap_or_default().to_owned();
                 let Some(output) = outcome.outputs.get(&name) else { continue };
-                let mut links = Vec::new();
-                for artifact in &output.artifacts {
-                    match self.blobs.put(&artifact.data) {
-                        Ok(digest) => links.push(artifact_link(&artifact.name, &artifact.media_type, artifact.data.len(), &digest)),
-                        Err(e) => return (JobState::Failed, Some(report.clone()), Some(format!("storing an artifact: {e:#}"))),
-                    }
-                }
+                // The step report already has each artifact's sha256 (the
+                // runner hashed it once): store under it instead of hashing again.
+                let known: Vec<Option<String>> = (0..output.artifacts.len())
+                    .map(|i| step["execution"]["artifacts"][i]["sha256"].as_str().map(str::to_owned))
+                    .collect();
+                let stored = self.store_artifacts(output.artifacts.iter().map(|a| &**a).zip(known.iter().map(Option::as_deref)));
+                let digests = match stored {
+                    Ok(d) => d,
+                    Err(e) => return (JobState::Failed, Some(report.clone()), Some(format!("storing an artifact: {e:#}"))),
+                };
+                let links: Vec<Value> = output
+                    .artifacts
+                    .iter()
+                    .zip(&digests)
+                    .map(|(a, digest)| artifact_link(&a.name, &a.media_type, a.data.len(), digest))
+                    .collect();
                 step["artifacts"] = Value::Array(links);
                 step["metadata"] = output.metadata.clone();
             }
@@ -212,9 +262,11 @@ pub fn artifact_link(name: &str, media_type: &str, bytes: usize, digest: &str) -
 }
 
 /// Input references for the store, after putting the data in the blob store.
-pub fn store_inputs(blobs: &BlobStore, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
-    files
+pub fn store_inputs(jobs: &JobManager, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
+    let digests = jobs.store_artifacts(files.iter().map(|f| (f, None)))?;
+    Ok(files
         .iter()
-        .map(|f| Ok(InputRef { name: f.name.clone(), media_type: f.media_type.clone(), digest: blobs.put(&f.data)? }))
-        .collect()
+        .zip(digests)
+        .map(|(f, digest)| InputRef { name: f.name.clone(), media_type: f.media_type.clone(), digest })
+        .collect())
 }

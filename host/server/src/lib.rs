@@ -14,6 +14,9 @@
 //! * [`error`]: the one JSON error shape;
 //! * [`components`]: uploaded component versions, kept across restarts;
 //! * [`watch`]: the plugins folder, polled for changed components;
+//! * [`recent`]: artifacts of synchronous invocations, kept in memory and
+//!   written to disk off the request path;
+//! * [`reply`]: multipart answers and artifact names in headers;
 //! * [`metrics`] and [`openapi`].
 
 pub mod components;
@@ -22,6 +25,8 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod recent;
+pub mod reply;
 pub mod routes;
 pub mod sse;
 pub mod store;
@@ -48,6 +53,7 @@ pub struct AppState {
     pub jobs: Arc<jobs::JobManager>,
     pub metrics: Arc<metrics::Metrics>,
     pub uploads: components::UploadStore,
+    pub recent: Arc<recent::RecentArtifacts>,
 }
 
 pub type App = Arc<AppState>;
@@ -111,7 +117,8 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads });
+        let recent = recent::RecentArtifacts::start(jobs.clone(), config.recent_artifact_bytes);
+        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads, recent });
         let stop = CancellationToken::new();
         let service = router(app.clone());
         if let Some(dir) = app.config.watch_dir.clone() {

@@ -57,7 +57,30 @@ pub fn document() -> Value {
                 "name": "name", "in": "query", "required": false, "schema": { "type": "string" },
                 "description": "Artifact name for a raw body"
             }));
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "Accept", "in": "header", "required": false, "schema": { "type": "string" },
+                "description": "multipart/mixed, multipart/form-data or multipart/* for the artifacts in the body; JSON with links otherwise"
+            }));
+            op["responses"]["200"] = json!({
+                "description": "The stage's answer: JSON with links to the artifacts, or (Accept: multipart/*) a JSON part named report followed by one part per artifact with its media type and file name",
+                "headers": {
+                    "x-stagecraft-version": { "schema": { "type": "string" } },
+                    "x-stagecraft-digest": { "schema": { "type": "string" } }
+                },
+                "content": {
+                    "application/json": { "schema": { "$ref": "#/components/schemas/Invocation" } },
+                    "multipart/mixed": { "schema": { "type": "string", "format": "binary" } },
+                    "multipart/form-data": { "schema": { "type": "string", "format": "binary" } }
+                }
+            });
             op["responses"]["429"] = json!({ "description": "Queue full; see Retry-After" });
+        }
+        if *path == "/v1/artifacts/{digest}" {
+            op["responses"]["200"] = json!({
+                "description": "The artifact's bytes, with the media type it was produced with (application/octet-stream when unknown)",
+                "headers": { "Content-Disposition": { "schema": { "type": "string" }, "description": "attachment, with the artifact's file name when known" } },
+                "content": { "*/*": { "schema": { "type": "string", "format": "binary" } } }
+            });
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
@@ -69,6 +92,28 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": {
+                "Invocation": {
+                    "type": "object",
+                    "required": ["stage", "version", "digest", "artifacts", "metadata"],
+                    "properties": {
+                        "stage": { "type": "string" },
+                        "version": { "type": "string" },
+                        "digest": { "type": "string" },
+                        "artifacts": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["name", "media_type", "bytes"],
+                            "properties": {
+                                "name": { "type": "string" },
+                                "media_type": { "type": "string" },
+                                "bytes": { "type": "integer" },
+                                "sha256": { "type": "string", "description": "JSON answers only" },
+                                "url": { "type": "string", "description": "JSON answers only: GET it for the bytes" },
+                                "part": { "type": "integer", "description": "multipart answers only: the artifact's part (the report is part 0)" }
+                            }
+                        } },
+                        "metadata": {}
+                    }
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],

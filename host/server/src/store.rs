@@ -1,4 +1,5 @@
-//! The durable job store: one SQLite file (`<home>/jobs.sqlite3`, WAL mode).
+//! The durable job store: one SQLite file (`<home>/jobs.sqlite3`, WAL mode),
+//! which also keeps each artifact's name and media type by digest.
 //! A job is written (with its input blobs already in the blob store) before
 //! the caller gets its `202`; state moves `queued → running → succeeded |
 //! failed | cancelled`, and a job in a final state is never claimed again,
@@ -57,6 +58,14 @@ pub struct InputRef {
     pub name: String,
     pub media_type: String,
     pub digest: String,
+}
+
+/// What is known about a blob besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArtifactMeta {
+    pub digest: String,
+    pub name: String,
+    pub media_type: String,
 }
 
 /// A job as stored.
@@ -125,9 +134,14 @@ impl JobStore {
                 events TEXT,
                 cancel_requested INTEGER NOT NULL DEFAULT 0
             );
-            CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);",
+            CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+            CREATE TABLE IF NOT EXISTS artifacts (
+                digest TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                media_type TEXT NOT NULL
+            );",
         )
-        .context("creating the jobs table")?;
+        .context("creating the jobs and artifacts tables")?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -192,6 +206,37 @@ impl JobStore {
     pub fn request_cancel(&self, id: &str) -> anyhow::Result<()> {
         self.conn().execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", params![id])?;
         Ok(())
+    }
+
+    /// Remembers the name and media type of blobs, so that
+    /// `GET /v1/artifacts/{digest}` can answer with them (the last name
+    /// given to the same bytes wins). One transaction for all of them.
+    pub fn record_artifacts(&self, artifacts: &[ArtifactMeta]) -> anyhow::Result<()> {
+        if artifacts.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().context("recording artifacts")?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO artifacts (digest, name, media_type) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(digest) DO UPDATE SET name = excluded.name, media_type = excluded.media_type",
+            )?;
+            for a in artifacts {
+                stmt.execute(params![a.digest, a.name, a.media_type]).context("recording an artifact")?;
+            }
+        }
+        tx.commit().context("recording artifacts")?;
+        Ok(())
+    }
+
+    /// The name and media type a blob was stored with, if known.
+    pub fn artifact(&self, digest: &str) -> anyhow::Result<Option<ArtifactMeta>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT digest, name, media_type FROM artifacts WHERE digest = ?1")?;
+        Ok(stmt
+            .query_row(params![digest], |r| Ok(ArtifactMeta { digest: r.get(0)?, name: r.get(1)?, media_type: r.get(2)? }))
+            .optional()?)
     }
 
     pub fn get(&self, id: &str) -> anyhow::Result<Option<JobRecord>> {

@@ -1,7 +1,8 @@
 //! `stagecraft-loadgen`: a small HTTP load generator for `stagecraft serve`
 //! (and anything else that answers POSTs): N keep-alive connections, each
 //! sending requests back to back for a fixed time; prints requests/s,
-//! p50/p99/max latency and the count of non-2xx answers. With
+//! p50/p99/max latency and the count of non-2xx answers (`--unique-bodies`
+//! makes every request's body, and so every answer, different). With
 //! `--swap-component`, it also uploads a new version of the stage
 //! `--swaps` times during the run (alternating variants of the file, each
 //! with its own digest) and reports, per swap, the time from the start of
@@ -31,12 +32,14 @@ struct Args {
     swap_component: Option<std::path::PathBuf>,
     swaps: usize,
     token: Option<String>,
+    /// A distinct body for every request (so no two answers are the same).
+    unique: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: stagecraft-loadgen --url URL [-c CONNECTIONS=32] [-d SECONDS=10] [--body-bytes N=16] \
-         [--content-type T=application/octet-stream] [--swap-component FILE --swaps N --admin-token-env VAR]"
+         [--content-type T=application/octet-stream] [--unique-bodies] [--swap-component FILE --swaps N --admin-token-env VAR]"
     );
     std::process::exit(2)
 }
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
         swap_component: None,
         swaps: 10,
         token: None,
+        unique: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +67,7 @@ fn parse_args() -> Args {
             "--content-type" => args.content_type = value(),
             "--swap-component" => args.swap_component = Some(value().into()),
             "--swaps" => args.swaps = value().parse().unwrap_or_else(|_| usage()),
+            "--unique-bodies" => args.unique = true,
             "--admin-token-env" => {
                 let var = value();
                 args.token = Some(std::env::var(&var).unwrap_or_else(|_| {
@@ -108,17 +113,25 @@ async fn main() {
     let body = Bytes::from(args.body.clone());
 
     let mut workers = Vec::new();
-    for _ in 0..args.connections {
+    for worker in 0..args.connections {
         let (client, stop, wanted, body) = (client.clone(), stop.clone(), wanted.clone(), body.clone());
+        let unique = args.unique;
         let (url, content_type) = (args.url.clone(), args.content_type.clone());
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::default();
+            let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                let body = if unique {
+                    sent += 1;
+                    Bytes::from([&body[..], format!(" {worker} {sent}").as_bytes()].concat())
+                } else {
+                    body.clone()
+                };
                 let req = Request::builder()
                     .method(Method::POST)
                     .uri(&url)
                     .header("content-type", &content_type)
-                    .body(Full::new(body.clone()))
+                    .body(Full::new(body))
                     .expect("request");
                 let started = Instant::now();
                 match client.request(req).await {

@@ -44,20 +44,22 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
     }
     let runtime = app.runtime.clone();
     let origin = format!("upload:{name}");
-    let installed = tokio::task::spawn_blocking(move || runtime.install_bytes(&bytes, &origin).map(|v| (v, bytes)))
+    // Compile, validate and describe first; nothing is installed until the
+    // component is known to be the stage the URL names.
+    let prepared = tokio::task::spawn_blocking(move || runtime.prepare_bytes(&bytes, &origin).map(|v| (v, bytes)))
         .await
         .map_err(|e| ApiError::internal(format!("the install task failed: {e}")))?;
-    let (version, bytes) = installed
+    let (version, bytes) = prepared
         .map_err(|e| ApiError::bad_request("invalid_component", format!("the component was refused: {e:#}")))?;
     if version.info.name != name {
-        // It was installed under its own name: undo that.
-        let _ = app.runtime.rollback(&version.info.name);
         return Err(ApiError::bad_request(
             "stage_name_mismatch",
             format!("the component describes itself as '{}', not '{name}'", version.info.name),
         ));
     }
+    // Kept on disk before it serves, so a crash right after cannot lose it.
     app.uploads.record_upload(&version, &bytes)?;
+    let version = app.runtime.activate(version);
     tracing::info!(stage = %name, version = %version.info.version, digest = %version.digest, "new component version");
     Ok(Json(describe(&version)).into_response())
 }

@@ -111,7 +111,7 @@ pub async fn run(
         .with_details(json!({ "diagnostics": diagnostics, "text": diagnostics.to_string() })));
     }
     let id = new_job_id();
-    let inputs = store_inputs(&app.jobs.blobs, &run.files)?;
+    let inputs = store_inputs(&app.jobs, &run.files)?;
     app.jobs.store.insert(&id, &run.pipeline, &file, run.input.as_deref(), &inputs)?;
     let record = app.jobs.store.get(&id)?.ok_or_else(|| ApiError::internal("the job vanished after it was written"))?;
     app.jobs.start(record);

@@ -5,14 +5,16 @@
 use super::{body_bytes, content_type, multipart, parse_params};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::artifact_link;
-use crate::App;
+use crate::{reply, App};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stagecraft_orchestrator::blobs::is_digest;
+use crate::store::ArtifactMeta;
+use bytes::Bytes;
+use stagecraft_orchestrator::blobs::{is_digest, sha256_hex};
 use stagecraft_orchestrator::runner::to_failure;
 use stagecraft_runtime::{Artifact, InvokeOptions, StageInput, StageOutput};
 use stagecraft_scheduler::{RetryPolicy, SubmitError, TaskError, TaskSpec};
@@ -26,6 +28,7 @@ pub async fn invoke(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> ApiResult<Response> {
+    let multipart_reply = reply::negotiate(request.headers());
     let version = app
         .runtime
         .stage(&name)
@@ -81,7 +84,7 @@ pub async fn invoke(
     })?;
     let result = handle.await;
     app.metrics.record_stage(&name, result.outcome.is_ok(), started.elapsed());
-    let output: StageOutput = match result.outcome {
+    let mut output: StageOutput = match result.outcome {
         Ok(output) => output,
         Err(e) => {
             let stored = error.lock().unwrap().take();
@@ -95,19 +98,21 @@ pub async fn invoke(
         }
     };
 
-    let mut links = Vec::with_capacity(output.artifacts.len());
-    for a in &output.artifacts {
-        let digest = app.jobs.blobs.put(&a.data)?;
-        links.push(artifact_link(&a.name, &a.media_type, a.data.len(), &digest));
-    }
-    let body = json!({
-        "stage": output.stage,
-        "version": output.version,
-        "digest": output.digest,
-        "artifacts": links,
-        "metadata": output.metadata,
-    });
-    let mut response = Json(body).into_response();
+    let mut response = match multipart_reply {
+        None => {
+            // Kept in memory and written to disk in the background: the
+            // answer waits for no disk write (see `recent`).
+            let artifacts = std::mem::take(&mut output.artifacts);
+            let mut links = Vec::with_capacity(artifacts.len());
+            for a in artifacts {
+                let digest = sha256_hex(&a.data);
+                links.push(artifact_link(&a.name, &a.media_type, a.data.len(), &digest));
+                app.recent.add(ArtifactMeta { digest, name: a.name, media_type: a.media_type }, Bytes::from(a.data));
+            }
+            Json(report(&output, links)).into_response()
+        }
+        Some(kind) => multipart_response(kind, &output),
+    };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&output.version) {
         headers.insert("x-stagecraft-version", v);
@@ -116,6 +121,43 @@ pub async fn invoke(
         headers.insert("x-stagecraft-digest", v);
     }
     Ok(response)
+}
+
+/// The JSON answer of an invocation (also the report part of a multipart one).
+fn report(output: &StageOutput, artifacts: Vec<Value>) -> Value {
+    json!({
+        "stage": output.stage,
+        "version": output.version,
+        "digest": output.digest,
+        "artifacts": artifacts,
+        "metadata": output.metadata,
+    })
+}
+
+/// The artifacts in the body itself: a JSON report part first, then one
+/// part per artifact with its media type and file name. Nothing goes to
+/// the blob store (the caller has the bytes), so the report lists each
+/// artifact's part instead of a link.
+fn multipart_response(kind: reply::Multipart, output: &StageOutput) -> Response {
+    let listed = output
+        .artifacts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({ "name": a.name, "media_type": a.media_type, "bytes": a.data.len(), "part": i + 1 }))
+        .collect();
+    let report = serde_json::to_vec(&report(output, listed)).unwrap_or_default();
+    let (report_disposition, artifact_kind) = match kind {
+        reply::Multipart::Mixed => ("inline; name=\"report\"".to_owned(), "attachment"),
+        reply::Multipart::FormData => ("form-data; name=\"report\"".to_owned(), "form-data; name=\"artifact\""),
+    };
+    let mut parts = vec![reply::Part { disposition: report_disposition, media_type: "application/json", data: &report }];
+    parts.extend(output.artifacts.iter().map(|a| reply::Part {
+        disposition: reply::disposition(artifact_kind, &a.name),
+        media_type: &a.media_type,
+        data: &a.data,
+    }));
+    let (content_type, body) = reply::encode(kind, &parts);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// A stage version as listed.
@@ -143,17 +185,35 @@ pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> Api
     if !is_digest(&digest) {
         return Err(ApiError::bad_request("invalid_digest", format!("'{digest}' is not a sha256 digest (64 hex digits)")));
     }
-    let data = app
-        .jobs
-        .blobs
-        .get(&digest)?
-        .ok_or_else(|| ApiError::not_found("unknown_artifact", format!("no artifact {digest}")))?;
-    // The media type is in the listing that gave the link; content comes
-    // from plugins and callers, so browsers must not guess and render it.
-    let headers = [
-        (header::CONTENT_TYPE, "application/octet-stream"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-    ];
-    Ok((headers, Body::from(data)).into_response())
+    let (meta, data) = match app.recent.get(&digest) {
+        Some((meta, data)) => (Some(meta), data),
+        None => {
+            let data = app
+                .jobs
+                .blobs
+                .get(&digest)?
+                .ok_or_else(|| ApiError::not_found("unknown_artifact", format!("no artifact {digest}")))?;
+            (app.jobs.store.artifact(&digest)?, Bytes::from(data))
+        }
+    };
+    let media_type = meta
+        .as_ref()
+        .and_then(|m| HeaderValue::from_str(&m.media_type).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let mut response = Body::from(data).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, media_type);
+    // Content comes from plugins and callers: browsers must not guess a
+    // type, and must save rather than render it (an HTML artifact shown on
+    // this origin could script against the API).
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    let disposition = match &meta {
+        Some(m) => reply::disposition("attachment", &m.name),
+        None => "attachment".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
 }

@@ -1,0 +1,105 @@
+//! Artifacts of synchronous invocations, off the request path: each answer's
+//! artifacts are kept in memory (bounded by bytes, oldest dropped first),
+//! so `GET /v1/artifacts/{digest}` serves them at once, and one background
+//! task writes them to the blob store and their names and media types to
+//! SQLite in batches. A synchronous invoke is not durable: a crash can lose
+//! the links handed out in its last moments. Jobs do not come through here;
+//! their artifacts are stored before the job is recorded as finished.
+
+use crate::jobs::JobManager;
+use crate::store::ArtifactMeta;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Artifacts waiting to be written, most.
+const QUEUE: usize = 4096;
+/// Artifacts written per SQLite transaction, most.
+const BATCH: usize = 512;
+
+struct Entry {
+    meta: ArtifactMeta,
+    data: Bytes,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_digest: HashMap<String, Entry>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+pub struct RecentArtifacts {
+    kept: Mutex<Kept>,
+    max_bytes: usize,
+    persist: mpsc::Sender<(ArtifactMeta, Bytes)>,
+}
+
+impl RecentArtifacts {
+    /// Starts the background writer (on the current tokio runtime).
+    pub fn start(jobs: Arc<JobManager>, max_bytes: usize) -> Arc<Self> {
+        let (tx, mut rx) = mpsc::channel::<(ArtifactMeta, Bytes)>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let jobs = jobs.clone();
+                let written = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    for (meta, data) in &batch {
+                        jobs.blobs.put_known(&meta.digest, data)?;
+                    }
+                    let metas: Vec<ArtifactMeta> = batch.into_iter().map(|(m, _)| m).collect();
+                    jobs.store.record_artifacts(&metas)
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("could not keep invocation artifacts: {e:#}"),
+                    Err(e) => tracing::warn!("the artifact writer failed: {e}"),
+                }
+            }
+        });
+        Arc::new(Self { kept: Mutex::default(), max_bytes, persist: tx })
+    }
+
+    /// Keeps an artifact (already hashed) and queues it for the disk. An
+    /// artifact already kept under the same name and type costs nothing.
+    pub fn add(&self, meta: ArtifactMeta, data: Bytes) {
+        {
+            let mut kept = self.kept.lock().unwrap();
+            if kept.by_digest.get(&meta.digest).is_some_and(|e| e.meta == meta) {
+                return;
+            }
+            if data.len() <= self.max_bytes {
+                if let Some(old) = kept.by_digest.insert(meta.digest.clone(), Entry { meta: meta.clone(), data: data.clone() }) {
+                    kept.bytes -= old.data.len();
+                } else {
+                    kept.order.push_back(meta.digest.clone());
+                }
+                kept.bytes += data.len();
+                while kept.bytes > self.max_bytes {
+                    let Some(oldest) = kept.order.pop_front() else { break };
+                    if let Some(e) = kept.by_digest.remove(&oldest) {
+                        kept.bytes -= e.data.len();
+                    }
+                }
+            }
+        }
+        // Full queue (the disk is behind): the artifact stays served from
+        // memory while kept, but is not written.
+        if self.persist.try_send((meta, data)).is_err() {
+            tracing::debug!("artifact writer queue full; not persisting an invocation artifact");
+        }
+    }
+
+    /// A kept artifact, if still in memory.
+    pub fn get(&self, digest: &str) -> Option<(ArtifactMeta, Bytes)> {
+        self.kept.lock().unwrap().by_digest.get(digest).map(|e| (e.meta.clone(), e.data.clone()))
+    }
+}
