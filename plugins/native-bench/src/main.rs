@@ -8,6 +8,15 @@
 //! inputs it hands the component, to show what the sandbox costs.
 
 use stagecraft_sdk::bindings::stagecraft::stage::types::{Artifact, StageInput, StageOutput};
+
+// The stages' own sources, compiled natively with this workspace's release
+// profile (their components are built from these same files).
+#[allow(dead_code, unused_imports)]
+#[path = "../../stages/upscale/src/lib.rs"]
+mod upscale;
+#[allow(dead_code, unused_imports)]
+#[path = "../../stages/color_separations/src/lib.rs"]
+mod color_separations;
 use std::time::Instant;
 
 type Runner = fn(StageInput) -> Result<StageOutput, String>;
