@@ -281,3 +281,23 @@ async fn callers_that_go_away_cost_no_work() {
     assert_eq!((stats.cancelled, stats.completed, stats.rows), (5, 1, 1), "{stats:?}");
     assert_eq!(stats.pending, 0);
 }
+
+/// The repository's shipped models (`models/`, written by
+/// scripts/make-models.py) load and run; skipped where they are absent.
+#[tokio::test]
+async fn the_shipped_models_load_and_run() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    if !dir.join("sr2x/model.onnx").is_file() {
+        eprintln!("no shipped models in {}; skipped", dir.display());
+        return;
+    }
+    let (models, report) = Models::open(&dir).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let image = Tensor::from_f32("input", vec![1, 3, 16, 20], &vec![0.5; 3 * 16 * 20]);
+    let out = models.infer("sr2x", vec![image]).await.unwrap();
+    assert_eq!(out[0].shape, vec![1, 3, 32, 40]);
+    let gray = Tensor::from_f32("input", vec![1, 1, 24, 24], &vec![0.2; 24 * 24]);
+    let out = models.infer("cell_fg", vec![gray]).await.unwrap();
+    assert_eq!(out[0].shape, vec![1, 1, 24, 24]);
+    assert!(out[0].to_f32().unwrap().iter().all(|p| (0.0..=1.0).contains(p)));
+}
