@@ -224,6 +224,70 @@ pub mod segmentation {
     }
 }
 
+/// Tensor inference on named models of the host's model repository
+/// (`stagecraft:stage/inference`), with helpers for fp32 tensors.
+pub mod inference {
+    pub use crate::bindings::stagecraft::stage::inference::{InferenceError, Tensor, TensorType};
+    use crate::StageError;
+
+    /// An fp32 tensor from row-major values.
+    pub fn f32_tensor(name: &str, dimensions: &[u32], values: &[f32]) -> Tensor {
+        Tensor {
+            name: name.to_owned(),
+            dimensions: dimensions.to_vec(),
+            ty: TensorType::Fp32,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// The values of an fp32 tensor; `failed` for another type or a byte
+    /// count that does not match its dimensions (the host's fault).
+    pub fn f32_values(tensor: &Tensor) -> Result<Vec<f32>, StageError> {
+        if tensor.ty != TensorType::Fp32 {
+            return Err(StageError::failed(format!("tensor '{}' is {:?}, not fp32", tensor.name, tensor.ty)));
+        }
+        let elements: u64 = tensor.dimensions.iter().map(|&d| d as u64).product();
+        if tensor.data.len() as u64 != elements * 4 {
+            return Err(StageError::failed(format!(
+                "tensor '{}' of shape {:?} has {} bytes, not {}",
+                tensor.name,
+                tensor.dimensions,
+                tensor.data.len(),
+                elements * 4
+            )));
+        }
+        Ok(tensor.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// Runs `model` on the host. The raw error comes back so a stage can
+    /// tell an unknown model or a host without inference (`unavailable`)
+    /// from other failures; [`to_stage_error`] maps it. Off wasm32 (native
+    /// unit tests) there is no host: `unavailable`.
+    pub fn infer(model: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>, InferenceError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::bindings::stagecraft::stage::inference::infer(model, inputs)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = inputs;
+            Err(InferenceError::Unavailable(format!("model '{model}': no host outside WebAssembly")))
+        }
+    }
+
+    /// The stage error for an inference error: an unknown model or refused
+    /// tensors are the caller's choice (`invalid-input`), `unavailable`
+    /// stays retryable, the rest is `failed`.
+    pub fn to_stage_error(model: &str, e: InferenceError) -> StageError {
+        match e {
+            InferenceError::UnknownModel(m) => StageError::invalid_input(format!("inference: unknown model '{model}': {m}")),
+            InferenceError::InvalidInput(m) => StageError::invalid_input(format!("inference: model '{model}' refused the input: {m}")),
+            InferenceError::Unavailable(m) => StageError::unavailable(format!("inference: model '{model}': {m}")),
+            InferenceError::Failed(m) => StageError::failed(format!("inference: model '{model}': {m}")),
+        }
+    }
+}
+
 /// Builds the WIT `stage-info` for `S`. Used by [`export_stage!`].
 #[doc(hidden)]
 pub fn describe<S: Stage>() -> wit::StageInfo {
