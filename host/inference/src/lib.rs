@@ -1,0 +1,21 @@
+//! The stagecraft model repository and inference service.
+//!
+//! A folder of ONNX models ([`repository`], with each model's
+//! `config.json` parsed by [`config`]), run on the CPU by tract
+//! ([`engine`]) behind a dynamic batcher per model ([`batcher`]). Callers
+//! hand [`Models::infer`] named [`Tensor`]s and get the model's outputs or
+//! an [`InferError`] that maps onto the WIT `inference-error`.
+
+pub mod batcher;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod onnx_build;
+pub mod repository;
+pub mod tensor;
+
+pub use batcher::ModelStats;
+pub use config::ModelConfig;
+pub use error::InferError;
+pub use repository::{LoadReport, ModelInfo, Models, Watcher};
+pub use tensor::{DType, Tensor};
