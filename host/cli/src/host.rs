@@ -1,8 +1,10 @@
 //! Options shared by every subcommand that needs a runtime, and building it.
 
 use anyhow::Context;
+use stagecraft_inference::Models;
 use stagecraft_runtime::{Artifact, Limits, Runtime, RuntimeConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Clone)]
@@ -27,6 +29,11 @@ pub struct HostArgs {
     /// Minimum time between two outgoing HTTP requests of one stage, in milliseconds.
     #[arg(long, global = true, default_value_t = 0)]
     pub http_rate_limit_ms: u64,
+    /// Model repository for the `inference` import: one folder per model
+    /// with `model.onnx` and `config.json`. Default: the `models/` folder of
+    /// the source tree this binary was built in, when there is one.
+    #[arg(long, global = true, env = "STAGECRAFT_MODELS")]
+    pub models: Option<PathBuf>,
 }
 
 impl HostArgs {
@@ -50,6 +57,30 @@ impl HostArgs {
         config
     }
 
+    /// The model repository folder: `--models`, else `<repo>/models` of the
+    /// checkout whose `target/` holds this binary, else none.
+    pub fn models_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.models {
+            return Some(dir.clone());
+        }
+        let exe = std::env::current_exe().ok()?;
+        exe.ancestors()
+            .filter(|d| d.join("Cargo.toml").is_file())
+            .map(|d| d.join("models"))
+            .find(|m| m.is_dir())
+    }
+
+    /// Loads the model repository, if there is one; models that fail to
+    /// load are reported on stderr, the rest are usable.
+    pub fn models(&self) -> anyhow::Result<Option<Arc<Models>>> {
+        let Some(dir) = self.models_dir() else { return Ok(None) };
+        let (models, report) = Models::open(&dir).context("--models")?;
+        for (name, why) in &report.failed {
+            eprintln!("warning: model {name} not loaded: {why}");
+        }
+        Ok(Some(models))
+    }
+
     /// Builds the runtime and loads the plugins folder. Components that fail
     /// to load are reported on stderr; the rest are usable.
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
@@ -65,6 +96,7 @@ impl HostArgs {
             let (stage, grant) = stagecraft_runtime::http::parse_grant(spec, delay).context("--http-grant")?;
             config.http.insert(stage, grant);
         }
+        config.models = self.models()?;
         let runtime = Runtime::new(config).context("starting the runtime")?;
         let report = runtime.load_dir(&self.plugins);
         for failure in &report.failed {

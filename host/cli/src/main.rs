@@ -28,6 +28,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the models of the model repository (--models) and their batching.
+    Models {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one stage on some files and write what it produces.
     Invoke {
         /// The stage's name (see `stagecraft stages`).
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Stages { json } => commands::stages::run(&cli.host, json),
+            Command::Models { json } => commands::models::run(&cli.host, json),
             Command::Invoke { stage, inputs, params, out } => {
                 commands::invoke::run(&cli.host, &stage, &inputs, &params, &out).await
             }

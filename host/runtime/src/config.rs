@@ -3,6 +3,7 @@
 use crate::http::HttpGrant;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Resource limits for one invocation.
@@ -39,6 +40,10 @@ pub struct RuntimeConfig {
     /// Outgoing HTTP grants, by stage name (see [`crate::http`]). A stage
     /// not listed here has every `wasi:http` request refused.
     pub http: HashMap<String, HttpGrant>,
+    /// The model repository behind the `inference` import (and the
+    /// `segmentation` import's `model` option). `None`: every call gets
+    /// `unavailable`, naming the missing repository.
+    pub models: Option<Arc<stagecraft_inference::Models>>,
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +59,7 @@ impl Default for RuntimeConfig {
             max_instances: 256,
             epoch_tick: Duration::from_millis(5),
             http: HashMap::new(),
+            models: None,
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! `segmentation` runs stagecraft-accel's CPU pipeline on a blocking
 //! thread (off the async executor; the pipeline itself uses rayon's pool).
-//! `inference` answers `unavailable` until the model repository lands: a
-//! plugin that calls it gets a clear, retryable error instead of a link
-//! failure.
+//! `inference` runs named models from the runtime's model repository
+//! (stagecraft-inference: tract on the CPU, dynamic batching across
+//! concurrent calls); a host started without one answers `unavailable`.
+//! `segmentation`'s `model` option runs such a model for a per-pixel
+//! foreground probability instead of Otsu's threshold.
 
 use crate::invoke::StageEvent;
 use crate::sandbox::StoreState;
@@ -58,12 +60,95 @@ impl inference::Host for StoreState {
     async fn infer(
         &mut self,
         model: String,
-        _inputs: Vec<inference::Tensor>,
+        inputs: Vec<inference::Tensor>,
     ) -> Result<Vec<inference::Tensor>, inference::InferenceError> {
-        Err(inference::InferenceError::Unavailable(format!(
-            "the inference service is not available in this host yet (model '{model}')"
-        )))
+        use inference::InferenceError as E;
+        let models = self.models.clone().ok_or_else(|| {
+            E::Unavailable(format!("this host has no model repository (start it with --models DIR); model '{model}'"))
+        })?;
+        let span = tracing::debug_span!("infer", stage = self.events.stage(), model = %model);
+        let inputs = inputs.into_iter().map(tensor_in).collect::<Result<Vec<_>, _>>()?;
+        let outputs = tracing::Instrument::instrument(models.infer(&model, inputs), span).await.map_err(|e| match e {
+            stagecraft_inference::InferError::UnknownModel(m) => E::UnknownModel(m),
+            stagecraft_inference::InferError::InvalidInput(m) => E::InvalidInput(m),
+            stagecraft_inference::InferError::Unavailable(m) => E::Unavailable(m),
+            stagecraft_inference::InferError::Failed(m) => E::Failed(m),
+        })?;
+        Ok(outputs.into_iter().map(tensor_out).collect())
     }
+}
+
+fn tensor_in(t: inference::Tensor) -> Result<stagecraft_inference::Tensor, inference::InferenceError> {
+    use inference::TensorType as T;
+    use stagecraft_inference::DType;
+    let dtype = match t.ty {
+        T::Fp16 => DType::F16,
+        T::Fp32 => DType::F32,
+        T::Bf16 => DType::Bf16,
+        T::U8 => DType::U8,
+        T::I32 => DType::I32,
+        T::I64 => DType::I64,
+    };
+    if matches!(dtype, DType::F16 | DType::Bf16) {
+        return Err(inference::InferenceError::InvalidInput(format!(
+            "tensor '{}' is {dtype}: the CPU engine takes fp32, u8, i32 and i64 tensors; convert to fp32",
+            t.name
+        )));
+    }
+    let shape = t.dimensions.iter().map(|&d| d as usize).collect();
+    Ok(stagecraft_inference::Tensor { name: t.name, shape, dtype, data: t.data })
+}
+
+fn tensor_out(t: stagecraft_inference::Tensor) -> inference::Tensor {
+    use inference::TensorType as T;
+    use stagecraft_inference::DType;
+    let ty = match t.dtype {
+        DType::F16 => T::Fp16,
+        DType::F32 => T::Fp32,
+        DType::Bf16 => T::Bf16,
+        DType::U8 => T::U8,
+        DType::I32 => T::I32,
+        DType::I64 => T::I64,
+    };
+    inference::Tensor { name: t.name, dimensions: t.shape.iter().map(|&d| d as u32).collect(), ty, data: t.data }
+}
+
+/// Runs a foreground model on a gray image: input `[1, 1, H, W]` fp32
+/// scaled to [0, 1] (8-bit by 255, 16-bit by 65535), output one fp32
+/// probability per pixel (`[1, 1, H, W]` or any shape of H x W values).
+async fn foreground_probability(
+    models: Option<&std::sync::Arc<stagecraft_inference::Models>>,
+    model: &str,
+    image: &segmentation::GrayImage,
+) -> Result<Vec<f32>, segmentation::SegmentationError> {
+    use segmentation::SegmentationError as E;
+    use stagecraft_inference::InferError;
+    let models = models.ok_or_else(|| {
+        E::Unavailable(format!("this host has no model repository (start it with --models DIR); model '{model}'"))
+    })?;
+    let gray = stagecraft_accel::GrayImage::from_bytes(image.width, image.height, image.bits_per_sample, &image.data)
+        .map_err(|e| match e {
+            stagecraft_accel::SegmentError::InvalidInput(m) => E::InvalidInput(m),
+            stagecraft_accel::SegmentError::Unavailable(m) => E::Unavailable(m),
+            stagecraft_accel::SegmentError::Failed(m) => E::Failed(m),
+        })?;
+    let full_scale = if image.bits_per_sample == 16 { 65535.0 } else { 255.0 };
+    let pixels: Vec<f32> = gray.to_f32().iter().map(|v| v / full_scale).collect();
+    let (w, h) = (image.width as usize, image.height as usize);
+    let input = stagecraft_inference::Tensor::from_f32("", vec![1, 1, h, w], &pixels);
+    let outputs = models.infer(model, vec![input]).await.map_err(|e| match e {
+        InferError::UnknownModel(m) | InferError::InvalidInput(m) => E::InvalidInput(format!("foreground model: {m}")),
+        InferError::Unavailable(m) => E::Unavailable(m),
+        InferError::Failed(m) => E::Failed(m),
+    })?;
+    let probs = outputs.first().and_then(|t| t.to_f32()).unwrap_or_default();
+    if probs.len() != w * h {
+        return Err(E::Failed(format!(
+            "foreground model '{model}' returned {} fp32 values for a {w}x{h} image; it must give one probability per pixel",
+            probs.len()
+        )));
+    }
+    Ok(probs)
 }
 
 impl segmentation::Host for StoreState {
@@ -75,11 +160,10 @@ impl segmentation::Host for StoreState {
         use segmentation::SegmentationError as E;
         use stagecraft_accel::SegmentError;
         let device = stagecraft_accel::device::current().map_err(|e| E::Unavailable(e.clone()))?;
-        if let Some(model) = &options.model {
-            return Err(E::InvalidInput(format!(
-                "unknown model '{model}': this host has no model repository yet; leave `model` unset for Otsu foreground"
-            )));
-        }
+        let probability = match &options.model {
+            Some(model) => Some(foreground_probability(self.models.as_ref(), model, &image).await?),
+            None => None,
+        };
         let stage = self.events.stage().to_owned();
         let work = move || {
             let gray = stagecraft_accel::GrayImage::from_bytes(
@@ -95,7 +179,11 @@ impl segmentation::Host for StoreState {
                 min_distance: options.min_distance,
             };
             let started = std::time::Instant::now();
-            let result = stagecraft_accel::segment(&gray, &opts, stagecraft_accel::Foreground::Otsu)?;
+            let foreground = match &probability {
+                Some(p) => stagecraft_accel::Foreground::Probability(p),
+                None => stagecraft_accel::Foreground::Otsu,
+            };
+            let result = stagecraft_accel::segment(&gray, &opts, foreground)?;
             tracing::debug!(
                 stage,
                 width = gray.width,

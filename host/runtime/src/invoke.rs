@@ -73,6 +73,7 @@ fn new_store(rt: &Runtime, stage: &str, limits: Limits, sink: Option<Arc<dyn Fn(
     let events = EventSink { stage: Arc::from(stage), sink };
     let mut state = StoreState::new(scratch, limits.memory_bytes, events)?;
     state.http_hooks = rt.inner.http.hooks_for(stage);
+    state.models = rt.inner.config.models.clone();
     let mut store = Store::new(rt.inner.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
     let deadline = Instant::now() + limits.timeout;

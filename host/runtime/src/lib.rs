@@ -127,6 +127,11 @@ impl Runtime {
         invoke::invoke(self, version, input, options).await
     }
 
+    /// The model repository the `inference` import serves, if any.
+    pub fn models(&self) -> Option<&Arc<stagecraft_inference::Models>> {
+        self.inner.config.models.as_ref()
+    }
+
     /// Number of component instances created since start.
     pub fn instantiations(&self) -> u64 {
         self.inner.engine.instantiations()

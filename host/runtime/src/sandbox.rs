@@ -30,6 +30,8 @@ pub struct StoreState {
     /// Decides where this invocation's requests may go (refuse-all until
     /// the invocation sets the stage's grant).
     pub(crate) http_hooks: crate::http::StageHttpHooks,
+    /// The runtime's model repository, for the `inference` import.
+    pub(crate) models: Option<std::sync::Arc<stagecraft_inference::Models>>,
 }
 
 impl StoreState {
@@ -48,6 +50,7 @@ impl StoreState {
             http_hooks: crate::http::StageHttpHooks::denied(events.stage()),
             events,
             http: WasiHttpCtx::new(),
+            models: None,
         })
     }
 }

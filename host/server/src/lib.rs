@@ -62,6 +62,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/stages/{name}/invoke", post(stages::invoke))
         .route("/v1/stages/{name}/rollback", post(admin::rollback))
         .route("/v1/artifacts/{digest}", get(stages::artifact))
+        .route("/v1/models", get(stages::models))
         .route("/v1/pipelines/run", post(jobs::run))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/jobs/{id}/events", get(jobs::events))

@@ -50,6 +50,8 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
     config.watch_dir = Some(host.plugins.clone());
     config.max_running_jobs = args.max_jobs.max(1);
     let runtime = Arc::new(host.runtime()?);
+    // Changed model files are reloaded in place (checked every 2 s).
+    let _model_watch = runtime.models().map(|m| m.watch(std::time::Duration::from_secs(2)));
     let server = Server::start(config, runtime).await?;
     eprintln!("stagecraft serving on http://{} (Ctrl-C to stop)", server.addr);
     server.run_until_ctrl_c().await

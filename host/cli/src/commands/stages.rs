@@ -22,6 +22,10 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
         let io = format!("{} -> {}", s.info.accepts.join(","), s.info.produces.join(","));
         println!("{:<20} {:<9} {:<14} {:<28} {}", s.info.name, s.info.version, &s.digest[..12], io, s.info.description);
     }
+    match runtime.models() {
+        Some(models) => println!("\nmodels: {} loaded from {} (see `stagecraft models`)", models.list().len(), models.dir().display()),
+        None => println!("\nmodels: none (no model repository; pass --models DIR)"),
+    }
     // Where the host's segmentation import runs (STAGECRAFT_DEVICE=auto|cpu|cuda).
     match stagecraft_accel::device::current() {
         Ok(device) => println!("\nsegmentation device: {device}"),

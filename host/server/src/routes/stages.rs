@@ -1,6 +1,7 @@
 //! Stage routes: `POST /v1/stages/{name}/invoke` (through the scheduler,
 //! so the queue limit applies), `GET /v1/stages` and
-//! `GET /v1/artifacts/{digest}`.
+//! `GET /v1/artifacts/{digest}`, and `GET /v1/models` (the model
+//! repository's counters).
 
 use super::{body_bytes, content_type, multipart, parse_params};
 use crate::error::{ApiError, ApiResult};
@@ -137,6 +138,16 @@ pub async fn list(State(app): State<App>) -> Json<Value> {
     let mut stages = app.runtime.stages();
     stages.sort_by(|a, b| a.info.name.cmp(&b.info.name));
     Json(json!({ "stages": stages.iter().map(|v| describe(v)).collect::<Vec<_>>() }))
+}
+
+/// `GET /v1/models`: the model repository's models with their batching
+/// counters, and the models that failed to load.
+pub async fn models(State(app): State<App>) -> Json<Value> {
+    let Some(models) = app.runtime.models() else {
+        return Json(json!({ "models": [], "failed": [], "repository": null }));
+    };
+    let failed: Vec<Value> = models.failures().into_iter().map(|(name, error)| json!({ "name": name, "error": error })).collect();
+    Json(json!({ "models": models.list(), "failed": failed, "repository": models.dir() }))
 }
 
 pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> ApiResult<Response> {
