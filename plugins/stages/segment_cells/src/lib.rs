@@ -45,8 +45,8 @@ pub struct Params {
     #[serde(default = "default_min_distance")]
     #[schemars(range(min = 1, max = 10000))]
     pub min_distance: u32,
-    /// A foreground-probability model from the host's model repository;
-    /// unset for Otsu's threshold.
+    /// A foreground-probability model from the host's model repository
+    /// (`cell_fg` ships with stagecraft); unset for Otsu's threshold.
     #[serde(default)]
     pub model: Option<String>,
     /// How cells are drawn on the overlay.
