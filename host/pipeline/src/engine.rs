@@ -3,8 +3,11 @@
 //!
 //! Semantics:
 //! - a step starts as soon as every dependency has succeeded (no barriers
-//!   between groups); among ready steps, higher `priority` first, then
-//!   declaration order;
+//!   between groups); among ready steps, higher `priority` first, then (in
+//!   parallel runs) the step with the longest chain of steps still waiting
+//!   on it, then declaration order. Starting the longest chain first is
+//!   Hu's rule, optimal for unit-cost chains and trees, and what keeps a
+//!   long tail from running alone at the end;
 //! - concurrency: each enclosing group's `max_workers`, and the run's
 //!   `max_workers` (1 when not parallel), must all have a free slot;
 //! - `rate_limit_delay` spaces step starts;
@@ -337,10 +340,31 @@ struct Run<'p, A> {
     steps: Vec<StepState>,
     groups: Vec<GroupState>,
     ready: Vec<usize>,
+    /// Per step: the longest chain of steps it heads (itself included), in
+    /// parallel runs; all 0 when sequential, which keeps declaration order.
+    chain: Vec<usize>,
     outputs: Vec<Option<StepOutput<A>>>,
     last_start: Option<Instant>,
     cancelled: bool,
     timed_out: bool,
+}
+
+/// For each step, the number of steps on the longest path from it through
+/// its dependents (itself included). The graph is acyclic (validated).
+fn chain_lengths(pipeline: &Pipeline) -> Vec<usize> {
+    fn visit(steps: &[crate::dag::PlannedStep], s: usize, memo: &mut [usize]) -> usize {
+        if memo[s] == 0 {
+            let below = steps[s].dependents.iter().map(|&d| visit(steps, d, memo)).max().unwrap_or(0);
+            memo[s] = 1 + below;
+        }
+        memo[s]
+    }
+    let steps = pipeline.steps();
+    let mut memo = vec![0; steps.len()];
+    for s in 0..steps.len() {
+        visit(steps, s, &mut memo);
+    }
+    memo
 }
 
 impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
@@ -390,6 +414,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                 })
                 .collect(),
             ready: Vec::new(),
+            chain: if parallel { chain_lengths(pipeline) } else { vec![0; pipeline.steps().len()] },
             outputs: pipeline.steps().iter().map(|_| None).collect(),
             last_start: None,
             cancelled: false,
@@ -488,8 +513,9 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         let steps = self.pipeline.steps();
         let delay = self.pipeline.settings().rate_limit_delay;
         loop {
+            let chain = &self.chain;
             self.ready
-                .sort_by_key(|&s| (std::cmp::Reverse(steps[s].priority), s));
+                .sort_by_key(|&s| (std::cmp::Reverse(steps[s].priority), std::cmp::Reverse(chain[s]), s));
             // Nothing can start until a running step ends.
             let pos = self.ready.iter().position(|&s| self.has_slot(s))?;
             let now = Instant::now();

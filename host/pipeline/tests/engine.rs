@@ -390,6 +390,29 @@ steps:
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_longest_chain_starts_first_so_no_tail_runs_alone() {
+    // Two workers; three single steps declared before a chain of three.
+    // Declaration order would leave the chain's last two steps running one
+    // at a time after the singles (5 units); longest chain first takes 3.
+    let p = load_ok(
+        "settings: { parallel: true, max_workers: 2 }
+steps:
+  - { name: x, type: work }
+  - { name: y, type: work }
+  - { name: z, type: work }
+  - { name: c1, type: work }
+  - { name: c2, type: work, input_from: c1 }
+  - { name: c3, type: work, input_from: c2 }
+",
+    );
+    let fake = Fake::sleeping(&["x", "y", "z", "c1", "c2", "c3"], ms(100));
+    let (outcome, _) = run(&p, &fake).await;
+    assert_eq!(fake.start_order()[0], "c1");
+    // Virtual time (the clock is paused): 3 units, not 5.
+    assert!(outcome.report.makespan < ms(400), "{:?}", outcome.report.makespan);
+}
+
+#[tokio::test(start_paused = true)]
 async fn rate_limit_delay_spaces_starts() {
     let p = load_ok("settings: { rate_limit_delay: 0.5 }\nsteps:\n  - { name: a, type: work }\n  - { name: b, type: work }\n");
     let fake = Fake::sleeping(&["a", "b"], ms(10));
