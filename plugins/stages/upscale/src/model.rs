@@ -2,8 +2,8 @@
 //! repository, run in tiles through the `inference` import; Lanczos3 for
 //! alpha and for the last step to a size that is not a power of two.
 
-use crate::tiles;
-use crate::{resample, resize, Params};
+use super::tiles;
+use super::{resample, resize, Params};
 use image::{DynamicImage, GenericImageView};
 use stagecraft_sdk::inference::{self, InferenceError};
 use stagecraft_sdk::prelude::*;
