@@ -138,9 +138,12 @@ async fn refuses_what_is_not_an_image_and_bad_params() {
     }
     let s = generate(&SynthOptions { width: 64, height: 64, cells: 3, ..Default::default() }, 1);
     let png = Artifact::new("small.png", "image/png", gray_png(&s));
+    // This host has no model repository: a named model is a host
+    // configuration gap, said as such (tests/tests/inference.rs covers an
+    // unknown name in a host that has one).
     match invoke(vec![png.clone()], json!({"model": "no-such-model"})).await {
-        Err(InvokeError::InvalidInput(m)) => assert!(m.contains("no-such-model"), "{m}"),
-        other => panic!("expected invalid input, got {other:?}"),
+        Err(InvokeError::Unavailable(m)) => assert!(m.contains("no-such-model") && m.contains("--models"), "{m}"),
+        other => panic!("expected unavailable (no model repository), got {other:?}"),
     }
     assert!(matches!(invoke(vec![png.clone()], json!({"sigma": -1})).await, Err(InvokeError::InvalidInput(_))));
     assert!(matches!(invoke(vec![png], json!({"sigmaa": 1})).await, Err(InvokeError::InvalidInput(_))));
