@@ -2,6 +2,8 @@
 //! test starts its own server in-process on 127.0.0.1:0 over its own home
 //! folder and talks to it with a plain hyper client.
 
+mod common;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -132,20 +134,7 @@ fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
 
 /// Server-sent events as (event name, data JSON).
 fn parse_sse(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let mut name = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(n) = line.strip_prefix("event:") {
-                    name = Some(n.trim().to_owned());
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data = Some(serde_json::from_str(d.trim()).unwrap());
-                }
-            }
-            Some((name?, data?))
-        })
-        .collect()
+    text.split("\n\n").filter_map(common::sse_event).collect()
 }
 
 #[tokio::test]

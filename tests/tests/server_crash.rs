@@ -16,6 +16,8 @@
 //!   the crash executes once, after it; only a step that was in flight at
 //!   the kill may execute twice.
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -128,16 +130,7 @@ async fn follow(client: HttpClient, url: String, id: String, seen: Seen) {
         text.push_str(&String::from_utf8_lossy(&data));
         while let Some(end) = text.find("\n\n") {
             let block: String = text.drain(..end + 2).collect();
-            let mut name = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(n) = line.strip_prefix("event:") {
-                    name = Some(n.trim().to_owned());
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data = serde_json::from_str::<Value>(d.trim()).ok();
-                }
-            }
-            if let (Some(n), Some(d)) = (name, data) {
+            if let Some((n, d)) = common::sse_event(&block) {
                 seen.lock().unwrap().entry(id.clone()).or_default().push((n, d));
             }
         }
