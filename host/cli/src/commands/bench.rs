@@ -173,7 +173,7 @@ fn median_of(runs: usize, mut f: impl FnMut() -> anyhow::Result<Duration>) -> an
     Ok(median(&mut samples))
 }
 
-fn median(samples: &mut [Duration]) -> Duration {
+pub(super) fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
@@ -182,7 +182,7 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

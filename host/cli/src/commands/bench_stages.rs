@@ -6,6 +6,7 @@
 //! same crate natively on the same bytes, side by side, to show what the
 //! sandbox costs.
 
+use super::bench::{median, ms};
 use crate::host::HostArgs;
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -184,13 +185,4 @@ fn native_median(bin: &Path, case: &Case, runs: usize, scratch: &Path) -> anyhow
     let answer: Value = serde_json::from_slice(&output.stdout).context("the native runner's answer")?;
     let secs = answer["median_s"].as_f64().context("median_s in the native runner's answer")?;
     Ok(Duration::from_secs_f64(secs))
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
