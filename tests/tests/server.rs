@@ -207,6 +207,64 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(HashMap<String, Stri
     parts
 }
 
+/// `stagecraft_instantiations_total` from `/metrics`.
+async fn instantiations(h: &Harness) -> u64 {
+    let m = h.get("/metrics").await.text();
+    let line = m.lines().find(|l| l.starts_with("stagecraft_instantiations_total ")).expect("instantiations metric");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_invocation_is_answered_from_memory_unless_the_caller_says_no() {
+    let h = Harness::start().await;
+    let call = |headers: &'static [(&'static str, &'static str)], body: &'static [u8]| {
+        let h = &h;
+        async move {
+            let mut all = vec![("content-type", "text/plain")];
+            all.extend_from_slice(headers);
+            h.call(Method::POST, "/v1/stages/noop/invoke?name=n.txt", &all, body).await
+        }
+    };
+    let first = call(&[], b"same input").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(first.header("x-stagecraft-cache"), Some("miss"));
+    let ran = instantiations(&h).await;
+
+    // Same version, same input, same params: the same answer, nothing runs.
+    let again = call(&[], b"same input").await;
+    assert_eq!(again.header("x-stagecraft-cache"), Some("hit"));
+    assert_eq!(again.json(), first.json());
+    assert_eq!(again.header("x-stagecraft-digest"), first.header("x-stagecraft-digest"));
+    assert_eq!(instantiations(&h).await, ran, "a hit instantiates nothing");
+    // Its artifact link works like a fresh one's.
+    let link = again.json()["artifacts"][0]["url"].as_str().unwrap().to_owned();
+    assert_eq!(h.get(&link).await.body.as_ref(), b"same input");
+    // Multipart answers come from the same kept answer.
+    let parts = call(&[("accept", "multipart/mixed")], b"same input").await;
+    assert_eq!(parts.header("x-stagecraft-cache"), Some("hit"));
+    assert!(parts.text().contains("same input"), "{}", parts.text());
+
+    // Other bytes, or other params: a miss.
+    assert_eq!(call(&[], b"other input").await.header("x-stagecraft-cache"), Some("miss"));
+    let ran = instantiations(&h).await;
+    // no-cache runs the stage (and keeps the answer); no-store runs it, keeps nothing.
+    assert_eq!(call(&[("cache-control", "no-cache")], b"same input").await.header("x-stagecraft-cache"), Some("miss"));
+    assert_eq!(call(&[("cache-control", "no-store")], b"same input").await.header("x-stagecraft-cache"), Some("off"));
+    assert_eq!(instantiations(&h).await, ran + 2);
+
+    // A refusal is never kept: the stage is asked again and refuses again.
+    for _ in 0..2 {
+        let r = h.invoke("noop", "?params=%7B%22bogus%22%3A1%7D", "text/plain", b"same input".to_vec()).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    assert_eq!(instantiations(&h).await, ran + 4);
+
+    let m = h.get("/metrics").await.text();
+    for needle in ["stagecraft_invoke_cache_hits_total 2", "stagecraft_invoke_cache_answers 2"] {
+        assert!(m.contains(needle), "{needle} missing from\n{m}");
+    }
+}
+
 #[tokio::test]
 async fn invoke_answers_multipart_when_asked() {
     let h = Harness::start().await;
@@ -474,12 +532,15 @@ async fn hot_swap_under_load_drops_nothing_and_rollback_restores() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let not_old = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut load = Vec::new();
-    for _ in 0..4 {
+    for task in 0..4 {
         let (h, stop, not_old, old) = (h.clone(), stop.clone(), not_old.clone(), old.clone());
         load.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = h.invoke("noop", "", "text/plain", b"x".to_vec()).await;
+                // Distinct bodies: every request runs an instance (none is
+                // answered from the invoke cache), so swaps meet calls in flight.
+                let body = format!("load {task} {}", seen.len()).into_bytes();
+                let r = h.invoke("noop", "", "text/plain", body).await;
                 assert!(r.status.is_success(), "{}: {}", r.status, r.text());
                 let digest = r.json()["digest"].as_str().unwrap().to_owned();
                 if digest != old {

@@ -66,13 +66,16 @@ impl ResultCache {
     }
 
     /// The key of running the component `digest` with `params` on `inputs`.
-    pub fn key(component_digest: &str, params: &Value, inputs: &[Arc<Artifact>]) -> String {
+    /// Synchronous invocations in the server key their in-memory cache the
+    /// same way.
+    pub fn key<A: std::borrow::Borrow<Artifact>>(component_digest: &str, params: &Value, inputs: impl IntoIterator<Item = A>) -> String {
         let mut h = Sha256::new();
         h.update(b"stagecraft-result-v1\0");
         h.update(component_digest.as_bytes());
         h.update(b"\0");
         h.update(canonical_json(params).as_bytes());
         for input in inputs {
+            let input = input.borrow();
             h.update(b"\0");
             h.update(input.name.as_bytes());
             h.update(b"\0");
@@ -173,12 +176,12 @@ mod tests {
     #[test]
     fn key_depends_on_component_params_and_inputs_but_not_key_order() {
         let inputs = vec![art("a.png", b"1")];
-        let k = ResultCache::key("d1", &json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}), &inputs);
-        assert_eq!(k, ResultCache::key("d1", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}), &inputs));
-        assert_ne!(k, ResultCache::key("d2", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), &inputs));
-        assert_ne!(k, ResultCache::key("d1", &json!({"x": 2, "y": [1, {"a": 1, "b": 2}]}), &inputs));
-        assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), &[art("a.png", b"2")]));
-        assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), &[art("b.png", b"1")]));
+        let k = ResultCache::key("d1", &json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}), inputs.iter().map(Arc::as_ref));
+        assert_eq!(k, ResultCache::key("d1", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}), inputs.iter().map(Arc::as_ref)));
+        assert_ne!(k, ResultCache::key("d2", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref)));
+        assert_ne!(k, ResultCache::key("d1", &json!({"x": 2, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref)));
+        assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), [art("a.png", b"2")]));
+        assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), [art("b.png", b"1")]));
     }
 
     #[test]

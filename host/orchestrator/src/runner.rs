@@ -50,7 +50,7 @@ impl StageRunner {
         details.insert("version".into(), json!(version.info.version));
         details.insert("digest".into(), json!(version.digest));
 
-        let cache_key = self.cache.as_ref().map(|_| ResultCache::key(&version.digest, &step.params, &step.inputs));
+        let cache_key = self.cache.as_ref().map(|_| ResultCache::key(&version.digest, &step.params, step.inputs.iter().map(Arc::as_ref)));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             details.insert("cache_key".into(), json!(key));
             match cache.get(key) {

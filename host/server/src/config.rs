@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// Memory for the artifacts of recent synchronous invocations, served
     /// from there while they are written to disk in the background.
     pub recent_artifact_bytes: usize,
+    /// Memory for answers of synchronous invocations, so the same version
+    /// on the same input is answered without running (0: off).
+    pub invoke_cache_bytes: usize,
 }
 
 impl ServerConfig {
@@ -49,6 +52,7 @@ impl ServerConfig {
             watch_dir: None,
             watch_interval: std::time::Duration::from_secs(1),
             recent_artifact_bytes: 64 << 20,
+            invoke_cache_bytes: 64 << 20,
         }
     }
 }

@@ -14,6 +14,8 @@
 //! * [`error`]: the one JSON error shape;
 //! * [`components`]: uploaded component versions, kept across restarts;
 //! * [`watch`]: the plugins folder, polled for changed components;
+//! * [`invoke_cache`]: answers of synchronous invocations, kept in memory
+//!   so a repeated invocation runs nothing;
 //! * [`recent`]: artifacts of synchronous invocations, kept in memory and
 //!   written to disk off the request path;
 //! * [`reply`]: multipart answers and artifact names in headers;
@@ -22,6 +24,7 @@
 pub mod components;
 pub mod config;
 pub mod error;
+pub mod invoke_cache;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
@@ -54,6 +57,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub uploads: components::UploadStore,
     pub recent: Arc<recent::RecentArtifacts>,
+    pub invoke_cache: invoke_cache::InvokeCache,
 }
 
 pub type App = Arc<AppState>;
@@ -119,7 +123,8 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let recent = recent::RecentArtifacts::start(jobs.clone(), config.recent_artifact_bytes);
-        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads, recent });
+        let invoke_cache = invoke_cache::InvokeCache::new(config.invoke_cache_bytes);
+        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads, recent, invoke_cache });
         let stop = CancellationToken::new();
         let service = router(app.clone());
         if let Some(dir) = app.config.watch_dir.clone() {

@@ -61,11 +61,16 @@ pub fn document() -> Value {
                 "name": "Accept", "in": "header", "required": false, "schema": { "type": "string" },
                 "description": "multipart/mixed, multipart/form-data or multipart/* for the artifacts in the body; JSON with links otherwise"
             }));
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "Cache-Control", "in": "header", "required": false, "schema": { "type": "string" },
+                "description": "no-cache: run the stage even if the same version answered the same input before (and keep the answer); no-store: run it and keep nothing"
+            }));
             op["responses"]["200"] = json!({
                 "description": "The stage's answer: JSON with links to the artifacts, or (Accept: multipart/*) a JSON part named report followed by one part per artifact with its media type and file name",
                 "headers": {
                     "x-stagecraft-version": { "schema": { "type": "string" } },
-                    "x-stagecraft-digest": { "schema": { "type": "string" } }
+                    "x-stagecraft-digest": { "schema": { "type": "string" } },
+                    "x-stagecraft-cache": { "schema": { "type": "string", "enum": ["hit", "miss", "off"] }, "description": "hit: answered from memory without running; miss: ran and kept; off: ran, nothing kept" }
                 },
                 "content": {
                     "application/json": { "schema": { "$ref": "#/components/schemas/Invocation" } },

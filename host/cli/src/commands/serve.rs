@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// Pipeline jobs running at once (later ones wait, queued).
     #[arg(long, default_value_t = 4)]
     max_jobs: usize,
+    /// Memory for answers of synchronous invocations, in MiB: invoking the
+    /// same version on the same input again runs nothing (0 turns it off;
+    /// a caller opts out with `Cache-Control: no-cache` or `no-store`).
+    #[arg(long, default_value_t = 64)]
+    invoke_cache_mb: usize,
 }
 
 pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -39,6 +44,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
         config.admin_token = Some(token.trim().to_owned());
     }
     config.max_body_bytes = args.max_body_mb << 20;
+    config.invoke_cache_bytes = args.invoke_cache_mb << 20;
     let mut scheduler = SchedulerConfig::default();
     if let Some(n) = args.max_queue {
         scheduler.max_queue = n;

@@ -114,6 +114,8 @@ pub async fn metrics(State(app): State<App>) -> Response {
         .map(|(state, n)| (format!("state=\"{state}\""), n as f64))
         .collect();
     let one = |v: f64| vec![(String::new(), v)];
+    let (cache_hits, cache_misses) = app.invoke_cache.counts();
+    let (cache_answers, cache_bytes) = app.invoke_cache.occupancy();
     let gauges = [
         ("stagecraft_queue_size", "Tasks waiting for a slot.", one(status.queue_size as f64)),
         ("stagecraft_queue_max", "Maximum queue size.", one(status.max_queue_size as f64)),
@@ -125,6 +127,10 @@ pub async fn metrics(State(app): State<App>) -> Response {
         ("stagecraft_pool_queued", "Tasks queued per stage pool.", queued),
         ("stagecraft_instantiations_total", "Component instances created.", one(app.runtime.instantiations() as f64)),
         ("stagecraft_jobs", "Jobs in the store by state.", jobs),
+        ("stagecraft_invoke_cache_hits_total", "Synchronous invocations answered from memory.", one(cache_hits as f64)),
+        ("stagecraft_invoke_cache_misses_total", "Synchronous invocations looked up and run.", one(cache_misses as f64)),
+        ("stagecraft_invoke_cache_answers", "Answers kept in the invoke cache.", one(cache_answers as f64)),
+        ("stagecraft_invoke_cache_bytes", "Bytes kept in the invoke cache.", one(cache_bytes as f64)),
     ];
     let text = app.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

@@ -1,5 +1,6 @@
 //! Stage routes: `POST /v1/stages/{name}/invoke` (through the scheduler,
-//! so the queue limit applies), `GET /v1/stages` and
+//! so the queue limit applies; a repeated invocation is answered from the
+//! [`crate::invoke_cache`]), `GET /v1/stages` and
 //! `GET /v1/artifacts/{digest}`, and `GET /v1/models` (the model
 //! repository's counters).
 
@@ -15,7 +16,9 @@ use axum::Json;
 use serde_json::{json, Value};
 use crate::store::ArtifactMeta;
 use bytes::Bytes;
-use stagecraft_orchestrator::blobs::{is_digest, sha256_hex};
+use crate::invoke_cache::{Answer, CacheUse};
+use stagecraft_orchestrator::blobs::is_digest;
+use stagecraft_orchestrator::ResultCache;
 use stagecraft_orchestrator::runner::to_failure;
 use stagecraft_runtime::{Artifact, InvokeOptions, StageInput, StageOutput};
 use stagecraft_scheduler::{RetryPolicy, SubmitError, TaskError, TaskSpec};
@@ -30,6 +33,7 @@ pub async fn invoke(
     request: Request,
 ) -> ApiResult<Response> {
     let multipart_reply = reply::negotiate(request.headers());
+    let cache_use = if app.invoke_cache.enabled() { CacheUse::from_headers(request.headers()) } else { CacheUse::Bypass };
     let version = app
         .runtime
         .stage(&name)
@@ -50,6 +54,14 @@ pub async fn invoke(
         };
         (params, artifacts)
     };
+
+    // The same version on the same input: answered from memory, nothing runs.
+    let cache_key = (cache_use != CacheUse::Bypass).then(|| ResultCache::key(&version.digest, &params, &artifacts));
+    if let (CacheUse::Use, Some(key)) = (cache_use, &cache_key) {
+        if let Some(answer) = app.invoke_cache.get(key) {
+            return Ok(answer_response(&app, multipart_reply, &answer, "hit"));
+        }
+    }
 
     let mut options = InvokeOptions::default();
     if let Some(t) = query.get("timeout") {
@@ -85,7 +97,7 @@ pub async fn invoke(
     })?;
     let result = handle.await;
     app.metrics.record_stage(&name, result.outcome.is_ok(), started.elapsed());
-    let mut output: StageOutput = match result.outcome {
+    let output: StageOutput = match result.outcome {
         Ok(output) => output,
         Err(e) => {
             let stored = error.lock().unwrap().take();
@@ -98,34 +110,50 @@ pub async fn invoke(
             }));
         }
     };
+    let answer = Arc::new(Answer::from_output(output));
+    let cache_state = match cache_key {
+        Some(key) => {
+            app.invoke_cache.put(key, answer.clone());
+            "miss"
+        }
+        None => "off",
+    };
+    Ok(answer_response(&app, multipart_reply, &answer, cache_state))
+}
 
+/// Renders an answer (fresh or kept): JSON with artifact links (the
+/// artifacts kept in memory and written to disk in the background, so the
+/// answer waits for no disk write; see `recent`), or multipart with the
+/// bytes. `cache` goes to `x-stagecraft-cache`: hit, miss or off.
+fn answer_response(app: &App, multipart_reply: Option<reply::Multipart>, answer: &Answer, cache: &'static str) -> Response {
     let mut response = match multipart_reply {
         None => {
-            // Kept in memory and written to disk in the background: the
-            // answer waits for no disk write (see `recent`).
-            let artifacts = std::mem::take(&mut output.artifacts);
-            let mut links = Vec::with_capacity(artifacts.len());
-            for a in artifacts {
-                let digest = sha256_hex(&a.data);
-                links.push(artifact_link(&a.name, &a.media_type, a.data.len(), &digest));
-                app.recent.add(ArtifactMeta { digest, name: a.name, media_type: a.media_type }, Bytes::from(a.data));
-            }
-            Json(report(&output, links)).into_response()
+            let links = answer
+                .artifacts
+                .iter()
+                .map(|a| {
+                    let meta = ArtifactMeta { digest: a.digest().to_owned(), name: a.name.clone(), media_type: a.media_type.clone() };
+                    app.recent.add(meta, a.data.clone());
+                    artifact_link(&a.name, &a.media_type, a.data.len(), a.digest())
+                })
+                .collect();
+            Json(report(answer, links)).into_response()
         }
-        Some(kind) => multipart_response(kind, &output),
+        Some(kind) => multipart_response(kind, answer),
     };
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&output.version) {
+    if let Ok(v) = HeaderValue::from_str(&answer.version) {
         headers.insert("x-stagecraft-version", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&output.digest) {
+    if let Ok(v) = HeaderValue::from_str(&answer.digest) {
         headers.insert("x-stagecraft-digest", v);
     }
-    Ok(response)
+    headers.insert("x-stagecraft-cache", HeaderValue::from_static(cache));
+    response
 }
 
 /// The JSON answer of an invocation (also the report part of a multipart one).
-fn report(output: &StageOutput, artifacts: Vec<Value>) -> Value {
+fn report(output: &Answer, artifacts: Vec<Value>) -> Value {
     json!({
         "stage": output.stage,
         "version": output.version,
@@ -139,7 +167,7 @@ fn report(output: &StageOutput, artifacts: Vec<Value>) -> Value {
 /// part per artifact with its media type and file name. Nothing goes to
 /// the blob store (the caller has the bytes), so the report lists each
 /// artifact's part instead of a link.
-fn multipart_response(kind: reply::Multipart, output: &StageOutput) -> Response {
+fn multipart_response(kind: reply::Multipart, output: &Answer) -> Response {
     let listed = output
         .artifacts
         .iter()
@@ -155,7 +183,7 @@ fn multipart_response(kind: reply::Multipart, output: &StageOutput) -> Response 
     parts.extend(output.artifacts.iter().map(|a| reply::Part {
         disposition: reply::disposition(artifact_kind, &a.name),
         media_type: &a.media_type,
-        data: &a.data,
+        data: &a.data[..],
     }));
     let (content_type, body) = reply::encode(kind, &parts);
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
