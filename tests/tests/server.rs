@@ -785,6 +785,40 @@ async fn digest(h: &Harness) -> String {
 }
 
 #[tokio::test]
+async fn invocation_artifacts_are_served_after_a_restart_small_and_large() {
+    let home = tempfile::tempdir().unwrap();
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    // One artifact kept in its SQLite row, one in the blob store.
+    let small = b"a small artifact".to_vec();
+    let large: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut links = Vec::new();
+    for body in [&small, &large] {
+        let r = h.invoke("noop", "?name=kept.bin", "application/octet-stream", body.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let a = &r.json()["artifacts"][0];
+        links.push((a["url"].as_str().unwrap().to_owned(), a["sha256"].as_str().unwrap().to_owned()));
+    }
+    // They are written in the background: wait until both are recorded.
+    for _ in 0..500 {
+        let store = &h.server.app.jobs.store;
+        if links.iter().all(|(_, d)| store.artifact(d).unwrap().is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.server.shutdown().await.unwrap();
+
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    for ((url, _), body) in links.iter().zip([&small, &large]) {
+        let r = h.get(url).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}: {}", r.text());
+        assert_eq!(r.body.as_ref(), &body[..], "{url}");
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert!(r.header("content-disposition").unwrap().contains("kept.bin"));
+    }
+}
+
+#[tokio::test]
 async fn an_uploaded_version_survives_a_restart_and_so_does_a_rollback() {
     let home = tempfile::tempdir().unwrap();
     let auth = format!("Bearer {TOKEN}");

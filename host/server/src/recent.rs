@@ -1,8 +1,8 @@
 //! Artifacts of synchronous invocations, off the request path: each answer's
 //! artifacts are kept in memory (bounded by bytes, oldest dropped first),
 //! so `GET /v1/artifacts/{digest}` serves them at once, and one background
-//! task writes them to the blob store and their names and media types to
-//! SQLite in batches. A synchronous invoke is not durable: a crash can lose
+//! task writes them to disk in batches: names and media types to SQLite,
+//! small artifacts' bytes in the same rows, larger ones to the blob store. A synchronous invoke is not durable: a crash can lose
 //! the links handed out in its last moments. Jobs do not come through here;
 //! their artifacts are stored before the job is recorded as finished.
 
@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 4096;
 /// Artifacts written per SQLite transaction, most.
 const BATCH: usize = 512;
+/// Artifacts up to this size are kept in their SQLite row (written with
+/// the batch's one transaction); larger ones go to the blob store, where a
+/// file per artifact is cheap next to its size.
+const INLINE_MAX: usize = 64 << 10;
 
 struct Entry {
     meta: ArtifactMeta,
@@ -52,10 +56,13 @@ impl RecentArtifacts {
                 let jobs = jobs.clone();
                 let written = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                     for (meta, data) in &batch {
-                        jobs.blobs.put_known(&meta.digest, data)?;
+                        if data.len() > INLINE_MAX {
+                            jobs.blobs.put_known(&meta.digest, data)?;
+                        }
                     }
-                    let metas: Vec<ArtifactMeta> = batch.into_iter().map(|(m, _)| m).collect();
-                    jobs.store.record_artifacts(&metas)
+                    jobs.store.record_artifacts_with_data(
+                        batch.iter().map(|(meta, data)| (meta, (data.len() <= INLINE_MAX).then_some(&data[..]))),
+                    )
                 })
                 .await;
                 match written {

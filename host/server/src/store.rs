@@ -142,6 +142,15 @@ impl JobStore {
             );",
         )
         .context("creating the jobs and artifacts tables")?;
+        // Small artifacts of synchronous invocations live in the row itself
+        // (stores made before this column get it added).
+        let has_data: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('artifacts') WHERE name = 'data'")?
+            .exists([])
+            .context("reading the artifacts table's columns")?;
+        if !has_data {
+            conn.execute_batch("ALTER TABLE artifacts ADD COLUMN data BLOB").context("adding artifacts.data")?;
+        }
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -212,22 +221,47 @@ impl JobStore {
     /// `GET /v1/artifacts/{digest}` can answer with them (the last name
     /// given to the same bytes wins). One transaction for all of them.
     pub fn record_artifacts(&self, artifacts: &[ArtifactMeta]) -> anyhow::Result<()> {
-        if artifacts.is_empty() {
-            return Ok(());
-        }
+        self.record_artifacts_with_data(artifacts.iter().map(|a| (a, None)))
+    }
+
+    /// Records names and media types, and keeps the bytes given alongside
+    /// in the row itself: one transaction for many small artifacts instead
+    /// of a file each (a file create, write and rename cost more than the
+    /// invocation that made a small artifact).
+    pub fn record_artifacts_with_data<'a>(
+        &self,
+        artifacts: impl IntoIterator<Item = (&'a ArtifactMeta, Option<&'a [u8]>)>,
+    ) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().context("recording artifacts")?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO artifacts (digest, name, media_type) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(digest) DO UPDATE SET name = excluded.name, media_type = excluded.media_type",
+                "INSERT INTO artifacts (digest, name, media_type, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(digest) DO UPDATE SET name = excluded.name, media_type = excluded.media_type,
+                     data = COALESCE(excluded.data, artifacts.data)",
             )?;
-            for a in artifacts {
-                stmt.execute(params![a.digest, a.name, a.media_type]).context("recording an artifact")?;
+            for (a, data) in artifacts {
+                stmt.execute(params![a.digest, a.name, a.media_type, data]).context("recording an artifact")?;
             }
         }
         tx.commit().context("recording artifacts")?;
         Ok(())
+    }
+
+    /// An artifact's bytes kept in its row, if any. Checked against the
+    /// digest like [`BlobStore::get`](stagecraft_orchestrator::BlobStore::get):
+    /// damaged bytes are never served.
+    pub fn artifact_data(&self, digest: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT data FROM artifacts WHERE digest = ?1 AND data IS NOT NULL")?;
+        let data: Option<Vec<u8>> = stmt.query_row(params![digest], |r| r.get(0)).optional()?;
+        Ok(data.filter(|d| {
+            let intact = stagecraft_orchestrator::blobs::sha256_hex(d) == digest;
+            if !intact {
+                tracing::warn!(digest, "artifact bytes in the store do not match their digest; ignoring them");
+            }
+            intact
+        }))
     }
 
     /// The name and media type a blob was stored with, if known.

@@ -227,11 +227,15 @@ pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> Api
     let (meta, data) = match app.recent.get(&digest) {
         Some((meta, data)) => (Some(meta), data),
         None => {
-            let data = app
-                .jobs
-                .blobs
-                .get(&digest)?
-                .ok_or_else(|| ApiError::not_found("unknown_artifact", format!("no artifact {digest}")))?;
+            let data = match app.jobs.blobs.get(&digest)? {
+                Some(data) => data,
+                // Small artifacts of synchronous invocations are kept in SQLite.
+                None => app
+                    .jobs
+                    .store
+                    .artifact_data(&digest)?
+                    .ok_or_else(|| ApiError::not_found("unknown_artifact", format!("no artifact {digest}")))?,
+            };
             (app.jobs.store.artifact(&digest)?, Bytes::from(data))
         }
     };
