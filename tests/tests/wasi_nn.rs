@@ -157,6 +157,20 @@ async fn a_host_without_a_model_repository_says_to_start_with_models() {
     }
 }
 
+#[tokio::test]
+async fn tensors_a_guest_parks_on_the_host_count_against_its_memory_limit() {
+    let x = json!([{"name": "x", "shape": [1, IN], "values": row(0)}]);
+    // 64 MiB of host-held tensors fit the tests' 256 MiB limit...
+    let out = run(&host().runtime, "nn_infer", json!({"model": "mlp", "tensors": x, "hold_mib": 64})).await.unwrap();
+    assert_eq!(out.metadata["held_mib"], 64);
+    // ...400 MiB do not: the stage is stopped as a memory hog, the host serves on.
+    match run(&host().runtime, "nn_infer", json!({"model": "mlp", "tensors": x, "hold_mib": 400})).await {
+        Err(InvokeError::MemoryLimit { requested, limit }) => assert!(requested > limit && limit == 256 << 20, "{requested} {limit}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(nn("mlp", &[1, IN], &row(0)).await.unwrap().len(), OUT);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_wasi_nn_calls_are_batched_and_each_gets_its_own_result() {
     let mut direct = Vec::new();

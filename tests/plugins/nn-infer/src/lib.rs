@@ -28,6 +28,10 @@ struct Params {
     /// Call `graph.load` with these bytes (as ONNX) instead of `load-by-name`.
     #[serde(default)]
     load_bytes: Option<Vec<u8>>,
+    /// Before anything else, create this many 1 MiB tensors and keep them
+    /// (a guest parking data on the host).
+    #[serde(default)]
+    hold_mib: u32,
 }
 
 #[derive(Deserialize, Serialize, JsonSchema)]
@@ -66,6 +70,9 @@ impl Stage for NnInfer {
 
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let p = &input.params;
+        let mib = vec![0u8; 1 << 20];
+        let held: Vec<Tensor> = (0..p.hold_mib).map(|_| Tensor::new(&[1 << 18], TensorType::Fp32, &mib)).collect();
+        drop(mib);
         let graph = match &p.load_bytes {
             Some(bytes) => graph::load(&[bytes.clone()], GraphEncoding::Onnx, ExecutionTarget::Cpu),
             None => graph::load_by_name(&p.model),
@@ -89,7 +96,7 @@ impl Stage for NnInfer {
             let values = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             report.push(Fp32Tensor { name, shape: t.dimensions(), values });
         }
-        Ok(Output::new().meta("outputs", &report))
+        Ok(Output::new().meta("outputs", &report).meta("held_mib", held.len()))
     }
 }
 
