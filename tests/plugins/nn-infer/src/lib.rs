@@ -70,9 +70,11 @@ impl Stage for NnInfer {
 
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let p = &input.params;
-        let mib = vec![0u8; 1 << 20];
-        let held: Vec<Tensor> = (0..p.hold_mib).map(|_| Tensor::new(&[1 << 18], TensorType::Fp32, &mib)).collect();
-        drop(mib);
+        let mut held = Vec::new();
+        if p.hold_mib > 0 {
+            let mib = vec![0u8; 1 << 20];
+            held.extend((0..p.hold_mib).map(|_| Tensor::new(&[1 << 18], TensorType::Fp32, &mib)));
+        }
         let graph = match &p.load_bytes {
             Some(bytes) => graph::load(&[bytes.clone()], GraphEncoding::Onnx, ExecutionTarget::Cpu),
             None => graph::load_by_name(&p.model),
