@@ -295,6 +295,13 @@ impl Models {
         Err(InferError::Unavailable(format!("model '{model}' is being reloaded repeatedly; retry later")))
     }
 
+    /// Whether `model` is loaded now; the error says why not, as
+    /// [`Models::infer`] would (for callers that resolve a name first, like
+    /// `wasi:nn`'s `load-by-name`).
+    pub fn ensure_loaded(&self, model: &str) -> Result<(), InferError> {
+        self.get(model).map(|_| ())
+    }
+
     fn get(&self, model: &str) -> Result<Arc<Loaded>, InferError> {
         if let Some(l) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(model) {
             return Ok(l.clone());

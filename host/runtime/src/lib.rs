@@ -4,8 +4,9 @@
 //! on this input": the wasmtime engine and its epoch ticker ([`engine`]), the
 //! on-disk cache of compiled components ([`cache`]), the registry of stage
 //! versions with hot swap ([`registry`]), the per-invocation sandbox
-//! ([`sandbox`]), the host services plugins import ([`host`]) and the
-//! invocation path itself ([`invoke`]).
+//! ([`sandbox`]), the host services plugins import ([`host`], and the
+//! standard `wasi:nn` in [`wasi_nn`]) and the invocation path itself
+//! ([`invoke`]).
 //!
 //! The runtime knows nothing about queues, pipelines or HTTP: those layers
 //! call [`Runtime::invoke`].
@@ -20,6 +21,7 @@ pub mod invoke;
 pub mod registry;
 pub mod sandbox;
 pub mod types;
+pub mod wasi_nn;
 
 pub use config::{Limits, RuntimeConfig};
 pub use error::InvokeError;

@@ -110,8 +110,9 @@ impl Registry {
 }
 
 /// The linker every component is checked against: WASI 0.2, `wasi:http`
-/// (outgoing only, refused unless the stage has a grant: see [`crate::http`])
-/// plus the host services of the `plugin` world. Built once per runtime.
+/// (outgoing only, refused unless the stage has a grant: see [`crate::http`]),
+/// the host services of the `plugin` world and `wasi:nn` (see
+/// [`crate::wasi_nn`]). Built once per runtime.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("adding WASI to the linker")?;
@@ -121,6 +122,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StoreSt
     crate::host::bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)
         .context("adding the host services to the linker")?;
+    crate::wasi_nn::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("adding wasi:nn to the linker")?;
     Ok(linker)
 }
 

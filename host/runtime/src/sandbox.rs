@@ -77,21 +77,47 @@ pub struct MemoryLimitExceeded {
 
 /// Caps linear memory growth, trapping with [`MemoryLimitExceeded`] so the
 /// caller can tell a memory hog from any other crash.
+///
+/// Host memory a stage holds through resources it owns (`wasi:nn` tensors)
+/// counts against the same limit, so a guest cannot park data on the host
+/// beyond what it could hold itself.
 pub struct MemoryLimiter {
     limit: u64,
+    /// The largest linear memory granted so far.
+    linear: u64,
+    /// Bytes of host memory the guest's resources hold now.
+    host: u64,
 }
 
 impl MemoryLimiter {
     pub fn new(limit: u64) -> Self {
-        Self { limit }
+        Self { limit, linear: 0, host: 0 }
+    }
+
+    /// Charges `bytes` of guest-owned host memory, or says how far over the
+    /// limit that would go.
+    pub(crate) fn charge_host(&mut self, bytes: u64) -> Result<(), MemoryLimitExceeded> {
+        let requested = self.linear.saturating_add(self.host).saturating_add(bytes);
+        if requested > self.limit {
+            return Err(MemoryLimitExceeded { requested, limit: self.limit });
+        }
+        self.host += bytes;
+        Ok(())
+    }
+
+    /// Returns what [`MemoryLimiter::charge_host`] took once the resource is gone.
+    pub(crate) fn release_host(&mut self, bytes: u64) {
+        self.host = self.host.saturating_sub(bytes);
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit {
-            return Err(wasmtime::Error::new(MemoryLimitExceeded { requested: desired as u64, limit: self.limit }));
+        let requested = (desired as u64).saturating_add(self.host);
+        if requested > self.limit {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { requested, limit: self.limit }));
         }
+        self.linear = self.linear.max(desired as u64);
         Ok(true)
     }
 
