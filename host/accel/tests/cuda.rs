@@ -17,6 +17,7 @@ use stagecraft_accel::metrics::match_labels;
 use stagecraft_accel::segment::{self, edt, peaks, watershed, Foreground, SegmentError, SegmentOptions};
 use stagecraft_accel::segmenter::Ran;
 use stagecraft_accel::synth::{dataset, SynthOptions};
+use stagecraft_accel::cuda::net::{Layer, NetSpec};
 use stagecraft_accel::{cuda, Device, Segmenter};
 
 /// Agreement of GPU with CPU labels (AP@0.5, one as truth for the other).
@@ -267,4 +268,55 @@ fn kernels_run_under_cpu_emulation() {
         assert_eq!((boxes[4 * k], boxes[4 * k + 1]), (c.bbox_x, c.bbox_y));
         assert_eq!((boxes[4 * k + 2] - boxes[4 * k] + 1, boxes[4 * k + 3] - boxes[4 * k + 1] + 1), (c.bbox_width, c.bbox_height));
     }
+}
+
+// The network planner (cuda/net.rs) behind the GPU inference engine; its
+// kernels run against tract in host/inference/tests/cuda_models.rs.
+fn conv(input: usize, output: usize, cin: usize, cout: usize, k: usize, d: usize) -> Layer {
+    let p = d * (k / 2);
+    Layer::Conv {
+        input,
+        output,
+        cin,
+        cout,
+        kernel: [k, k],
+        pads: [p; 4],
+        dilations: [d, d],
+        weight: 0,
+        bias: None,
+        relu: false,
+    }
+}
+
+#[test]
+fn plans_shapes_and_refuses_what_the_kernels_cannot_run() {
+    let spec = NetSpec {
+        slots: 4,
+        input: 0,
+        output: 3,
+        input_channels: 3,
+        layers: vec![
+            conv(0, 1, 3, 12, 3, 2),
+            Layer::Relu { input: 1, output: 2 },
+            Layer::DepthToSpace { input: 2, output: 3, block: 2, crd: false },
+        ],
+        weights: vec![0.0; 12 * 3 * 9],
+    };
+    let plan = spec.plan(2, 20, 30).unwrap();
+    assert_eq!(plan.shapes[1], [2, 12, 20, 30], "'same' padding keeps the size");
+    assert_eq!(plan.shapes[3], [2, 3, 40, 60]);
+    // 2 x 2 tiles, 2 groups of output channels, 2 images.
+    assert_eq!(plan.launches[0].grid, 2 * 2 * 2 * 2);
+    // The harness's text: slot sizes, then kernel, grid, block, pointers, ints.
+    let text = plan.to_text();
+    let want = "slots 4 3600 14400 14400 14400\nconv2d 16 256 4 s0 s1 w0 w0 15 0 2 3 20 30 12";
+    assert_eq!(&text[..want.len()], want);
+
+    let mut wide = spec.clone();
+    wide.layers[0] = conv(0, 1, 3, 12, 3, 17);
+    assert!(wide.check().unwrap_err().contains("dilation"));
+    let mut short = spec.clone();
+    short.weights.truncate(10);
+    assert!(short.check().unwrap_err().contains("weights"));
+    assert!(spec.plan(1, 0, 4).is_err());
 }

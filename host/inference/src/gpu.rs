@@ -219,8 +219,8 @@ pub fn lower_bytes(bytes: &[u8]) -> Result<NetSpec, String> {
 }
 
 /// Folds a Relu into the Conv or Add that produces its input when nothing
-/// else reads that tensor.
-fn fuse_relu(layers: Vec<Layer>, output: usize) -> Vec<Layer> {
+/// else reads that tensor (`output` is the graph's output slot).
+pub fn fuse_relu(layers: Vec<Layer>, output: usize) -> Vec<Layer> {
     let mut reads: HashMap<usize, usize> = HashMap::from([(output, 1)]);
     for l in &layers {
         let read: Vec<usize> = match *l {
@@ -344,45 +344,5 @@ impl GpuPath {
                 None
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_graph_outside_the_op_set_says_which_node() {
-        let onnx = crate::onnx_build::pixel_logistic("input", "output", 2.0, -1.0);
-        let why = lower_bytes(&onnx).unwrap_err();
-        assert!(why.contains("operator Mul is outside the CUDA op set"), "{why}");
-    }
-
-    #[test]
-    fn relu_fuses_into_the_producer_only_when_nothing_else_reads_it() {
-        let conv = |input, output| Layer::Conv {
-            input,
-            output,
-            cin: 1,
-            cout: 1,
-            kernel: [1, 1],
-            pads: [0; 4],
-            dilations: [1, 1],
-            weight: 0,
-            bias: None,
-            relu: false,
-        };
-        // 0 -conv-> 1 -relu-> 2 -conv-> 3 -relu-> 4, and 3 is read by the Add too.
-        let layers = vec![
-            conv(0, 1),
-            Layer::Relu { input: 1, output: 2 },
-            conv(2, 3),
-            Layer::Relu { input: 3, output: 4 },
-            Layer::Add { a: 3, b: 4, output: 5, relu: false },
-        ];
-        let fused = fuse_relu(layers, 5);
-        assert_eq!(fused.len(), 4);
-        assert!(matches!(fused[0], Layer::Conv { output: 2, relu: true, .. }));
-        assert!(matches!(fused[1], Layer::Conv { output: 3, relu: false, .. }));
     }
 }

@@ -10,6 +10,7 @@
 //! - Without CUDA: `Models` on `auto` puts every model on tract, says why,
 //!   and inference works.
 
+use stagecraft_accel::cuda::net::Layer;
 use stagecraft_inference::engine::Engine;
 use stagecraft_inference::gpu::{self, max_abs_diff, probe_input, Placement};
 use stagecraft_inference::{ModelConfig, Models, Tensor};
@@ -140,4 +141,39 @@ fn models_run_on_cuda_when_there_is_one_else_on_tract_with_the_reason() {
             eprintln!("checked on {}: the shipped models run on CUDA", engine.summary);
         }
     }
+}
+
+#[test]
+fn a_graph_outside_the_op_set_says_which_node() {
+    let onnx = stagecraft_inference::onnx_build::pixel_logistic("input", "output", 2.0, -1.0);
+    let why = gpu::lower_bytes(&onnx).unwrap_err();
+    assert!(why.contains("operator Mul is outside the CUDA op set"), "{why}");
+}
+
+#[test]
+fn relu_fuses_into_the_producer_only_when_nothing_else_reads_it() {
+    let conv = |input, output| Layer::Conv {
+        input,
+        output,
+        cin: 1,
+        cout: 1,
+        kernel: [1, 1],
+        pads: [0; 4],
+        dilations: [1, 1],
+        weight: 0,
+        bias: None,
+        relu: false,
+    };
+    // 0 -conv-> 1 -relu-> 2 -conv-> 3 -relu-> 4, and 3 is read by the Add too.
+    let layers = vec![
+        conv(0, 1),
+        Layer::Relu { input: 1, output: 2 },
+        conv(2, 3),
+        Layer::Relu { input: 3, output: 4 },
+        Layer::Add { a: 3, b: 4, output: 5, relu: false },
+    ];
+    let fused = gpu::fuse_relu(layers, 5);
+    assert_eq!(fused.len(), 4);
+    assert!(matches!(fused[0], Layer::Conv { output: 2, relu: true, .. }));
+    assert!(matches!(fused[1], Layer::Conv { output: 3, relu: false, .. }));
 }
