@@ -140,7 +140,7 @@ impl Engine {
         engine.smoke_test(config.max_batch.min(2))?;
         match placement {
             Placement::Cpu(why) => engine.runs_on = format!("tract (cpu): {why}"),
-            Placement::Cuda(cuda) => match engine.attach_gpu(onnx, *cuda) {
+            Placement::Cuda(cuda) => match engine.attach_gpu(onnx, cuda) {
                 Ok((gpu, diff)) => {
                     engine.runs_on = format!("cuda ({}); probe vs tract: max abs diff {diff:.1e}", cuda.summary);
                     tracing::info!(model = %config.name, max_abs_diff = diff, "model runs on CUDA");

@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         let onnx = folder.join("model.onnx");
         let tract = Engine::load(&onnx, &config)?;
         let gpu = match &cuda {
-            Ok(engine) => Some(GpuPath::load(*engine, gpu::lower(&onnx).map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?),
+            Ok(engine) => Some(GpuPath::load(engine, gpu::lower(&onnx).map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?),
             Err(_) => None,
         };
         for batch in [1usize, 8] {
