@@ -254,9 +254,59 @@ pub fn fuse_relu(layers: Vec<Layer>, output: usize) -> Vec<Layer> {
 /// One model on the GPU (see the module docs).
 pub struct GpuPath {
     net: GpuNet,
+    guard: Guard,
+}
+
+/// The breaker and counters around one model's GPU runs: decides whether a
+/// batch goes to the GPU and turns a GPU fault into "run it on tract".
+#[derive(Debug)]
+pub struct Guard {
     breaker: Breaker,
     batches: AtomicU64,
     fallbacks: AtomicU64,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard { breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN), batches: AtomicU64::new(0), fallbacks: AtomicU64::new(0) }
+    }
+}
+
+impl Guard {
+    /// Batches run on the GPU, and batches the GPU failed (re-run on tract).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.batches.load(Relaxed), self.fallbacks.load(Relaxed))
+    }
+
+    /// Runs `gpu` at `now` unless the breaker routes the batch to the CPU;
+    /// `None`: run it on tract. Memory short leaves the breaker alone (and
+    /// frees a half-open trial); a failure counts towards opening it.
+    pub fn run<T>(&self, now: Instant, gpu: impl FnOnce() -> Result<T, GpuError>) -> Option<T> {
+        let route = self.breaker.route(now);
+        if route == Route::Cpu {
+            return None;
+        }
+        match gpu() {
+            Ok(out) => {
+                self.breaker.success();
+                self.batches.fetch_add(1, Relaxed);
+                Some(out)
+            }
+            Err(GpuError::Busy(why)) => {
+                if route == Route::GpuTrial {
+                    self.breaker.abandon_trial(now);
+                }
+                tracing::debug!(%why, "GPU memory short; running this batch on tract");
+                None
+            }
+            Err(GpuError::Failed(why)) => {
+                let opened = self.breaker.failure(now);
+                self.fallbacks.fetch_add(1, Relaxed);
+                tracing::warn!(%why, breaker_opened = opened, "GPU inference failed; running this batch on tract");
+                None
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuPath {
@@ -286,12 +336,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 impl GpuPath {
     /// Uploads `spec` to `engine`.
     pub fn load(engine: &'static cuda::Engine, spec: NetSpec) -> Result<GpuPath, String> {
-        Ok(GpuPath {
-            net: engine.load_net(spec)?,
-            breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN),
-            batches: AtomicU64::new(0),
-            fallbacks: AtomicU64::new(0),
-        })
+        Ok(GpuPath { net: engine.load_net(spec)?, guard: Guard::default() })
     }
 
     pub fn spec(&self) -> &NetSpec {
@@ -300,7 +345,7 @@ impl GpuPath {
 
     /// Batches run on the GPU, and batches the GPU failed (re-run on tract).
     pub fn counts(&self) -> (u64, u64) {
-        (self.batches.load(Relaxed), self.fallbacks.load(Relaxed))
+        self.guard.counts()
     }
 
     /// Runs one batch on the GPU straight, without the breaker (the probe
@@ -319,30 +364,8 @@ impl GpuPath {
             tracing::debug!(%why, "batch shape not runnable on the GPU; running it on tract");
             return None;
         }
-        let route = self.breaker.route(Instant::now());
-        if route == Route::Cpu {
-            return None;
-        }
         let values = input.to_f32()?;
-        match self.net.run(&values, n, h, w) {
-            Ok((out, shape)) => {
-                self.breaker.success();
-                self.batches.fetch_add(1, Relaxed);
-                Some(Tensor::from_f32(String::new(), shape.to_vec(), &out))
-            }
-            Err(GpuError::Busy(why)) => {
-                if route == Route::GpuTrial {
-                    self.breaker.abandon_trial(Instant::now());
-                }
-                tracing::debug!(%why, "GPU memory short; running this batch on tract");
-                None
-            }
-            Err(GpuError::Failed(why)) => {
-                let opened = self.breaker.failure(Instant::now());
-                self.fallbacks.fetch_add(1, Relaxed);
-                tracing::warn!(%why, breaker_opened = opened, "GPU inference failed; running this batch on tract");
-                None
-            }
-        }
+        let (out, shape) = self.guard.run(Instant::now(), || self.net.run(&values, n, h, w))?;
+        Some(Tensor::from_f32(String::new(), shape.to_vec(), &out))
     }
 }

@@ -177,3 +177,29 @@ fn relu_fuses_into_the_producer_only_when_nothing_else_reads_it() {
     assert!(matches!(fused[0], Layer::Conv { output: 2, relu: true, .. }));
     assert!(matches!(fused[1], Layer::Conv { output: 3, relu: false, .. }));
 }
+
+#[test]
+fn gpu_faults_become_tract_runs_and_open_the_breaker() {
+    use stagecraft_accel::cuda::GpuError;
+    use std::time::{Duration, Instant};
+    let guard = gpu::Guard::default();
+    let t = Instant::now();
+    assert_eq!(guard.run(t, || Ok::<_, GpuError>(1)), Some(1));
+    // Memory short: tract runs it, the breaker does not count it.
+    for _ in 0..5 {
+        assert_eq!(guard.run(t, || Err::<u8, _>(GpuError::Busy("full".into()))), None);
+    }
+    assert_eq!(guard.run(t, || Ok::<_, GpuError>(2)), Some(2));
+    // Failures: each batch falls back; the third in a row opens the
+    // breaker, after which the GPU is not even tried until the cool-down.
+    for _ in 0..gpu::BREAKER_FAILURES {
+        assert_eq!(guard.run(t, || Err::<u8, _>(GpuError::Failed("launch failed".into()))), None);
+    }
+    let mut tried = false;
+    assert_eq!(guard.run(t + Duration::from_secs(1), || { tried = true; Ok::<_, GpuError>(3) }), None);
+    assert!(!tried, "an open breaker keeps batches off the GPU");
+    assert_eq!(guard.counts(), (2, u64::from(gpu::BREAKER_FAILURES)));
+    // After the cool-down one trial batch goes to the GPU and closes it.
+    assert_eq!(guard.run(t + gpu::BREAKER_COOL_DOWN, || Ok::<_, GpuError>(4)), Some(4));
+    assert_eq!(guard.run(t + gpu::BREAKER_COOL_DOWN, || Ok::<_, GpuError>(5)), Some(5));
+}
