@@ -17,6 +17,7 @@ use stagecraft_accel::metrics::match_labels;
 use stagecraft_accel::segment::{self, edt, peaks, watershed, Foreground, SegmentError, SegmentOptions};
 use stagecraft_accel::segmenter::Ran;
 use stagecraft_accel::synth::{dataset, SynthOptions};
+use stagecraft_accel::cuda::net::{Layer, NetSpec};
 use stagecraft_accel::{cuda, Device, Segmenter};
 
 /// Agreement of GPU with CPU labels (AP@0.5, one as truth for the other).
@@ -267,4 +268,148 @@ fn kernels_run_under_cpu_emulation() {
         assert_eq!((boxes[4 * k], boxes[4 * k + 1]), (c.bbox_x, c.bbox_y));
         assert_eq!((boxes[4 * k + 2] - boxes[4 * k] + 1, boxes[4 * k + 3] - boxes[4 * k + 1] + 1), (c.bbox_width, c.bbox_height));
     }
+}
+
+// The network planner (cuda/net.rs) behind the GPU inference engine; its
+// kernels run against tract in host/inference/tests/cuda_models.rs.
+fn conv(input: usize, output: usize, cin: usize, cout: usize, k: usize, d: usize) -> Layer {
+    let p = d * (k / 2);
+    Layer::Conv {
+        input,
+        output,
+        cin,
+        cout,
+        kernel: [k, k],
+        pads: [p; 4],
+        dilations: [d, d],
+        weight: 0,
+        bias: None,
+        relu: false,
+    }
+}
+
+#[test]
+fn plans_shapes_and_refuses_what_the_kernels_cannot_run() {
+    let spec = NetSpec {
+        slots: 4,
+        input: 0,
+        output: 3,
+        input_channels: 3,
+        layers: vec![
+            conv(0, 1, 3, 12, 3, 2),
+            Layer::Relu { input: 1, output: 2 },
+            Layer::DepthToSpace { input: 2, output: 3, block: 2, crd: false },
+        ],
+        weights: vec![0.0; 12 * 3 * 9],
+    };
+    let plan = spec.plan(2, 20, 30).unwrap();
+    assert_eq!(plan.shapes[1], [2, 12, 20, 30], "'same' padding keeps the size");
+    assert_eq!(plan.shapes[3], [2, 3, 40, 60]);
+    // 2 x 2 tiles, 2 groups of output channels, 2 images.
+    assert_eq!(plan.launches[0].grid, 2 * 2 * 2 * 2);
+    // The harness's text: slot sizes, then kernel, grid, block, pointers, ints.
+    let text = plan.to_text();
+    let want = "slots 4 3600 14400 14400 14400\nconv2d 16 256 4 s0 s1 w0 w0 15 0 2 3 20 30 12";
+    assert_eq!(&text[..want.len()], want);
+
+    let mut wide = spec.clone();
+    wide.layers[0] = conv(0, 1, 3, 12, 3, 17);
+    assert!(wide.check().unwrap_err().contains("dilation"));
+    let mut short = spec.clone();
+    short.weights.truncate(10);
+    assert!(short.check().unwrap_err().contains("weights"));
+    assert!(spec.plan(1, 0, 4).is_err());
+}
+
+/// A direct reference for one convolution (NCHW, zero padding).
+#[allow(clippy::too_many_arguments)]
+fn conv_reference(x: &[f32], [n, c, h, w]: [usize; 4], wt: &[f32], cout: usize, [kh, kw]: [usize; 2], pads: [usize; 4], [dh, dw]: [usize; 2]) -> (Vec<f32>, [usize; 4]) {
+    let (oh, ow) = (h + pads[0] + pads[2] - (kh - 1) * dh, w + pads[1] + pads[3] - (kw - 1) * dw);
+    let mut y = vec![0f32; n * cout * oh * ow];
+    for b in 0..n {
+        for o in 0..cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0f32;
+                    for ci in 0..c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let (iy, ix) = ((oy + ky * dh) as isize - pads[0] as isize, (ox + kx * dw) as isize - pads[1] as isize);
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    acc += wt[((o * c + ci) * kh + ky) * kw + kx] * x[((b * c + ci) * h + iy as usize) * w + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                    y[((b * cout + o) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    (y, [n, cout, oh, ow])
+}
+
+#[test]
+fn nn_ops_beyond_the_shipped_models_run_under_cpu_emulation() {
+    // What the shipped models do not exercise: asymmetric pads, a non-square
+    // kernel with unequal dilations, no bias, DepthToSpace CRD, Add with
+    // ReLU fused, Sigmoid. nn.cu under the CPU shim against plain loops.
+    if std::process::Command::new("g++").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        eprintln!("SKIPPED CPU emulation of nn.cu: g++ not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("nn_harness");
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate");
+    let build = std::process::Command::new("g++").args(["-O2", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(here.join("nn_harness.cpp")).output().unwrap();
+    assert!(build.status.success(), "g++: {}", String::from_utf8_lossy(&build.stderr));
+
+    let (n, c, h, w, cout) = (2, 3, 11, 19, 8);
+    let (kernel, pads, dilations) = ([3, 2], [0, 1, 2, 1], [2, 1]);
+    let mut s = 12345u32;
+    let mut next = move || {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    let x: Vec<f32> = (0..n * c * h * w).map(|_| next()).collect();
+    let weights: Vec<f32> = (0..cout * c * kernel[0] * kernel[1]).map(|_| next()).collect();
+    let spec = NetSpec {
+        slots: 5,
+        input: 0,
+        output: 4,
+        input_channels: c,
+        layers: vec![
+            Layer::Conv { input: 0, output: 1, cin: c, cout, kernel, pads, dilations, weight: 0, bias: None, relu: false },
+            Layer::DepthToSpace { input: 1, output: 2, block: 2, crd: true },
+            Layer::Add { a: 2, b: 2, output: 3, relu: true },
+            Layer::Sigmoid { input: 3, output: 4 },
+        ],
+        weights: weights.clone(),
+    };
+    let plan = spec.plan(n, h, w).unwrap();
+    write(&dir.path().join("weights.f32"), &weights);
+    write(&dir.path().join("input.f32"), &x);
+    std::fs::write(dir.path().join("plan.txt"), plan.to_text()).unwrap();
+    let run = std::process::Command::new(&exe).arg(dir.path()).args(["0", "4"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got: Vec<f32> = std::fs::read(dir.path().join("output.f32")).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+
+    let (y, [_, yc, yh, yw]) = conv_reference(&x, [n, c, h, w], &weights, cout, kernel, pads, dilations);
+    let oc = yc / 4;
+    let mut want = Vec::with_capacity(y.len());
+    for b in 0..n {
+        for co in 0..oc {
+            for oy in 0..yh * 2 {
+                for ox in 0..yw * 2 {
+                    // CRD: channel co * 4 + (oy % 2) * 2 + ox % 2.
+                    let v = y[((b * yc + co * 4 + (oy % 2) * 2 + ox % 2) * yh + oy / 2) * yw + ox / 2];
+                    want.push(1.0 / (1.0 + (-(v + v).max(0.0)).exp()));
+                }
+            }
+        }
+    }
+    assert_eq!(plan.shapes[4], [n, oc, yh * 2, yw * 2]);
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("conv (asymmetric pads, 3x2, dilation 2x1) + DepthToSpace CRD + Add/ReLU + Sigmoid, emulated vs loops: max abs diff {diff:.2e}");
+    assert!(got.len() == want.len() && diff <= 1e-5, "{diff:e}");
 }

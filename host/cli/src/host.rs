@@ -86,6 +86,9 @@ impl HostArgs {
     /// load are reported on stderr, the rest are usable.
     pub fn models(&self) -> anyhow::Result<Option<Arc<Models>>> {
         let Some(dir) = self.models_dir() else { return Ok(None) };
+        // The device choice decides whether models may run on CUDA; a
+        // `cuda` that cannot be had leaves them on tract with the reason.
+        stagecraft_accel::device::request(self.device);
         let (models, report) = Models::open(&dir).context("--models")?;
         for (name, why) in &report.failed {
             eprintln!("warning: model {name} not loaded: {why}");

@@ -1,4 +1,7 @@
-//! The CPU engine: one ONNX model on tract, optimised once, run on batches.
+//! The engines of one model: tract on the CPU, optimised once, run on
+//! batches; and, when the host's device is CUDA and the graph stays inside
+//! the CUDA op set, the GPU engine ([`crate::gpu`]) in front of it, with
+//! tract running whatever batch the GPU cannot.
 //!
 //! Batch strategy: the leading dimension of every input is replaced by one
 //! symbol `N` (and every dynamic item dimension by its own symbol) before
@@ -10,6 +13,7 @@
 //! symbolic plan costs a shape resolution per run, small next to the run.
 
 use crate::config::{IoSpec, ModelConfig};
+use crate::gpu::{GpuPath, Placement};
 use crate::tensor::{shape_str, DType, Tensor};
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -42,6 +46,9 @@ pub struct Engine {
     plan: Arc<TypedRunnableModel>,
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
+    gpu: Option<GpuPath>,
+    /// Which engine runs the model, and why (`stagecraft models`).
+    pub runs_on: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -51,10 +58,18 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// Loads `model.onnx` on tract only (see [`Engine::load_on`]).
+    pub fn load(onnx: &Path, config: &ModelConfig) -> anyhow::Result<Engine> {
+        Self::load_on(onnx, config, &Placement::Cpu("tract requested".into()))
+    }
+
     /// Loads `model.onnx`, checks it against `config`, optimises it with a
     /// symbolic batch dimension and, when the item shapes are all fixed,
-    /// runs it once on zeros to prove it batches.
-    pub fn load(onnx: &Path, config: &ModelConfig) -> anyhow::Result<Engine> {
+    /// runs it once on zeros to prove it batches. With a CUDA placement,
+    /// also puts the model on the GPU when its graph allows and the GPU
+    /// agrees with tract on a probe input; otherwise it stays on tract and
+    /// the log and [`Engine::runs_on`] say why.
+    pub fn load_on(onnx: &Path, config: &ModelConfig, placement: &Placement) -> anyhow::Result<Engine> {
         let mut model = tract_onnx::onnx()
             .model_for_path(onnx)
             .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -121,9 +136,58 @@ impl Engine {
             .and_then(|m| m.into_runnable())
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .context("tract cannot optimise the model with a symbolic batch dimension N")?;
-        let engine = Engine { plan, inputs, outputs };
+        let mut engine = Engine { plan, inputs, outputs, gpu: None, runs_on: String::new() };
         engine.smoke_test(config.max_batch.min(2))?;
+        match placement {
+            Placement::Cpu(why) => engine.runs_on = format!("tract (cpu): {why}"),
+            Placement::Cuda(cuda) => match engine.attach_gpu(onnx, cuda) {
+                Ok((gpu, diff)) => {
+                    engine.runs_on = format!("cuda ({}); probe vs tract: max abs diff {diff:.1e}", cuda.summary);
+                    tracing::info!(model = %config.name, max_abs_diff = diff, "model runs on CUDA");
+                    engine.gpu = Some(gpu);
+                }
+                Err(why) => {
+                    tracing::info!(model = %config.name, %why, "model stays on tract (cpu)");
+                    engine.runs_on = format!("tract (cpu): not on CUDA: {why}");
+                }
+            },
+        }
         Ok(engine)
+    }
+
+    /// Lowers the graph for the GPU, uploads it and compares it with tract
+    /// on a probe input; returns the GPU path and the largest difference.
+    fn attach_gpu(&self, onnx: &Path, cuda: &'static stagecraft_accel::cuda::Engine) -> Result<(GpuPath, f32), String> {
+        let ([input], [output]) = (self.inputs.as_slice(), self.outputs.as_slice()) else {
+            return Err("the CUDA engine runs models of one input and one output".into());
+        };
+        if input.dtype != DType::F32 || output.dtype != DType::F32 {
+            return Err("the CUDA engine runs fp32 tensors only".into());
+        }
+        let spec = crate::gpu::lower(onnx)?;
+        // The probe: batch 2 at a size that is no multiple of the tile.
+        let c = spec.input_channels;
+        let shape = vec![2, c, input.item.get(1).copied().flatten().unwrap_or(24), input.item.get(2).copied().flatten().unwrap_or(20)];
+        let values = crate::gpu::probe_input(shape.iter().product(), 7);
+        let gpu = GpuPath::load(cuda, spec)?;
+        let (got, got_shape) = gpu.run_direct(&values, shape[0], shape[2], shape[3]).map_err(|e| format!("probe run on the GPU: {e:?}"))?;
+        let want = self
+            .run_cpu(&[Tensor::from_f32(input.name.clone(), shape, &values)])
+            .map_err(|e| format!("probe run on tract: {e:#}"))?;
+        let want_values = want[0].to_f32().unwrap_or_default();
+        if want[0].shape != got_shape {
+            return Err(format!("GPU output shape {got_shape:?}, tract's {:?}", want[0].shape));
+        }
+        let diff = crate::gpu::max_abs_diff(&got, &want_values);
+        if diff > crate::gpu::PROBE_TOLERANCE {
+            return Err(format!("the GPU differs from tract by up to {diff:e} on the probe (tolerance {:e})", crate::gpu::PROBE_TOLERANCE));
+        }
+        Ok((gpu, diff))
+    }
+
+    /// The GPU path, when the model runs on CUDA.
+    pub fn gpu(&self) -> Option<&GpuPath> {
+        self.gpu.as_ref()
     }
 
     /// Runs `rows` items of zeros through the model when every input's item
@@ -153,8 +217,21 @@ impl Engine {
     }
 
     /// Runs one batch. `inputs` are in model order, already checked against
-    /// [`Engine::inputs`]. Blocking: call it from a worker thread.
+    /// [`Engine::inputs`]. On the GPU when the model runs there and the
+    /// GPU takes the batch, else on tract. Blocking: call it from a worker
+    /// thread.
     pub fn run(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
+        if let (Some(gpu), [input], [port]) = (&self.gpu, inputs, self.outputs.as_slice()) {
+            if let Some(mut out) = gpu.try_run(input) {
+                out.name = port.name.clone();
+                return Ok(vec![out]);
+            }
+        }
+        self.run_cpu(inputs)
+    }
+
+    /// Runs one batch on tract.
+    pub fn run_cpu(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
         let values = inputs.iter().map(to_tract).collect::<anyhow::Result<TVec<TValue>>>()?;
         let outputs = self.plan.run(values).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         outputs.iter().zip(&self.outputs).map(|(t, port)| from_tract(t, &port.name)).collect()

@@ -2,7 +2,8 @@
 //!
 //! A folder of ONNX models ([`repository`], with each model's
 //! `config.json` parsed by [`config`]), run on the CPU by tract
-//! ([`engine`]) behind a dynamic batcher per model ([`batcher`]). Callers
+//! ([`engine`]) or, on a CUDA host, by the GPU engine ([`gpu`]) with tract
+//! as the fallback, behind a dynamic batcher per model ([`batcher`]). Callers
 //! hand [`Models::infer`] named [`Tensor`]s and get the model's outputs or
 //! an [`InferError`] that maps onto the WIT `inference-error`.
 
@@ -10,6 +11,7 @@ pub mod batcher;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gpu;
 pub mod onnx_build;
 pub mod repository;
 pub mod tensor;
@@ -17,5 +19,6 @@ pub mod tensor;
 pub use batcher::ModelStats;
 pub use config::ModelConfig;
 pub use error::InferError;
+pub use gpu::Placement;
 pub use repository::{LoadReport, ModelInfo, Models, Watcher};
 pub use tensor::{DType, Tensor};

@@ -13,6 +13,7 @@ use crate::batcher::{Batcher, Counters, ModelStats, Refused};
 use crate::config::ModelConfig;
 use crate::engine::{Engine, Port};
 use crate::error::InferError;
+use crate::gpu::Placement;
 use crate::tensor::{shape_str, Tensor};
 use anyhow::Context;
 use serde::Serialize;
@@ -36,6 +37,8 @@ struct Loaded {
 /// A shared, thread-safe model repository. Create with [`Models::open`].
 pub struct Models {
     dir: PathBuf,
+    /// Where models may run (CUDA or tract), decided once.
+    placement: Placement,
     loaded: RwLock<BTreeMap<String, Arc<Loaded>>>,
     /// Counters by model name, kept across reloads.
     counters: Mutex<HashMap<String, Arc<Counters>>>,
@@ -70,6 +73,11 @@ pub struct ModelInfo {
     pub version: u64,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+    /// Which engine runs the model (`cuda (...)` or `tract (cpu): why`).
+    pub engine: String,
+    /// Batches run on the GPU, and batches the GPU failed that tract re-ran.
+    pub gpu_batches: u64,
+    pub gpu_fallbacks: u64,
     pub max_batch: usize,
     pub instances: usize,
     pub batch_delay_ms: f64,
@@ -80,13 +88,20 @@ pub struct ModelInfo {
 }
 
 impl Models {
-    /// Loads every model under `dir`. Fails only when `dir` cannot be read;
+    /// Loads every model under `dir`, on the host's device choice
+    /// ([`Placement::current`]). Fails only when `dir` cannot be read;
     /// bad models are in the report.
     pub fn open(dir: impl AsRef<Path>) -> anyhow::Result<(Arc<Models>, LoadReport)> {
+        Self::open_on(dir, Placement::current())
+    }
+
+    /// As [`Models::open`], with the placement given.
+    pub fn open_on(dir: impl AsRef<Path>, placement: Placement) -> anyhow::Result<(Arc<Models>, LoadReport)> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::read_dir(&dir).with_context(|| format!("cannot read the model repository {}", dir.display()))?;
         let models = Arc::new(Models {
             dir,
+            placement,
             loaded: RwLock::default(),
             counters: Mutex::default(),
             attempts: Mutex::default(),
@@ -170,7 +185,7 @@ impl Models {
     fn build(&self, name: &str) -> anyhow::Result<Loaded> {
         let folder = self.dir.join(name);
         let config = ModelConfig::load(&folder.join("config.json"), name)?;
-        let engine = Arc::new(Engine::load(&folder.join("model.onnx"), &config)?);
+        let engine = Arc::new(Engine::load_on(&folder.join("model.onnx"), &config, &self.placement)?);
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default().clone();
         let version = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).map_or(1, |l| l.version + 1);
         let batcher = Batcher::start(engine.clone(), &config, counters)?;
@@ -238,6 +253,9 @@ impl Models {
                 version: l.version,
                 inputs: l.engine.inputs.iter().map(|p| format!("{}: {}", p.name, p.describe())).collect(),
                 outputs: l.engine.outputs.iter().map(|p| format!("{}: {}", p.name, p.describe())).collect(),
+                engine: l.engine.runs_on.clone(),
+                gpu_batches: l.engine.gpu().map_or(0, |g| g.counts().0),
+                gpu_fallbacks: l.engine.gpu().map_or(0, |g| g.counts().1),
                 max_batch: l.config.max_batch,
                 instances: l.config.instances,
                 batch_delay_ms: l.config.batch_delay.as_secs_f64() * 1e3,

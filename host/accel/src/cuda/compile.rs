@@ -1,4 +1,5 @@
-//! NVRTC: compiles `kernels.cu` to a CUBIN for one GPU architecture.
+//! NVRTC: compiles `kernels.cu` (segmentation) and `nn.cu` (the ONNX
+//! models' operators) to CUBINs for one GPU architecture.
 //!
 //! A CUBIN (not PTX) so a driver older than the NVRTC library still loads
 //! it (PTX would need the driver to JIT a PTX version it may not know).
@@ -40,6 +41,12 @@ pub const KERNELS: &[&str] = &[
     "measure",
 ];
 
+/// The CUDA C source of the neural-network operators (see `net.rs`).
+pub const NN_SOURCE: &str = include_str!("nn.cu");
+
+/// Every kernel `NN_SOURCE` defines.
+pub const NN_KERNELS: &[&str] = &["conv2d", "nn_relu", "nn_sigmoid", "nn_add", "depth_to_space"];
+
 /// Whether `libnvrtc` can be opened (cudarc would panic on first use
 /// otherwise).
 pub fn nvrtc_present() -> bool {
@@ -63,11 +70,16 @@ pub fn nvrtc_version() -> Result<(i32, i32), String> {
 /// Compiles [`SOURCE`] for `arch` (e.g. `sm_90`) and returns the CUBIN.
 /// Errors carry NVRTC's log.
 pub fn compile_cubin(arch: &str) -> Result<Vec<u8>, String> {
+    compile_source(SOURCE, "kernels.cu", arch)
+}
+
+/// Compiles one CUDA C `source` (named `file` in messages) for `arch`.
+pub fn compile_source(source: &str, file: &str, arch: &str) -> Result<Vec<u8>, String> {
     if !nvrtc_present() {
         return Err(nvrtc_version().unwrap_err());
     }
-    let src = CString::new(SOURCE).expect("kernels.cu has no NUL");
-    let name = CString::new("stagecraft_kernels.cu").expect("no NUL");
+    let src = CString::new(source).expect("CUDA sources have no NUL");
+    let name = CString::new(format!("stagecraft_{file}")).expect("no NUL");
     let prog = result::create_program(&src, Some(&name)).map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
     let options = [format!("--gpu-architecture={arch}"), "--fmad=false".into(), "--std=c++14".into()];
     // SAFETY: `prog` is a live program until destroyed below; `src` and
@@ -78,7 +90,7 @@ pub fn compile_cubin(arch: &str) -> Result<Vec<u8>, String> {
             .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().trim().to_string())
             .unwrap_or_default();
         match compiled {
-            Err(e) => Err(format!("NVRTC failed to compile kernels.cu for {arch} ({e:?}): {log}")),
+            Err(e) => Err(format!("NVRTC failed to compile {file} for {arch} ({e:?}): {log}")),
             Ok(()) => {
                 let mut size = 0usize;
                 sys::nvrtcGetCUBINSize(prog, &mut size)
@@ -113,18 +125,20 @@ mod tests {
         match nvrtc_version() {
             Err(why) => eprintln!("SKIPPED: NVRTC compile check: {why}"),
             Ok((major, minor)) => {
-                for arch in ["sm_80", "sm_90"] {
-                    let cubin = compile_cubin(arch).unwrap_or_else(|e| panic!("{e}"));
-                    // An ELF image.
-                    assert_eq!(&cubin[..4], b"\x7fELF", "{arch}");
-                    for kernel in KERNELS {
-                        assert!(
-                            cubin.windows(kernel.len()).any(|w| w == kernel.as_bytes()),
-                            "{kernel} missing from the {arch} CUBIN"
-                        );
+                for (file, source, kernels) in [("kernels.cu", SOURCE, KERNELS), ("nn.cu", NN_SOURCE, NN_KERNELS)] {
+                    for arch in ["sm_80", "sm_90"] {
+                        let cubin = compile_source(source, file, arch).unwrap_or_else(|e| panic!("{e}"));
+                        // An ELF image.
+                        assert_eq!(&cubin[..4], b"\x7fELF", "{arch}");
+                        for kernel in kernels {
+                            assert!(
+                                cubin.windows(kernel.len()).any(|w| w == kernel.as_bytes()),
+                                "{kernel} missing from the {arch} CUBIN of {file}"
+                            );
+                        }
                     }
+                    eprintln!("NVRTC {major}.{minor} compiled {file} for sm_80 and sm_90");
                 }
-                eprintln!("NVRTC {major}.{minor} compiled kernels.cu for sm_80 and sm_90");
             }
         }
     }

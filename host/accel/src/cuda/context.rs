@@ -12,7 +12,7 @@ use super::compile;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// Streams in the pool: the most GPU jobs in flight at once.
 pub const STREAMS: usize = 4;
@@ -25,6 +25,11 @@ pub const REFUSE_AT: f64 = 0.95;
 pub struct Engine {
     pub(crate) ctx: Arc<CudaContext>,
     kernels: HashMap<&'static str, CudaFunction>,
+    /// `nn.cu`'s kernels, compiled when the first model is loaded (a host
+    /// that only segments never pays for them).
+    nn_kernels: OnceLock<Result<HashMap<&'static str, CudaFunction>, String>>,
+    /// e.g. `sm_90`.
+    arch: String,
     pool: StreamPool,
     memory: MemoryAccount,
     /// e.g. `NVIDIA H100 80GB HBM3 (sm_90), 79.1 GiB, NVRTC 12.9, 4 streams`.
@@ -76,6 +81,8 @@ impl Engine {
             Ok(Engine {
                 ctx,
                 kernels,
+                nn_kernels: OnceLock::new(),
+                arch,
                 pool: StreamPool::new(streams),
                 memory: MemoryAccount::new(total as u64, (total - free) as u64),
                 summary,
@@ -97,6 +104,27 @@ impl Engine {
     /// A compiled kernel by name (one of [`compile::KERNELS`]).
     pub(crate) fn kernel(&self, name: &str) -> &CudaFunction {
         self.kernels.get(name).unwrap_or_else(|| panic!("kernel {name} is not in compile::KERNELS"))
+    }
+
+    /// `nn.cu`'s kernels, compiled by NVRTC and loaded on first use.
+    pub(crate) fn nn_kernels(&self) -> Result<&HashMap<&'static str, CudaFunction>, String> {
+        self.nn_kernels
+            .get_or_init(|| {
+                let started = std::time::Instant::now();
+                let cubin = compile::compile_source(compile::NN_SOURCE, "nn.cu", &self.arch)?;
+                let module = self
+                    .ctx
+                    .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+                    .map_err(|e| format!("loading the {} CUBIN of nn.cu: {e}", self.arch))?;
+                let mut kernels = HashMap::new();
+                for &k in compile::NN_KERNELS {
+                    kernels.insert(k, module.load_function(k).map_err(|e| format!("kernel {k}: {e}"))?);
+                }
+                tracing::info!(ms = started.elapsed().as_millis() as u64, "CUDA network kernels compiled");
+                Ok(kernels)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Waits for an idle stream.

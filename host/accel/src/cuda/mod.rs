@@ -6,12 +6,15 @@
 //! - [`compile`]: the CUDA C source and its NVRTC compile to a CUBIN.
 //! - [`context`]: the engine: context, kernels, stream pool, memory accounting.
 //! - [`pipeline`]: every step of segmentation on one stream.
+//! - [`net`]: small convolutional networks (the shipped ONNX models'
+//!   operators, `nn.cu`) uploaded once and run on batches.
 //!
 //! Callers use [`crate::Segmenter`], which adds the CPU fallback and the
 //! circuit breaker.
 
 pub mod compile;
 pub mod context;
+pub mod net;
 pub mod pipeline;
 
 pub use context::Engine;

@@ -1,5 +1,6 @@
 //! `stagecraft models`: the model repository's models, their tensors,
-//! batching settings, and the models that failed to load.
+//! batching settings, the engine each runs on (CUDA or tract, and why),
+//! and the models that failed to load.
 
 use crate::host::HostArgs;
 
@@ -29,6 +30,10 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
             m.inputs.join("; "),
             m.outputs.join("; ")
         );
+    }
+    println!("\n{:<16} ENGINE", "MODEL");
+    for m in &list {
+        println!("{:<16} {}", m.name, m.engine);
     }
     Ok(())
 }
