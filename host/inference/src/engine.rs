@@ -268,7 +268,7 @@ fn datum_type(dtype: DType, name: &str) -> anyhow::Result<DatumType> {
 /// Copies a checked WIT tensor into a tract tensor.
 pub fn to_tract(t: &Tensor) -> anyhow::Result<TValue> {
     let dt = datum_type(t.dtype, &t.name)?;
-    if t.data.len() != t.elements() * t.dtype.size() {
+    if t.expected_bytes() != Some(t.data.len()) {
         bail!("'{}': {} bytes for shape {} of {}", t.name, t.data.len(), shape_str(&t.shape), t.dtype);
     }
     // SAFETY: every bit pattern is a valid f32/u8/i32/i64 and the length

@@ -397,9 +397,12 @@ fn check_tensor(t: &Tensor, port: &Port) -> Result<(), String> {
     if t.shape[1..].iter().zip(&port.item).any(|(g, e)| *g == 0 || e.is_some_and(|e| e != *g)) {
         return Err(mismatch());
     }
-    let bytes = t.elements() * t.dtype.size();
-    if t.data.len() != bytes {
-        return Err(format!("input '{}': shape {got} needs {bytes} bytes, got {}", port.name, t.data.len()));
+    match t.expected_bytes() {
+        Some(bytes) if bytes == t.data.len() => {}
+        Some(bytes) => {
+            return Err(format!("input '{}': shape {got} needs {bytes} bytes, got {}", port.name, t.data.len()));
+        }
+        None => return Err(format!("input '{}': shape {got} is too large to address", port.name)),
     }
     Ok(())
 }

@@ -81,9 +81,11 @@ impl Tensor {
         })
     }
 
-    /// Elements the shape calls for.
-    pub fn elements(&self) -> usize {
-        self.shape.iter().product()
+    /// Bytes the shape and type call for, or `None` when that overflows
+    /// `usize` (a caller's shape is not trusted: `[2^40, 2^40]` must be an
+    /// error, not a panic).
+    pub fn expected_bytes(&self) -> Option<usize> {
+        self.shape.iter().try_fold(self.dtype.size(), |acc, &d| acc.checked_mul(d))
     }
 }
 
@@ -91,4 +93,17 @@ impl Tensor {
 pub fn shape_str(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     format!("[{}]", dims.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_bytes_counts_the_type_and_refuses_overflow() {
+        let t = Tensor { name: "x".into(), shape: vec![2, 3, 4], dtype: DType::I64, data: Vec::new() };
+        assert_eq!(t.expected_bytes(), Some(2 * 3 * 4 * 8));
+        let huge = Tensor { shape: vec![1 << 40, 1 << 40], ..t };
+        assert_eq!(huge.expected_bytes(), None);
+    }
 }
