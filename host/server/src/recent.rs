@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 4096;
 /// Artifacts written per SQLite transaction, most.
 const BATCH: usize = 512;
+/// How long the writer gathers artifacts after the first before it writes:
+/// under load one transaction then carries hundreds of rows instead of a
+/// handful, and the B-tree pages they share are written to the WAL once.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// Artifacts up to this size are kept in their SQLite row (written with
 /// the batch's one transaction); larger ones go to the blob store, where a
 /// file per artifact is cheap next to its size.
@@ -47,10 +51,12 @@ impl RecentArtifacts {
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
+                let window_ends = tokio::time::Instant::now() + BATCH_WINDOW;
                 while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+                    match tokio::time::timeout_at(window_ends, rx.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        // The window is over, or the server is closing.
+                        Ok(None) | Err(_) => break,
                     }
                 }
                 let jobs = jobs.clone();

@@ -111,6 +111,9 @@ async fn main() {
     // Digest the loaders should look for, and when it was first seen.
     let wanted: Arc<Mutex<Option<(String, Instant, Option<Duration>)>>> = Arc::default();
     let body = Bytes::from(args.body.clone());
+    // Distinct from every earlier run's bodies too, so a server's invoke
+    // cache cannot answer a run from the one before.
+    let run_nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
 
     let mut workers = Vec::new();
     for worker in 0..args.connections {
@@ -123,7 +126,7 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let body = if unique {
                     sent += 1;
-                    Bytes::from([&body[..], format!(" {worker} {sent}").as_bytes()].concat())
+                    Bytes::from([&body[..], format!(" {run_nonce} {worker} {sent}").as_bytes()].concat())
                 } else {
                     body.clone()
                 };
