@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn key_depends_on_component_params_and_inputs_but_not_key_order() {
-        let inputs = vec![art("a.png", b"1")];
+        let inputs = [art("a.png", b"1")];
         let k = ResultCache::key("d1", &json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}), inputs.iter().map(Arc::as_ref));
         assert_eq!(k, ResultCache::key("d1", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}), inputs.iter().map(Arc::as_ref)));
         assert_ne!(k, ResultCache::key("d2", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref)));

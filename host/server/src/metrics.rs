@@ -40,6 +40,10 @@ impl Histogram {
     }
 }
 
+/// A series computed at scrape time: name, help text, and its samples
+/// (labels already rendered, e.g. `stage="noop"`, and the value).
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
 /// Counters collected while serving.
 #[derive(Default)]
 pub struct Metrics {
@@ -86,7 +90,7 @@ impl Metrics {
 
     /// The collected series in Prometheus text format (`gauges` are
     /// appended as they are).
-    pub fn render(&self, gauges: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+    pub fn render(&self, gauges: &[Gauge]) -> String {
         let mut out = String::new();
         out.push_str("# HELP stagecraft_http_requests_total HTTP requests by method, route and status.\n");
         out.push_str("# TYPE stagecraft_http_requests_total counter\n");

@@ -96,6 +96,10 @@ fn variant(component: &[u8], n: usize) -> Vec<u8> {
     out
 }
 
+/// The digest the loaders look for after an upload, when the upload
+/// started, and how long until the first response from it.
+type WantedVersion = (String, Instant, Option<Duration>);
+
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
@@ -109,7 +113,7 @@ async fn main() {
     let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(args.connections).build_http::<Full<Bytes>>();
     let stop = Arc::new(AtomicBool::new(false));
     // Digest the loaders should look for, and when it was first seen.
-    let wanted: Arc<Mutex<Option<(String, Instant, Option<Duration>)>>> = Arc::default();
+    let wanted: Arc<Mutex<Option<WantedVersion>>> = Arc::default();
     let body = Bytes::from(args.body.clone());
     // Distinct from every earlier run's bodies too, so a server's invoke
     // cache cannot answer a run from the one before.
