@@ -4,25 +4,15 @@
 //! models written into a temporary repository.
 
 use serde_json::{json, Value};
-use stagecraft_inference::onnx_build::{self, Dense};
-use stagecraft_inference::{Models, Tensor};
-use stagecraft_runtime::{InvokeError, InvokeOptions, Runtime, StageInput};
+use stagecraft_inference::onnx_build;
+use stagecraft_inference::Tensor;
+use stagecraft_runtime::{InvokeError, InvokeOptions, StageInput};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use tract_onnx::prelude::*;
 
-const IN: usize = 8;
-const OUT: usize = 3;
+mod model_host;
 
-fn write_mlp(repo: &Path, name: &str, seed: u64, delay_ms: u64) {
-    let layers = vec![Dense::seeded(IN, 12, seed), Dense::seeded(12, OUT, seed + 1)];
-    let config = json!({
-        "max_batch": 16, "instances": 1, "batch_delay_ms": delay_ms,
-        "inputs": [{"name": "x", "type": "fp32", "shape": [IN]}],
-        "outputs": [{"name": "y", "type": "fp32", "shape": [OUT]}],
-    });
-    onnx_build::write_model(repo, name, &onnx_build::mlp("x", "y", &layers), &config).unwrap();
-}
+use model_host::{assert_close, row, write_mlp, Host, IN, OUT};
 
 fn write_foreground(repo: &Path, name: &str, scale: f32, bias: f32) {
     let config = json!({
@@ -33,70 +23,33 @@ fn write_foreground(repo: &Path, name: &str, scale: f32, bias: f32) {
     onnx_build::write_model(repo, name, &onnx_build::pixel_logistic("image", "probability", scale, bias), &config).unwrap();
 }
 
-struct Host {
-    runtime: Runtime,
-    models: Arc<Models>,
-    repo: tempfile::TempDir,
-}
-
 /// One runtime with a model repository and the `infer` test plugin.
 fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| {
-        let repo = tempfile::tempdir().unwrap();
-        write_mlp(repo.path(), "mlp", 1, 0);
-        write_mlp(repo.path(), "batched", 2, 200);
-        write_mlp(repo.path(), "swap", 3, 1);
-        // Foreground above mid-gray, and a model that sees no foreground at all.
-        write_foreground(repo.path(), "cells", 40.0, -20.0);
-        write_foreground(repo.path(), "nothing", 0.0, -5.0);
-        let (models, report) = Models::open(repo.path()).unwrap();
-        assert!(report.failed.is_empty(), "{:?}", report.failed);
-        let mut config = stagecraft_tests::test_config();
-        config.models = Some(models.clone());
-        let runtime = Runtime::new(config).unwrap();
-        runtime.install_file(stagecraft_tests::test_plugins_dir().join("infer.wasm")).unwrap();
-        Host { runtime, models, repo }
+        Host::start(
+            |repo| {
+                write_mlp(repo, "mlp", 1, 0);
+                write_mlp(repo, "batched", 2, 200);
+                write_mlp(repo, "swap", 3, 1);
+                // Foreground above mid-gray, and a model that sees no foreground at all.
+                write_foreground(repo, "cells", 40.0, -20.0);
+                write_foreground(repo, "nothing", 0.0, -5.0);
+            },
+            &["infer.wasm"],
+        )
     })
 }
 
-fn row(i: usize) -> Vec<f32> {
-    (0..IN).map(|j| ((i * IN + j) as f32 * 0.29).cos()).collect()
-}
-
 async fn infer(model: &str, shape: &[usize], values: &[f32]) -> Result<Vec<f32>, InvokeError> {
-    let params = json!({"model": model, "tensors": [{"name": "x", "shape": shape, "values": values}]});
-    let out = host().runtime.invoke("infer", StageInput::new(vec![], params), InvokeOptions::default()).await?;
-    let outputs = &out.metadata["outputs"];
-    assert_eq!(outputs[0]["name"], "y");
-    assert_eq!(outputs[0]["shape"], json!([shape[0], OUT]));
-    Ok(outputs[0]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
-}
-
-fn assert_close(got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
-    for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "got {got:?}, want {want:?}");
-    }
+    host().infer_via("infer", model, shape, values).await
 }
 
 #[tokio::test]
 async fn the_import_returns_what_tract_computes_on_the_same_file() {
     let x: Vec<f32> = (0..2).flat_map(row).collect();
     let got = infer("mlp", &[2, IN], &x).await.unwrap();
-    let plan = tract_onnx::onnx()
-        .model_for_path(host().repo.path().join("mlp/model.onnx"))
-        .unwrap()
-        .with_input_fact(0, f32::fact([2, IN]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = tract_ndarray::Array2::from_shape_vec((2, IN), x).unwrap().into_tensor();
-    let direct = plan.run(tvec![input.into()]).unwrap();
-    let direct: Vec<f32> = direct[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
-    assert_close(&got, &direct);
+    assert_close(&got, &host().tract_direct("mlp", &x));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

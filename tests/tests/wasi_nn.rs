@@ -5,53 +5,26 @@
 //! `inference` import on the same models.
 
 use serde_json::{json, Value};
-use stagecraft_inference::onnx_build::{self, Dense};
-use stagecraft_inference::{Models, Tensor};
+use stagecraft_inference::Tensor;
 use stagecraft_runtime::{InvokeError, InvokeOptions, Runtime, StageInput, StageOutput};
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use tract_onnx::prelude::*;
+use std::sync::OnceLock;
 
-const IN: usize = 8;
-const OUT: usize = 3;
+mod model_host;
 
-fn write_mlp(repo: &Path, name: &str, seed: u64, delay_ms: u64) {
-    let layers = vec![Dense::seeded(IN, 12, seed), Dense::seeded(12, OUT, seed + 1)];
-    let config = json!({
-        "max_batch": 16, "instances": 1, "batch_delay_ms": delay_ms,
-        "inputs": [{"name": "x", "type": "fp32", "shape": [IN]}],
-        "outputs": [{"name": "y", "type": "fp32", "shape": [OUT]}],
-    });
-    onnx_build::write_model(repo, name, &onnx_build::mlp("x", "y", &layers), &config).unwrap();
-}
-
-struct Host {
-    runtime: Runtime,
-    models: Arc<Models>,
-    repo: tempfile::TempDir,
-}
+use model_host::{assert_close, row, write_mlp, Host, IN, OUT};
 
 /// One runtime with a model repository, `nn-infer` and `infer`.
 fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| {
-        let repo = tempfile::tempdir().unwrap();
-        write_mlp(repo.path(), "mlp", 1, 0);
-        write_mlp(repo.path(), "batched", 2, 200);
-        let (models, report) = Models::open(repo.path()).unwrap();
-        assert!(report.failed.is_empty(), "{:?}", report.failed);
-        let mut config = stagecraft_tests::test_config();
-        config.models = Some(models.clone());
-        let runtime = Runtime::new(config).unwrap();
-        for plugin in ["nn-infer.wasm", "infer.wasm"] {
-            runtime.install_file(stagecraft_tests::test_plugins_dir().join(plugin)).unwrap();
-        }
-        Host { runtime, models, repo }
+        Host::start(
+            |repo| {
+                write_mlp(repo, "mlp", 1, 0);
+                write_mlp(repo, "batched", 2, 200);
+            },
+            &["nn-infer.wasm", "infer.wasm"],
+        )
     })
-}
-
-fn row(i: usize) -> Vec<f32> {
-    (0..IN).map(|j| ((i * IN + j) as f32 * 0.29).cos()).collect()
 }
 
 async fn run(runtime: &Runtime, stage: &str, params: Value) -> Result<StageOutput, InvokeError> {
@@ -60,23 +33,11 @@ async fn run(runtime: &Runtime, stage: &str, params: Value) -> Result<StageOutpu
 
 /// Runs `model` on one `x` tensor through `stage` (`nn_infer` or `infer`).
 async fn infer_via(stage: &str, model: &str, shape: &[usize], values: &[f32]) -> Result<Vec<f32>, InvokeError> {
-    let params = json!({"model": model, "tensors": [{"name": "x", "shape": shape, "values": values}]});
-    let out = run(&host().runtime, stage, params).await?;
-    let outputs = &out.metadata["outputs"];
-    assert_eq!(outputs[0]["name"], "y");
-    assert_eq!(outputs[0]["shape"], json!([shape[0], OUT]));
-    Ok(outputs[0]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+    host().infer_via(stage, model, shape, values).await
 }
 
 async fn nn(model: &str, shape: &[usize], values: &[f32]) -> Result<Vec<f32>, InvokeError> {
     infer_via("nn_infer", model, shape, values).await
-}
-
-fn assert_close(got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
-    for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "got {got:?}, want {want:?}");
-    }
 }
 
 #[tokio::test]
@@ -88,19 +49,7 @@ async fn wasi_nn_returns_what_the_repository_and_tract_compute_on_the_same_input
     assert_eq!(repo[0].shape, vec![2, OUT]);
     assert_close(&got, &repo[0].to_f32().unwrap());
 
-    let plan = tract_onnx::onnx()
-        .model_for_path(host().repo.path().join("mlp/model.onnx"))
-        .unwrap()
-        .with_input_fact(0, f32::fact([2, IN]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = tract_ndarray::Array2::from_shape_vec((2, IN), x.clone()).unwrap().into_tensor();
-    let direct = plan.run(tvec![input.into()]).unwrap();
-    let direct: Vec<f32> = direct[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
-    assert_close(&got, &direct);
+    assert_close(&got, &host().tract_direct("mlp", &x));
 
     // The same answer as the custom `inference` import gives.
     assert_close(&got, &infer_via("infer", "mlp", &[2, IN], &x).await.unwrap());
