@@ -39,7 +39,11 @@ pub fn test_plugins_dir() -> PathBuf {
 /// private cache and scratch area under target/.
 pub fn test_config() -> RuntimeConfig {
     let home = repo_root().join("target/test-home");
-    let mut config = RuntimeConfig { cache_dir: Some(home.join("cache")), scratch_dir: home.join("scratch"), ..RuntimeConfig::default() };
+    let mut config = RuntimeConfig {
+        cache_dir: Some(home.join("cache")),
+        scratch_dir: home.join("scratch"),
+        ..RuntimeConfig::default()
+    };
     config.limits.timeout = std::time::Duration::from_secs(30);
     config.limits.memory_bytes = 256 << 20;
     config

@@ -9,14 +9,21 @@ use std::time::{Duration, Instant};
 
 async fn assert_still_serves(rt: &Runtime) {
     let out = rt
-        .invoke("noop", StageInput::new(vec![Artifact::new("a.txt", "text/plain", b"hi".to_vec())], serde_json::json!({})), InvokeOptions::default())
+        .invoke(
+            "noop",
+            StageInput::new(vec![Artifact::new("a.txt", "text/plain", b"hi".to_vec())], serde_json::json!({})),
+            InvokeOptions::default(),
+        )
         .await
         .expect("the host serves the next call");
     assert_eq!(out.artifacts[0].data, b"hi");
 }
 
 fn native_lanczos3(src: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
-    use fast_image_resize::{images::{Image, ImageRef}, FilterType, ResizeAlg, ResizeOptions, Resizer};
+    use fast_image_resize::{
+        images::{Image, ImageRef},
+        FilterType, ResizeAlg, ResizeOptions, Resizer,
+    };
     let src = ImageRef::new(src.width(), src.height(), src.as_raw(), fast_image_resize::PixelType::U8x3).unwrap();
     let mut dst = Image::new(w, h, fast_image_resize::PixelType::U8x3);
     Resizer::new()
@@ -36,7 +43,11 @@ async fn upscale_matches_native_lanczos3() {
         (serde_json::json!({ "width": 200, "height": 90 }), (200, 90)),
     ] {
         let out = rt
-            .invoke("upscale", StageInput::new(vec![Artifact::new("pic.png", "image/png", png(&source))], params.clone()), InvokeOptions::default())
+            .invoke(
+                "upscale",
+                StageInput::new(vec![Artifact::new("pic.png", "image/png", png(&source))], params.clone()),
+                InvokeOptions::default(),
+            )
             .await
             .unwrap_or_else(|e| panic!("upscale {params}: {e}"));
         assert_eq!(out.artifacts.len(), 1);
@@ -65,7 +76,11 @@ async fn upscale_jpeg_in_jpeg_out() {
         .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
         .unwrap();
     let out = rt
-        .invoke("upscale", StageInput::new(vec![Artifact::new("p.jpg", "image/jpeg", jpeg)], serde_json::json!({ "factor": 4 })), InvokeOptions::default())
+        .invoke(
+            "upscale",
+            StageInput::new(vec![Artifact::new("p.jpg", "image/jpeg", jpeg)], serde_json::json!({ "factor": 4 })),
+            InvokeOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(out.artifacts[0].media_type, "image/jpeg");
@@ -79,7 +94,11 @@ async fn corrupt_png_is_invalid_input() {
     let mut bytes = png(&test_picture(32, 32));
     bytes.truncate(60);
     let err = rt
-        .invoke("upscale", StageInput::new(vec![Artifact::new("broken.png", "image/png", bytes)], serde_json::json!({ "factor": 2 })), InvokeOptions::default())
+        .invoke(
+            "upscale",
+            StageInput::new(vec![Artifact::new("broken.png", "image/png", bytes)], serde_json::json!({ "factor": 2 })),
+            InvokeOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, InvokeError::InvalidInput(ref m) if m.contains("broken.png")), "got {err}");
@@ -91,11 +110,17 @@ async fn corrupt_png_is_invalid_input() {
 async fn bad_params_are_invalid_input() {
     let rt = runtime();
     let input = || vec![Artifact::new("p.png", "image/png", png(&test_picture(8, 8)))];
-    for params in [serde_json::json!({ "factor": 7 }), serde_json::json!({ "factr": 2 }), serde_json::json!({ "factor": "two" })] {
-        let err = rt.invoke("upscale", StageInput::new(input(), params.clone()), InvokeOptions::default()).await.unwrap_err();
+    for params in
+        [serde_json::json!({ "factor": 7 }), serde_json::json!({ "factr": 2 }), serde_json::json!({ "factor": "two" })]
+    {
+        let err =
+            rt.invoke("upscale", StageInput::new(input(), params.clone()), InvokeOptions::default()).await.unwrap_err();
         assert!(matches!(err, InvokeError::InvalidInput(_)), "{params}: got {err}");
     }
-    let err = rt.invoke("upscale", StageInput::new(vec![], serde_json::json!({})), InvokeOptions::default()).await.unwrap_err();
+    let err = rt
+        .invoke("upscale", StageInput::new(vec![], serde_json::json!({})), InvokeOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, InvokeError::InvalidInput(_)), "no input: got {err}");
 }
 
@@ -110,7 +135,8 @@ async fn endless_loop_hits_the_deadline() {
     let rt = runtime();
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let err = rt.invoke("spin", StageInput::default(), InvokeOptions::default().with_timeout(timeout)).await.unwrap_err();
+    let err =
+        rt.invoke("spin", StageInput::default(), InvokeOptions::default().with_timeout(timeout)).await.unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, InvokeError::Timeout(t) if t == timeout), "got {err}");
     assert!(err.is_retryable());
@@ -158,7 +184,14 @@ async fn many_concurrent_invocations() {
         let rt = rt.clone();
         tasks.push(tokio::spawn(async move {
             let out = rt
-                .invoke("noop", StageInput::new(vec![Artifact::new("x", "application/octet-stream", vec![i; 100])], serde_json::Value::Null), InvokeOptions::default())
+                .invoke(
+                    "noop",
+                    StageInput::new(
+                        vec![Artifact::new("x", "application/octet-stream", vec![i; 100])],
+                        serde_json::Value::Null,
+                    ),
+                    InvokeOptions::default(),
+                )
                 .await
                 .unwrap();
             assert_eq!(out.artifacts[0].data, vec![i; 100]);
@@ -232,7 +265,14 @@ async fn compiled_components_are_cached_on_disk() {
 async fn the_plugin_template_builds_and_runs() {
     let rt = runtime();
     let out = rt
-        .invoke("brighten", StageInput::new(vec![Artifact::new("p.png", "image/png", png(&test_picture(16, 16)))], serde_json::json!({ "amount": 30 })), InvokeOptions::default())
+        .invoke(
+            "brighten",
+            StageInput::new(
+                vec![Artifact::new("p.png", "image/png", png(&test_picture(16, 16)))],
+                serde_json::json!({ "amount": 30 }),
+            ),
+            InvokeOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(out.artifacts[0].name, "p_bright.png");

@@ -122,9 +122,7 @@ fn runtime_with(grants: HashMap<String, HttpGrant>) -> Runtime {
     config.max_memory_bytes = 512 << 20;
     config.http = grants;
     let runtime = Runtime::new(config).expect("runtime starts");
-    runtime
-        .install_file(stagecraft_tests::plugins_dir().join("generate_http.wasm"))
-        .expect("generate_http loads");
+    runtime.install_file(stagecraft_tests::plugins_dir().join("generate_http.wasm")).expect("generate_http loads");
     runtime
 }
 
@@ -201,8 +199,13 @@ async fn key_from_the_host_environment_and_url_responses_are_downloaded() {
             return respond(401, json!({"error": {"message": "no key"}}));
         }
         match req.path.as_str() {
-            "/v1/images/generations" => respond(200, json!({"data": [{"url": format!("http://{addr}/files/out.jpg")}]})),
-            "/files/out.jpg" => Response::builder().header("content-type", "image/jpeg").body(Full::new(Bytes::from(jpeg.clone()))).unwrap(),
+            "/v1/images/generations" => {
+                respond(200, json!({"data": [{"url": format!("http://{addr}/files/out.jpg")}]}))
+            }
+            "/files/out.jpg" => Response::builder()
+                .header("content-type", "image/jpeg")
+                .body(Full::new(Bytes::from(jpeg.clone())))
+                .unwrap(),
             _ => respond(404, json!({"error": {"message": "no such path"}})),
         }
     })
@@ -252,9 +255,12 @@ async fn a_stage_without_a_grant_loads_but_every_request_is_refused() {
     grants.insert("generate".to_owned(), grant);
     let runtime = runtime_with(grants);
     assert!(runtime.stage("generate_http").is_some(), "a stage importing wasi:http loads without a grant");
-    let (result, _) = run(&runtime, json!({"base_url": server.url(), "prompt": "x", "size": "64x48", "max_retries": 3})).await;
+    let (result, _) =
+        run(&runtime, json!({"base_url": server.url(), "prompt": "x", "size": "64x48", "max_retries": 3})).await;
     match result {
-        Err(InvokeError::InvalidInput(msg)) => assert!(msg.contains(&server.addr.to_string()) && msg.contains("refused"), "{msg}"),
+        Err(InvokeError::InvalidInput(msg)) => {
+            assert!(msg.contains(&server.addr.to_string()) && msg.contains("refused"), "{msg}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(server.seen().is_empty());
@@ -296,8 +302,11 @@ async fn a_429_is_retried_after_retry_after_then_succeeds() {
 async fn a_500_forever_gives_up_after_max_retries() {
     let server = Server::start(|_, _, _| respond(500, json!({"error": {"message": "model overloaded"}}))).await;
     let runtime = runtime_with(granted(&server));
-    let (result, _) =
-        run(&runtime, json!({"base_url": server.url(), "prompt": "x", "size": "64x48", "max_retries": 2, "backoff_ms": 5})).await;
+    let (result, _) = run(
+        &runtime,
+        json!({"base_url": server.url(), "prompt": "x", "size": "64x48", "max_retries": 2, "backoff_ms": 5}),
+    )
+    .await;
     match result {
         Err(InvokeError::Unavailable(msg)) => {
             assert!(msg.contains("gave up after 3 attempts"), "{msg}");
@@ -311,7 +320,8 @@ async fn a_500_forever_gives_up_after_max_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_is_invalid_input_with_the_servers_message_and_no_retry() {
     let server =
-        Server::start(|_, _, _| respond(400, json!({"error": {"message": "size must be one of 256x256, 1024x1024"}}))).await;
+        Server::start(|_, _, _| respond(400, json!({"error": {"message": "size must be one of 256x256, 1024x1024"}})))
+            .await;
     let runtime = runtime_with(granted(&server));
     let (result, _) = run(&runtime, json!({"base_url": server.url(), "prompt": "x", "size": "64x48"})).await;
     match result {
@@ -367,7 +377,8 @@ async fn rate_limit_delay_spaces_requests_of_the_stage() {
     let runtime = runtime_with(grants);
     // Three invocations at once: the host, not the plugin, spaces them.
     let params = json!({"base_url": server.url(), "prompt": "x", "size": "64x48"});
-    let (a, b, c) = tokio::join!(run(&runtime, params.clone()), run(&runtime, params.clone()), run(&runtime, params.clone()));
+    let (a, b, c) =
+        tokio::join!(run(&runtime, params.clone()), run(&runtime, params.clone()), run(&runtime, params.clone()));
     for (result, _) in [a, b, c] {
         result.expect("each invocation succeeds");
     }
@@ -376,7 +387,11 @@ async fn rate_limit_delay_spaces_requests_of_the_stage() {
     times.sort();
     for pair in times.windows(2) {
         // Measured on the server: allow for the first request's connection set-up.
-        assert!(pair[1].duration_since(pair[0]) >= delay - Duration::from_millis(60), "requests {:?} apart", pair[1].duration_since(pair[0]));
+        assert!(
+            pair[1].duration_since(pair[0]) >= delay - Duration::from_millis(60),
+            "requests {:?} apart",
+            pair[1].duration_since(pair[0])
+        );
     }
     assert!(server.connections.load(Ordering::SeqCst) < 3, "the pooled client reused a connection");
 }
@@ -396,8 +411,9 @@ async fn the_hosted_generation_example_runs_end_to_end_through_the_grant() {
     assert!(loaded.failed.is_empty(), "{:?}", loaded.failed);
     let orchestrator = Orchestrator::new(Arc::new(runtime), Scheduler::new(SchedulerConfig::default()), None);
 
-    let example = std::fs::read_to_string(stagecraft_tests::repo_root().join("examples/pipelines/hosted_generation.yaml"))
-        .unwrap();
+    let example =
+        std::fs::read_to_string(stagecraft_tests::repo_root().join("examples/pipelines/hosted_generation.yaml"))
+            .unwrap();
     assert!(example.contains("https://api.openai.com"));
     let yaml = example.replace("https://api.openai.com", &server.url());
     let pipeline = orchestrator.load_pipeline(&yaml, "hosted_generation.yaml").unwrap_or_else(|d| panic!("{d}"));

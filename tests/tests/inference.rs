@@ -20,7 +20,8 @@ fn write_foreground(repo: &Path, name: &str, scale: f32, bias: f32) {
         "inputs": [{"name": "image", "type": "fp32", "shape": [1, -1, -1]}],
         "outputs": [{"name": "probability", "type": "fp32", "shape": [1, -1, -1]}],
     });
-    onnx_build::write_model(repo, name, &onnx_build::pixel_logistic("image", "probability", scale, bias), &config).unwrap();
+    onnx_build::write_model(repo, name, &onnx_build::pixel_logistic("image", "probability", scale, bias), &config)
+        .unwrap();
 }
 
 /// One runtime with a model repository and the `infer` test plugin.
@@ -71,7 +72,8 @@ async fn concurrent_stages_are_batched_and_each_gets_its_own_result() {
     }
     assert_ne!(direct[0], expected[0], "two models with different weights");
     let before = host().models.stats("batched").unwrap();
-    let calls: Vec<_> = (0..8).map(|i| tokio::spawn(async move { (i, infer("batched", &[1, IN], &row(i)).await) })).collect();
+    let calls: Vec<_> =
+        (0..8).map(|i| tokio::spawn(async move { (i, infer("batched", &[1, IN], &row(i)).await) })).collect();
     for call in calls {
         let (i, got) = call.await.unwrap();
         assert_close(&got.unwrap(), &direct[i]);
@@ -85,7 +87,9 @@ async fn concurrent_stages_are_batched_and_each_gets_its_own_result() {
 #[tokio::test]
 async fn unknown_models_and_wrong_shapes_reach_the_plugin_as_their_variants() {
     match infer("no_such_model", &[1, IN], &row(0)).await {
-        Err(InvokeError::InvalidInput(m)) => assert!(m.contains("unknown-model: ") && m.contains("no_such_model"), "{m}"),
+        Err(InvokeError::InvalidInput(m)) => {
+            assert!(m.contains("unknown-model: ") && m.contains("no_such_model"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
     match infer("mlp", &[1, 7], &row(0)[..7]).await {
@@ -98,7 +102,9 @@ async fn unknown_models_and_wrong_shapes_reach_the_plugin_as_their_variants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reload_swaps_the_model_under_running_stages() {
-    let old = host().models.infer("swap", vec![Tensor::from_f32("x", vec![1, IN], &row(0))]).await.unwrap()[0].to_f32().unwrap();
+    let old = host().models.infer("swap", vec![Tensor::from_f32("x", vec![1, IN], &row(0))]).await.unwrap()[0]
+        .to_f32()
+        .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let callers: Vec<_> = (0..3)
         .map(|_| {
@@ -137,7 +143,11 @@ fn two_squares() -> Value {
         .map(|i| {
             let (x, y) = (i % w, i / w);
             let inside = |x0: u32| (x0..x0 + 12).contains(&x) && (10..22).contains(&y);
-            if inside(6) || inside(30) { 220 } else { 20 }
+            if inside(6) || inside(30) {
+                220
+            } else {
+                20
+            }
         })
         .collect();
     json!({"width": w, "height": h, "pixels": pixels})
@@ -156,7 +166,9 @@ async fn segmentation_uses_the_named_foreground_model() {
     // the model (not Otsu) decided.
     assert_eq!(segment("nothing").await.unwrap().metadata["cells"], 0);
     match segment("no_such_model").await {
-        Err(InvokeError::InvalidInput(m)) => assert!(m.contains("foreground model") && m.contains("no_such_model"), "{m}"),
+        Err(InvokeError::InvalidInput(m)) => {
+            assert!(m.contains("foreground model") && m.contains("no_such_model"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
 }

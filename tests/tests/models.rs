@@ -107,7 +107,8 @@ async fn sr2x_is_closer_to_the_truth_than_bilinear_and_lanczos() {
     let small = box_down2(&truth);
     let input = || vec![Artifact::new("small.png", "image/png", png(&DynamicImage::ImageRgb8(small.clone())))];
     // A 48-pixel tile makes 3 x 2 tiles, so the seams are part of what is measured.
-    let out = invoke("upscale", input(), json!({"method": "model", "factor": 2, "tile": 48})).await.expect("model upscale");
+    let out =
+        invoke("upscale", input(), json!({"method": "model", "factor": 2, "tile": 48})).await.expect("model upscale");
     assert_eq!(out.metadata["filter"], json!("model:sr2x"));
     assert!(out.metadata.get("warning").is_none(), "{}", out.metadata);
     let model = decoded(&out).to_rgb8();
@@ -129,7 +130,9 @@ async fn sr2x_is_closer_to_the_truth_than_bilinear_and_lanczos() {
 
 #[tokio::test]
 async fn factors_three_and_four_and_alpha() {
-    let rgba = RgbaImage::from_fn(50, 30, |x, y| image::Rgba([(x * 5) as u8, (y * 8) as u8, 128, if x < 25 { 255 } else { 0 }]));
+    let rgba = RgbaImage::from_fn(50, 30, |x, y| {
+        image::Rgba([(x * 5) as u8, (y * 8) as u8, 128, if x < 25 { 255 } else { 0 }])
+    });
     let art = Artifact::new("logo.png", "image/png", png(&DynamicImage::ImageRgba8(rgba)));
     for (factor, size) in [(4, (200, 120)), (3, (150, 90))] {
         let out = invoke("upscale", vec![art.clone()], json!({"method": "model", "factor": factor})).await.unwrap();
@@ -154,13 +157,10 @@ async fn an_unknown_model_fails_clearly_or_falls_back_to_lanczos() {
     assert!(matches!(err, InvokeError::InvalidInput(_)), "{text}");
     assert!(text.contains("no_such_model") && text.contains("fallback_to_lanczos"), "{text}");
 
-    let out = invoke(
-        "upscale",
-        vec![art],
-        json!({"method": "model", "model": "no_such_model", "fallback_to_lanczos": true}),
-    )
-    .await
-    .expect("falls back");
+    let out =
+        invoke("upscale", vec![art], json!({"method": "model", "model": "no_such_model", "fallback_to_lanczos": true}))
+            .await
+            .expect("falls back");
     assert_eq!(out.metadata["filter"], json!("lanczos3"));
     assert!(out.metadata["warning"].as_str().unwrap().contains("no_such_model"), "{}", out.metadata);
     assert_eq!((decoded(&out).width(), decoded(&out).height()), (80, 60));
@@ -186,7 +186,8 @@ async fn cell_fg_segments_synthetic_cells_to_the_ap_floor() {
         let mut aps = Vec::new();
         for (k, s) in images.iter().enumerate() {
             let a = out.artifacts.iter().find(|a| a.name == format!("c{k}_labels.png")).unwrap();
-            let labels: Vec<u32> = image::load_from_memory(&a.data).unwrap().to_luma16().into_raw().into_iter().map(u32::from).collect();
+            let labels: Vec<u32> =
+                image::load_from_memory(&a.data).unwrap().to_luma16().into_raw().into_iter().map(u32::from).collect();
             aps.push(match_labels(&s.truth, &labels, 0.5).average_precision());
         }
         let mean = aps.iter().sum::<f64>() / aps.len() as f64;

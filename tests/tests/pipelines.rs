@@ -177,7 +177,10 @@ async fn a_step_past_its_deadline_is_stopped_and_reported_as_timed_out() {
 async fn cancelling_a_run_stops_its_running_steps() {
     let orch = orchestrator(None);
     let pipeline = orch
-        .load_pipeline("name: c\nsteps:\n  - { name: forever, type: spin }\n  - { name: next, type: burn, input_from: forever }\n", "c.yaml")
+        .load_pipeline(
+            "name: c\nsteps:\n  - { name: forever, type: spin }\n  - { name: next, type: burn, input_from: forever }\n",
+            "c.yaml",
+        )
         .unwrap();
     let cancel = CancellationToken::new();
     let options = RunOptions { cancel: cancel.clone(), ..RunOptions::default() };
@@ -222,7 +225,10 @@ async fn invalid_pipelines_are_refused_with_positions_and_nothing_runs() {
         ("name: x\nsteps:\n  - { name: a, type: upscael }\n", "test.yaml:3:"),
         ("name: x\nsteps:\n  - { name: a, type: burn }\n  - { name: a, type: burn }\n", "duplicate"),
         ("name: x\nsteps:\n  - { name: a, type: burn, input_from: nope }\n", "nope"),
-        ("name: x\nsteps:\n  - { name: a, type: burn, input_from: b }\n  - { name: b, type: burn, input_from: a }\n", "cycle"),
+        (
+            "name: x\nsteps:\n  - { name: a, type: burn, input_from: b }\n  - { name: b, type: burn, input_from: a }\n",
+            "cycle",
+        ),
         ("name: x\nsteps:\n  - { name: a, type: upscale, params: { factor: \"two\" } }\n", "factor"),
         ("name: x\nsteps:\n  - { name: a, type: burn\n", "test.yaml:"),
     ];
@@ -235,7 +241,11 @@ async fn invalid_pipelines_are_refused_with_positions_and_nothing_runs() {
     let unknown = orch.load_pipeline(cases[0].0, "test.yaml").err().unwrap().to_string();
     assert!(unknown.contains("step 'a'") && unknown.contains("upscale"), "names the step and suggests: {unknown}");
     let status = orch.scheduler().status();
-    assert_eq!((status.completed, status.failed, status.queue_size, status.running_tasks), (0, 0, 0, 0), "validation runs nothing");
+    assert_eq!(
+        (status.completed, status.failed, status.queue_size, status.running_tasks),
+        (0, 0, 0, 0),
+        "validation runs nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,12 +265,8 @@ steps:
       - { name: d, type: burn, params: { tag: d, iterations: 50000000 } }
 "#;
     let outcome = run_yaml(&orch, yaml, "").await;
-    let refused: Vec<_> = outcome
-        .report
-        .steps
-        .iter()
-        .filter(|s| s.error.as_deref().is_some_and(|e| e.contains("queue full")))
-        .collect();
+    let refused: Vec<_> =
+        outcome.report.steps.iter().filter(|s| s.error.as_deref().is_some_and(|e| e.contains("queue full"))).collect();
     assert!(!refused.is_empty(), "{:#}", outcome.report.to_json());
     assert!(refused.iter().all(|s| s.status == StepStatus::Failed && s.retryable));
     let ran = outcome.report.steps.iter().filter(|s| s.status == StepStatus::Succeeded).count();

@@ -19,9 +19,10 @@ async fn invoke(artifacts: Vec<Artifact>, params: Value) -> Result<StageOutput, 
 }
 
 fn named<'a>(out: &'a StageOutput, name: &str) -> &'a Artifact {
-    out.artifacts.iter().find(|a| a.name == name).unwrap_or_else(|| {
-        panic!("no {name} in {:?}", out.artifacts.iter().map(|a| &a.name).collect::<Vec<_>>())
-    })
+    out.artifacts
+        .iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("no {name} in {:?}", out.artifacts.iter().map(|a| &a.name).collect::<Vec<_>>()))
 }
 
 fn encode(img: &DynamicImage) -> Vec<u8> {
@@ -78,8 +79,11 @@ fn check_csv(csv: &str, labels: &[u32], width: usize) -> usize {
 async fn segments_synthetic_cells_to_the_ap_floor() {
     let options = SynthOptions::default();
     let images: Vec<SynthImage> = (0..4).map(|k| generate(&options, 2024 + k)).collect();
-    let artifacts =
-        images.iter().enumerate().map(|(k, s)| Artifact::new(format!("cells{k}.png"), "image/png", gray_png(s))).collect();
+    let artifacts = images
+        .iter()
+        .enumerate()
+        .map(|(k, s)| Artifact::new(format!("cells{k}.png"), "image/png", gray_png(s)))
+        .collect();
     let out = invoke(artifacts, json!({})).await.expect("segment_cells runs");
     assert_eq!(out.artifacts.len(), 12);
     let mut aps = Vec::new();

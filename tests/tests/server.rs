@@ -102,7 +102,8 @@ impl Harness {
     }
 
     async fn invoke(&self, stage: &str, query: &str, media_type: &str, body: Vec<u8>) -> Reply {
-        self.call(Method::POST, &format!("/v1/stages/{stage}/invoke{query}"), &[("content-type", media_type)], body).await
+        self.call(Method::POST, &format!("/v1/stages/{stage}/invoke{query}"), &[("content-type", media_type)], body)
+            .await
     }
 
     async fn run_pipeline(&self, body: Value) -> Reply {
@@ -171,7 +172,9 @@ async fn invoke_noop_and_upscale_return_artifact_links_and_the_version() {
     // Multipart: a file part and the params as a field.
     let boundary = "XBOUNDARYX";
     let mut form = Vec::new();
-    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n").as_bytes());
+    form.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{{}}\r\n").as_bytes(),
+    );
     form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\nContent-Type: text/csv\r\n\r\n").as_bytes());
     form.extend_from_slice(b"x,y\n1,2\n\r\n");
     form.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
@@ -306,7 +309,9 @@ async fn invoke_answers_multipart_when_asked() {
     }
     // JSON stays the default, and when preferred.
     for accept in ["application/json", "application/json, multipart/mixed;q=0.9", "*/*"] {
-        let r = h.call(Method::POST, "/v1/stages/noop/invoke", &[("content-type", "text/plain"), ("accept", accept)], "x").await;
+        let r = h
+            .call(Method::POST, "/v1/stages/noop/invoke", &[("content-type", "text/plain"), ("accept", accept)], "x")
+            .await;
         assert_eq!(r.header("content-type"), Some("application/json"), "{accept}");
         assert!(r.json()["artifacts"][0]["url"].is_string());
     }
@@ -315,7 +320,9 @@ async fn invoke_answers_multipart_when_asked() {
     for media in ["application/json", "multipart/mixed", "multipart/form-data"] {
         assert!(content[media].is_object(), "{media} missing from {content}");
     }
-    assert!(doc["paths"]["/v1/artifacts/{digest}"]["get"]["responses"]["200"]["headers"]["Content-Disposition"].is_object());
+    assert!(
+        doc["paths"]["/v1/artifacts/{digest}"]["get"]["responses"]["200"]["headers"]["Content-Disposition"].is_object()
+    );
 }
 
 #[tokio::test]
@@ -341,13 +348,25 @@ async fn an_upload_naming_another_stage_installs_nothing() {
 async fn caller_mistakes_are_4xx_with_one_error_shape() {
     let h = Harness::start().await;
     assert_error(&h.invoke("nope", "", "text/plain", b"x".to_vec()).await, StatusCode::NOT_FOUND, "unknown_stage");
-    assert_error(&h.invoke("noop", "?params=not-json", "text/plain", b"x".to_vec()).await, StatusCode::BAD_REQUEST, "invalid_params");
-    assert_error(&h.invoke("noop", "?params=%5B1%5D", "text/plain", b"x".to_vec()).await, StatusCode::BAD_REQUEST, "invalid_params");
+    assert_error(
+        &h.invoke("noop", "?params=not-json", "text/plain", b"x".to_vec()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_params",
+    );
+    assert_error(
+        &h.invoke("noop", "?params=%5B1%5D", "text/plain", b"x".to_vec()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_params",
+    );
     // Valid JSON the stage's schema refuses: the stage says why.
     let r = h.invoke("noop", "?params=%7B%22bogus%22%3A1%7D", "text/plain", b"x".to_vec()).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
     assert!(r.text().contains("bogus"), "{}", r.text());
-    assert_error(&h.invoke("noop", "?timeout=soon", "text/plain", b"x".to_vec()).await, StatusCode::BAD_REQUEST, "invalid_timeout");
+    assert_error(
+        &h.invoke("noop", "?timeout=soon", "text/plain", b"x".to_vec()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_timeout",
+    );
     assert_error(&h.get("/v1/jobs/nope").await, StatusCode::NOT_FOUND, "unknown_job");
     assert_error(&h.get("/v1/artifacts/zz").await, StatusCode::BAD_REQUEST, "invalid_digest");
     assert_error(&h.get(&format!("/v1/artifacts/{}", "0".repeat(64))).await, StatusCode::NOT_FOUND, "unknown_artifact");
@@ -381,7 +400,9 @@ async fn a_pipeline_runs_as_a_job_with_events_in_order() {
     let h = Harness::start().await;
     let data = base64::engine::general_purpose::STANDARD.encode(b"payload");
     let r = h
-        .run_pipeline(json!({ "pipeline": two_step_pipeline(), "input": "hi", "files": [{ "name": "p.txt", "data": data }] }))
+        .run_pipeline(
+            json!({ "pipeline": two_step_pipeline(), "input": "hi", "files": [{ "name": "p.txt", "data": data }] }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
@@ -479,7 +500,9 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let mut busy = Vec::new();
     for _ in 0..2 {
         let spinner = h.clone();
-        busy.push(tokio::spawn(async move { spinner.invoke("spin", "?timeout=60", "text/plain", Vec::new()).await.status }));
+        busy.push(tokio::spawn(
+            async move { spinner.invoke("spin", "?timeout=60", "text/plain", Vec::new()).await.status },
+        ));
         for _ in 0..200 {
             let q = h.get("/v1/status/queue").await.json();
             if q["running_tasks"].as_u64().unwrap() + q["queue_size"].as_u64().unwrap() == busy.len() as u64 {
@@ -489,7 +512,11 @@ async fn a_full_queue_answers_429_with_retry_after() {
         }
     }
     let q = h.get("/v1/status/queue").await.json();
-    assert_eq!((q["running_tasks"].as_u64(), q["queue_size"].as_u64(), q["max_queue_size"].as_u64()), (Some(1), Some(1), Some(1)), "{q}");
+    assert_eq!(
+        (q["running_tasks"].as_u64(), q["queue_size"].as_u64(), q["max_queue_size"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{q}"
+    );
     let r = h.invoke("noop", "", "text/plain", b"x".to_vec()).await;
     assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "queue_full");
     assert_eq!(r.header("retry-after"), Some("2"));
@@ -605,7 +632,8 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
     let mut config = config(home.path());
     config.admin_token = None;
     let open = Harness::with_config(config, runtime()).await;
-    let r = open.call(Method::PUT, "/v1/stages/noop", &[("authorization", &format!("Bearer {TOKEN}"))], noop_v2()).await;
+    let r =
+        open.call(Method::PUT, "/v1/stages/noop", &[("authorization", &format!("Bearer {TOKEN}"))], noop_v2()).await;
     assert_error(&r, StatusCode::NOT_FOUND, "admin_disabled");
 }
 
@@ -616,7 +644,9 @@ async fn status_health_metrics_and_openapi() {
     assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
     assert_eq!(h.invoke("noop", "", "text/plain", b"x".to_vec()).await.status, StatusCode::OK);
     let q = h.get("/v1/status/queue").await.json();
-    for key in ["queue_size", "max_queue_size", "running_tasks", "max_workers", "completed", "failed", "is_running", "stages"] {
+    for key in
+        ["queue_size", "max_queue_size", "running_tasks", "max_workers", "completed", "failed", "is_running", "stages"]
+    {
         assert!(q.get(key).is_some(), "{key} missing from {q}");
     }
     let stages = h.get("/v1/stages").await.json();
@@ -670,7 +700,8 @@ async fn status_health_metrics_and_openapi() {
 #[tokio::test]
 async fn jobs_left_unfinished_by_a_crash_complete_once_after_a_restart() {
     let home = tempfile::tempdir().unwrap();
-    let pipeline = "name: resumed\nsteps:\n  - name: a\n    type: noop\n  - name: b\n    type: noop\n    input_from: a\n";
+    let pipeline =
+        "name: resumed\nsteps:\n  - name: a\n    type: noop\n  - name: b\n    type: noop\n    input_from: a\n";
     {
         // What a killed server leaves behind: one job accepted but not
         // started, one in the middle of running, one finished.
@@ -717,7 +748,9 @@ async fn a_changed_file_in_the_plugins_folder_is_picked_up() {
     config.watch_dir = Some(plugins.path().to_owned());
     config.watch_interval = Duration::from_millis(50);
     let h = Harness::with_config(config, Arc::new(rt)).await;
-    let digest = || async { h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"].as_str().unwrap().to_owned() };
+    let digest = || async {
+        h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"].as_str().unwrap().to_owned()
+    };
     let old = digest().await;
 
     // A broken file is refused; the stage keeps serving.

@@ -171,7 +171,13 @@ async fn jobs_survive_kill_9_and_complete_once() {
     const JOBS: usize = 6;
     let mut ids = Vec::new();
     for job in 0..JOBS {
-        let (status, body) = call(&client, Method::POST, &format!("{}/v1/pipelines/run", server.base), Some(json!({ "pipeline": pipeline(job, 300_000_000) }))).await;
+        let (status, body) = call(
+            &client,
+            Method::POST,
+            &format!("{}/v1/pipelines/run", server.base),
+            Some(json!({ "pipeline": pipeline(job, 300_000_000) })),
+        )
+        .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
@@ -197,7 +203,11 @@ async fn jobs_survive_kill_9_and_complete_once() {
             }
             assert!(queued, "every job started before one was part-way; make the steps longer");
         }
-        assert!(Instant::now() < deadline, "no job got part-way in time; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "no job got part-way in time; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.kill9();
@@ -231,7 +241,8 @@ async fn jobs_survive_kill_9_and_complete_once() {
         let done_before = step_events(&pre, "finished");
         let started_steps = step_events(&pre, "started");
         let steps = job["report"]["steps"].as_array().unwrap_or_else(|| panic!("no report steps: {job}"));
-        let step = |name: &str| steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name}: {job}"));
+        let step =
+            |name: &str| steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name}: {job}"));
         if ended_before {
             finished_before += 1;
             assert_eq!(job["runs"], 1, "a job finished before the crash is not run again: {job}");
@@ -241,7 +252,10 @@ async fn jobs_survive_kill_9_and_complete_once() {
             for name in STEPS {
                 let s = step(name);
                 if done_before.contains(&name) {
-                    assert_eq!(s["execution"]["cache_hit"], true, "job {id} step {name} finished before the crash, so it must come from the cache: {s}");
+                    assert_eq!(
+                        s["execution"]["cache_hit"], true,
+                        "job {id} step {name} finished before the crash, so it must come from the cache: {s}"
+                    );
                     assert_eq!(s["execution"]["attempts"], 0, "{s}");
                 } else if !started_steps.contains(&name) {
                     assert_eq!(s["execution"]["cache_hit"], false, "job {id} step {name} had not started: {s}");
@@ -260,7 +274,11 @@ async fn jobs_survive_kill_9_and_complete_once() {
         // Each step's artifact is there, with its content and media type.
         let out = &step("c")["artifacts"][0];
         let res = client
-            .request(Request::get(format!("{}{}", server.base, out["url"].as_str().unwrap())).body(Full::new(Bytes::new())).unwrap())
+            .request(
+                Request::get(format!("{}{}", server.base, out["url"].as_str().unwrap()))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(res.headers()["content-type"], "text/plain");

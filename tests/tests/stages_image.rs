@@ -16,10 +16,7 @@ fn names(out: &StageOutput) -> Vec<&str> {
 }
 
 fn named<'a>(out: &'a StageOutput, name: &str) -> &'a Artifact {
-    out.artifacts
-        .iter()
-        .find(|a| a.name == name)
-        .unwrap_or_else(|| panic!("no artifact {name} in {:?}", names(out)))
+    out.artifacts.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no artifact {name} in {:?}", names(out)))
 }
 
 fn decode(a: &Artifact) -> image::DynamicImage {
@@ -98,9 +95,10 @@ async fn generate_renders_deterministic_product_shots() {
     // Same prompt and seed: the same bytes; another seed: another picture.
     let again = invoke("generate", vec![], params).await.unwrap();
     assert_eq!(again.artifacts[0].data, a.data);
-    let other = invoke("generate", vec![], json!({"prompt": "a red perfume bottle", "seed": 8, "width": 320, "height": 240}))
-        .await
-        .unwrap();
+    let other =
+        invoke("generate", vec![], json!({"prompt": "a red perfume bottle", "seed": 8, "width": 320, "height": 240}))
+            .await
+            .unwrap();
     assert_ne!(other.artifacts[0].data, a.data);
 }
 
@@ -209,7 +207,9 @@ async fn social_formats_refuses_missing_and_broken_images() {
         invoke("social_formats", vec![picture("p.png", 64, 64)], json!({"mode": "fill", "pad_color": "#000000"})).await,
         "pad_color",
     );
-    assert_schema_invalid(invoke("social_formats", vec![picture("p.png", 64, 64)], json!({"formats": ["myspace"]})).await);
+    assert_schema_invalid(
+        invoke("social_formats", vec![picture("p.png", 64, 64)], json!({"formats": ["myspace"]})).await,
+    );
 }
 
 // ---- transparent_png --------------------------------------------------------------
@@ -243,9 +243,10 @@ async fn transparent_png_removes_a_flat_background() {
     assert!((0.55..0.85).contains(&removed), "removed_fraction {removed}");
 
     // enclosed + trim: the hole goes too, and the canvas shrinks to the ink.
-    let out = invoke("transparent_png", vec![flat_logo_artifact()], json!({"enclosed": true, "trim": true, "padding": 2}))
-        .await
-        .unwrap();
+    let out =
+        invoke("transparent_png", vec![flat_logo_artifact()], json!({"enclosed": true, "trim": true, "padding": 2}))
+            .await
+            .unwrap();
     let img = decode(&out.artifacts[0]).to_rgba8();
     assert_eq!(img.dimensions(), (120 + 4, 96 + 4));
     assert_eq!(img.get_pixel(62, 50 + 18)[3], 0, "hole removed");
@@ -256,7 +257,8 @@ async fn transparent_png_turns_a_cast_shadow_translucent() {
     let shot = invoke("generate", vec![], json!({"prompt": "green tea can", "seed": 5, "width": 200, "height": 200}))
         .await
         .unwrap();
-    let out = invoke("transparent_png", shot.artifacts.clone(), json!({"shadow": "soft", "tolerance": 4})).await.unwrap();
+    let out =
+        invoke("transparent_png", shot.artifacts.clone(), json!({"shadow": "soft", "tolerance": 4})).await.unwrap();
     let img = decode(&out.artifacts[0]).to_rgba8();
     assert_eq!(img.get_pixel(0, 0)[3], 0);
     let shadow = img.pixels().filter(|p| p[0] == 0 && p[1] == 0 && p[2] == 0 && (8..200).contains(&p[3])).count();
@@ -389,9 +391,10 @@ async fn video_turns_frames_into_an_animated_gif() {
         // Another size: fitted inside the first frame's.
         solid("c.png", 50, 80, [30, 30, 220]),
     ];
-    let out = invoke("video", frames, json!({"fps": 10, "hold": 0.5, "crossfade": 0.3, "loop": true, "max_colors": 64}))
-        .await
-        .unwrap();
+    let out =
+        invoke("video", frames, json!({"fps": 10, "hold": 0.5, "crossfade": 0.3, "loop": true, "max_colors": 64}))
+            .await
+            .unwrap();
     assert_eq!(names(&out), ["animation.gif"]);
     assert_eq!(out.artifacts[0].media_type, "image/gif");
     let gif = read_gif(&out.artifacts[0].data);
@@ -425,7 +428,10 @@ async fn video_refuses_bad_input() {
     assert_invalid(invoke("video", vec![], json!({})).await, "input artifact");
     let junk = Artifact::new("frame2.png", "image/png", b"garbage".to_vec());
     assert_invalid(invoke("video", vec![solid("frame1.png", 16, 16, [1, 2, 3]), junk], json!({})).await, "frame2.png");
-    assert_invalid(invoke("video", vec![solid("f.png", 16, 16, [1, 2, 3])], json!({"background": "black"})).await, "background");
+    assert_invalid(
+        invoke("video", vec![solid("f.png", 16, 16, [1, 2, 3])], json!({"background": "black"})).await,
+        "background",
+    );
     assert_schema_invalid(invoke("video", vec![solid("f.png", 16, 16, [1, 2, 3])], json!({"fps": 0})).await);
 }
 
@@ -433,9 +439,13 @@ async fn video_refuses_bad_input() {
 
 #[tokio::test]
 async fn logo_chain_generate_cutout_distress_animate() {
-    let logo = invoke("generate", vec![], json!({"prompt": "Zebra Yard", "style": "logo", "seed": 2, "width": 160, "height": 160}))
-        .await
-        .unwrap();
+    let logo = invoke(
+        "generate",
+        vec![],
+        json!({"prompt": "Zebra Yard", "style": "logo", "seed": 2, "width": 160, "height": 160}),
+    )
+    .await
+    .unwrap();
     let cut = invoke("transparent_png", logo.artifacts.clone(), json!({"trim": true, "padding": 4})).await.unwrap();
     assert_eq!(cut.metadata["background"], "#ffffff");
     let cut_img = decode(&cut.artifacts[0]).to_rgba8();

@@ -16,7 +16,8 @@ fn logo() -> RgbaImage {
     RgbaImage::from_fn(160, 100, |x, y| {
         let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
         let disc = (fx - 50.0).powi(2) + (fy - 50.0).powi(2) < 30.0f32.powi(2);
-        let square = (95..145).contains(&x) && (25..75).contains(&y) && !((110..130).contains(&x) && (40..60).contains(&y));
+        let square =
+            (95..145).contains(&x) && (25..75).contains(&y) && !((110..130).contains(&x) && (40..60).contains(&y));
         let [r, g, b] = if disc {
             BLUE
         } else if square {
@@ -43,10 +44,9 @@ async fn invoke(stage: &str, artifacts: Vec<Artifact>, params: Value) -> Result<
 }
 
 fn named<'a>(out: &'a StageOutput, name: &str) -> &'a Artifact {
-    out.artifacts
-        .iter()
-        .find(|a| a.name == name)
-        .unwrap_or_else(|| panic!("no artifact {name} in {:?}", out.artifacts.iter().map(|a| &a.name).collect::<Vec<_>>()))
+    out.artifacts.iter().find(|a| a.name == name).unwrap_or_else(|| {
+        panic!("no artifact {name} in {:?}", out.artifacts.iter().map(|a| &a.name).collect::<Vec<_>>())
+    })
 }
 
 /// `invalid-input` whose message names `needle`.
@@ -70,7 +70,13 @@ async fn color_separations_splits_a_logo_into_spot_colours() {
     let names: Vec<&str> = out.artifacts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["logo-composite.png", "logo-sep-01-ffffff.png", "logo-sep-02-1e50c8.png", "logo-sep-03-dc2828.png", "logo-palette.json"]
+        [
+            "logo-composite.png",
+            "logo-sep-01-ffffff.png",
+            "logo-sep-02-1e50c8.png",
+            "logo-sep-03-dc2828.png",
+            "logo-palette.json"
+        ]
     );
     assert_eq!(out.metadata["colors"], 3);
 
@@ -88,7 +94,9 @@ async fn color_separations_splits_a_logo_into_spot_colours() {
     let composite = image::load_from_memory(&named(&out, "logo-composite.png").data).unwrap().to_rgba8();
     assert_eq!(composite, logo());
     let mut stacked = RgbaImage::new(160, 100);
-    for (name, rgb) in [("logo-sep-01-ffffff.png", WHITE), ("logo-sep-02-1e50c8.png", BLUE), ("logo-sep-03-dc2828.png", RED)] {
+    for (name, rgb) in
+        [("logo-sep-01-ffffff.png", WHITE), ("logo-sep-02-1e50c8.png", BLUE), ("logo-sep-03-dc2828.png", RED)]
+    {
         let layer = image::load_from_memory(&named(&out, name).data).unwrap().to_rgba8();
         for (dst, src) in stacked.pixels_mut().zip(layer.pixels()) {
             match src[3] {
@@ -151,7 +159,10 @@ async fn vector_trace_outputs_svg_for_both_modes() {
 
 #[tokio::test]
 async fn vector_trace_refuses_bad_input() {
-    assert_invalid(invoke("vector_trace", vec![logo_artifact()], json!({"mode": "colors", "threshold": 100})).await, "threshold");
+    assert_invalid(
+        invoke("vector_trace", vec![logo_artifact()], json!({"mode": "colors", "threshold": 100})).await,
+        "threshold",
+    );
     assert_schema_invalid(invoke("vector_trace", vec![logo_artifact()], json!({"tolerance": 50})).await);
     assert_invalid(invoke("vector_trace", vec![], json!({})).await, "image");
 }
@@ -226,7 +237,10 @@ async fn report_html_is_self_contained_and_escaped() {
 #[tokio::test]
 async fn report_html_refuses_bad_input() {
     assert_schema_invalid(invoke("report_html", report_inputs(), json!({"thumbnail_px": 4})).await);
-    assert_invalid(invoke("report_html", vec![], json!({"steps": [{"name": " ", "stage": "noop"}]})).await, "name is empty");
+    assert_invalid(
+        invoke("report_html", vec![], json!({"steps": [{"name": " ", "stage": "noop"}]})).await,
+        "name is empty",
+    );
 }
 
 #[tokio::test]
@@ -238,7 +252,13 @@ async fn report_xlsx_writes_a_workbook_with_thumbnails() {
     assert!(data.starts_with(b"PK\x03\x04"), "a zip container");
     // Entry names are stored uncompressed: three sheets and one embedded image.
     let has = |needle: &str| data.windows(needle.len()).any(|w| w == needle.as_bytes());
-    for part in ["xl/workbook.xml", "xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml", "xl/worksheets/sheet3.xml", "xl/media/image1.png"] {
+    for part in [
+        "xl/workbook.xml",
+        "xl/worksheets/sheet1.xml",
+        "xl/worksheets/sheet2.xml",
+        "xl/worksheets/sheet3.xml",
+        "xl/media/image1.png",
+    ] {
         assert!(has(part), "{part}");
     }
     assert!(!has("xl/media/image2"));
@@ -253,7 +273,10 @@ async fn report_xlsx_writes_a_workbook_with_thumbnails() {
 #[tokio::test]
 async fn report_xlsx_refuses_bad_input() {
     assert_invalid(invoke("report_xlsx", vec![], json!({})).await, "nothing to report");
-    assert_invalid(invoke("report_xlsx", vec![], json!({"steps": [{"name": "a", "stage": "b", "duration_ms": -5}]})).await, "duration_ms");
+    assert_invalid(
+        invoke("report_xlsx", vec![], json!({"steps": [{"name": "a", "stage": "b", "duration_ms": -5}]})).await,
+        "duration_ms",
+    );
 }
 
 /// The logo stages' real outputs, reported: what a pipeline's last step sees.

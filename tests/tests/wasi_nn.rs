@@ -77,7 +77,9 @@ async fn wrong_shapes_are_invalid_arguments_checked_against_the_config() {
     // Dimensions whose product overflows are refused before anything is sized.
     let huge = u32::MAX as usize;
     match nn("mlp", &[huge, huge, huge], &row(0)).await {
-        Err(InvokeError::InvalidInput(m)) => assert!(m.contains("invalid-argument: ") && m.contains("bytes, got 32"), "{m}"),
+        Err(InvokeError::InvalidInput(m)) => {
+            assert!(m.contains("invalid-argument: ") && m.contains("bytes, got 32"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -114,7 +116,9 @@ async fn tensors_a_guest_parks_on_the_host_count_against_its_memory_limit() {
     assert_eq!(out.metadata["held_mib"], 64);
     // ...400 MiB do not: the stage is stopped as a memory hog, the host serves on.
     match run(&host().runtime, "nn_infer", json!({"model": "mlp", "tensors": x, "hold_mib": 400})).await {
-        Err(InvokeError::MemoryLimit { requested, limit }) => assert!(requested > limit && limit == 256 << 20, "{requested} {limit}"),
+        Err(InvokeError::MemoryLimit { requested, limit }) => {
+            assert!(requested > limit && limit == 256 << 20, "{requested} {limit}")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(nn("mlp", &[1, IN], &row(0)).await.unwrap().len(), OUT);
@@ -128,7 +132,8 @@ async fn concurrent_wasi_nn_calls_are_batched_and_each_gets_its_own_result() {
         direct.push(out[0].to_f32().unwrap());
     }
     let before = host().models.stats("batched").unwrap();
-    let calls: Vec<_> = (0..8).map(|i| tokio::spawn(async move { (i, nn("batched", &[1, IN], &row(i)).await) })).collect();
+    let calls: Vec<_> =
+        (0..8).map(|i| tokio::spawn(async move { (i, nn("batched", &[1, IN], &row(i)).await) })).collect();
     for call in calls {
         let (i, got) = call.await.unwrap();
         assert_close(&got.unwrap(), &direct[i]);

@@ -77,7 +77,11 @@ impl Device {
             Ok(engine) => {
                 let driver = probe_cuda().ok();
                 let version = driver.as_ref().map_or(String::new(), |d| format!(", driver {}", d.version));
-                Ok(DeviceInfo { device: Device::Cuda, summary: format!("cuda: {}{version}", engine.summary), cuda: driver })
+                Ok(DeviceInfo {
+                    device: Device::Cuda,
+                    summary: format!("cuda: {}{version}", engine.summary),
+                    cuda: driver,
+                })
             }
             Err(why) if self == Device::Auto => {
                 Ok(DeviceInfo { device: Device::Cpu, summary: format!("{cpu}: CUDA unavailable: {why}"), cuda: None })

@@ -34,11 +34,7 @@ impl GrayImage {
         let bytes_per_sample = match bits {
             8 => 1u64,
             16 => 2,
-            other => {
-                return Err(SegmentError::InvalidInput(format!(
-                    "bits-per-sample must be 8 or 16, got {other}"
-                )))
-            }
+            other => return Err(SegmentError::InvalidInput(format!("bits-per-sample must be 8 or 16, got {other}"))),
         };
         let expected = pixels * bytes_per_sample;
         if data.len() as u64 != expected {

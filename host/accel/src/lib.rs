@@ -23,5 +23,5 @@ pub mod synth;
 
 pub use device::{Device, DeviceInfo};
 pub use gray::GrayImage;
-pub use segmenter::Segmenter;
 pub use segment::{segment, Cell, Foreground, SegmentError, SegmentOptions, Segmentation};
+pub use segmenter::Segmenter;

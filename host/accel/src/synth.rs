@@ -237,7 +237,8 @@ mod tests {
         assert_eq!(a.truth.iter().copied().max().unwrap(), a.count);
         // Cells are brighter than the background on average.
         let mean = |fg: bool| {
-            let v: Vec<f64> = a.truth.iter().zip(&a.image.samples).filter(|(&t, _)| (t != 0) == fg).map(|(_, &s)| s as f64).collect();
+            let v: Vec<f64> =
+                a.truth.iter().zip(&a.image.samples).filter(|(&t, _)| (t != 0) == fg).map(|(_, &s)| s as f64).collect();
             v.iter().sum::<f64>() / v.len() as f64
         };
         assert!(mean(true) > 3.0 * mean(false));

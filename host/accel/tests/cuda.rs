@@ -13,11 +13,11 @@
 //! and where g++ is installed, kernels.cu itself runs under a CPU shim
 //! (tests/emulate) step by step against the CPU path.
 
+use stagecraft_accel::cuda::net::{Layer, NetSpec};
 use stagecraft_accel::metrics::match_labels;
 use stagecraft_accel::segment::{self, edt, peaks, watershed, Foreground, SegmentError, SegmentOptions};
 use stagecraft_accel::segmenter::Ran;
 use stagecraft_accel::synth::{dataset, SynthOptions};
-use stagecraft_accel::cuda::net::{Layer, NetSpec};
 use stagecraft_accel::{cuda, Device, Segmenter};
 
 /// Agreement of GPU with CPU labels (AP@0.5, one as truth for the other).
@@ -100,7 +100,8 @@ fn concurrent_jobs_on_separate_streams_give_the_same_labels() {
     let segmenter = Segmenter::new(Ok(info));
     let data = dataset(&SynthOptions { width: 256, height: 256, cells: 20, ..Default::default() }, 8, 7);
     let options = SegmentOptions::default();
-    let alone: Vec<_> = data.iter().map(|d| segmenter.segment_traced(&d.image, &options, Foreground::Otsu).unwrap()).collect();
+    let alone: Vec<_> =
+        data.iter().map(|d| segmenter.segment_traced(&d.image, &options, Foreground::Otsu).unwrap()).collect();
     let together: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = data
             .iter()
@@ -143,7 +144,9 @@ fn flood_model(distance: &[f32], mask: &[bool], markers: &[u32], w: usize, h: us
                 }
                 let (x, y) = (i % w, i / w);
                 let mut best = (0u32, -1f32);
-                for (ok, j) in [(x > 0, i.wrapping_sub(1)), (x + 1 < w, i + 1), (y > 0, i.wrapping_sub(w)), (y + 1 < h, i + w)] {
+                for (ok, j) in
+                    [(x > 0, i.wrapping_sub(1)), (x + 1 < w, i + 1), (y > 0, i.wrapping_sub(w)), (y + 1 < h, i + w)]
+                {
                     if !ok || src[j] == 0 || !mask[j] || level(distance[j]) < l {
                         continue;
                     }
@@ -182,7 +185,10 @@ fn the_gpu_flood_rule_agrees_with_the_cpu_queue() {
         segment::label::drop_small_and_relabel(&mut labels, options.min_area);
         let ap = match_labels(&cpu.labels, &labels, 0.5).average_precision();
         let same = cpu.labels.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / labels.len() as f64;
-        eprintln!("image {k}: model of the GPU flood vs CPU: AP@0.5 {ap:.3}, identical labels on {:.2}% of pixels", same * 100.0);
+        eprintln!(
+            "image {k}: model of the GPU flood vs CPU: AP@0.5 {ap:.3}, identical labels on {:.2}% of pixels",
+            same * 100.0
+        );
         assert!(ap >= AGREEMENT_FLOOR, "image {k}: {ap:.3}");
     }
 }
@@ -259,14 +265,21 @@ fn kernels_run_under_cpu_emulation() {
     // CPU's measurements of those labels.
     let cells = segment::measure::measure(&labels, &d.image.samples, w, count);
     assert_eq!(cells.len() as u32, count);
-    let sums: Vec<u64> = std::fs::read(p.join("gpu_sums.u64")).unwrap().chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let sums: Vec<u64> = std::fs::read(p.join("gpu_sums.u64"))
+        .unwrap()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let boxes = read_u32s(&p.join("gpu_boxes.u32"));
     for (k, c) in cells.iter().enumerate() {
         assert_eq!(sums[4 * k] as u32, c.area, "cell {}", c.id);
         assert_eq!((sums[4 * k + 1] as f64 / sums[4 * k] as f64) as f32, c.centroid_x);
         assert_eq!((sums[4 * k + 3] as f64 / sums[4 * k] as f64) as f32, c.mean_intensity);
         assert_eq!((boxes[4 * k], boxes[4 * k + 1]), (c.bbox_x, c.bbox_y));
-        assert_eq!((boxes[4 * k + 2] - boxes[4 * k] + 1, boxes[4 * k + 3] - boxes[4 * k + 1] + 1), (c.bbox_width, c.bbox_height));
+        assert_eq!(
+            (boxes[4 * k + 2] - boxes[4 * k] + 1, boxes[4 * k + 3] - boxes[4 * k + 1] + 1),
+            (c.bbox_width, c.bbox_height)
+        );
     }
 }
 
@@ -323,7 +336,15 @@ fn plans_shapes_and_refuses_what_the_kernels_cannot_run() {
 
 /// A direct reference for one convolution (NCHW, zero padding).
 #[allow(clippy::too_many_arguments)]
-fn conv_reference(x: &[f32], [n, c, h, w]: [usize; 4], wt: &[f32], cout: usize, [kh, kw]: [usize; 2], pads: [usize; 4], [dh, dw]: [usize; 2]) -> (Vec<f32>, [usize; 4]) {
+fn conv_reference(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    wt: &[f32],
+    cout: usize,
+    [kh, kw]: [usize; 2],
+    pads: [usize; 4],
+    [dh, dw]: [usize; 2],
+) -> (Vec<f32>, [usize; 4]) {
     let (oh, ow) = (h + pads[0] + pads[2] - (kh - 1) * dh, w + pads[1] + pads[3] - (kw - 1) * dw);
     let mut y = vec![0f32; n * cout * oh * ow];
     for b in 0..n {
@@ -334,9 +355,13 @@ fn conv_reference(x: &[f32], [n, c, h, w]: [usize; 4], wt: &[f32], cout: usize, 
                     for ci in 0..c {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let (iy, ix) = ((oy + ky * dh) as isize - pads[0] as isize, (ox + kx * dw) as isize - pads[1] as isize);
+                                let (iy, ix) = (
+                                    (oy + ky * dh) as isize - pads[0] as isize,
+                                    (ox + kx * dw) as isize - pads[1] as isize,
+                                );
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                    acc += wt[((o * c + ci) * kh + ky) * kw + kx] * x[((b * c + ci) * h + iy as usize) * w + ix as usize];
+                                    acc += wt[((o * c + ci) * kh + ky) * kw + kx]
+                                        * x[((b * c + ci) * h + iy as usize) * w + ix as usize];
                                 }
                             }
                         }
@@ -361,7 +386,12 @@ fn nn_ops_beyond_the_shipped_models_run_under_cpu_emulation() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("nn_harness");
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate");
-    let build = std::process::Command::new("g++").args(["-O2", "-std=c++20", "-pthread", "-o"]).arg(&exe).arg(here.join("nn_harness.cpp")).output().unwrap();
+    let build = std::process::Command::new("g++")
+        .args(["-O2", "-std=c++20", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(here.join("nn_harness.cpp"))
+        .output()
+        .unwrap();
     assert!(build.status.success(), "g++: {}", String::from_utf8_lossy(&build.stderr));
 
     let (n, c, h, w, cout) = (2, 3, 11, 19, 8);
@@ -379,7 +409,18 @@ fn nn_ops_beyond_the_shipped_models_run_under_cpu_emulation() {
         output: 4,
         input_channels: c,
         layers: vec![
-            Layer::Conv { input: 0, output: 1, cin: c, cout, kernel, pads, dilations, weight: 0, bias: None, relu: false },
+            Layer::Conv {
+                input: 0,
+                output: 1,
+                cin: c,
+                cout,
+                kernel,
+                pads,
+                dilations,
+                weight: 0,
+                bias: None,
+                relu: false,
+            },
             Layer::DepthToSpace { input: 1, output: 2, block: 2, crd: true },
             Layer::Add { a: 2, b: 2, output: 3, relu: true },
             Layer::Sigmoid { input: 3, output: 4 },
@@ -392,7 +433,11 @@ fn nn_ops_beyond_the_shipped_models_run_under_cpu_emulation() {
     std::fs::write(dir.path().join("plan.txt"), plan.to_text()).unwrap();
     let run = std::process::Command::new(&exe).arg(dir.path()).args(["0", "4"]).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let got: Vec<f32> = std::fs::read(dir.path().join("output.f32")).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let got: Vec<f32> = std::fs::read(dir.path().join("output.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
 
     let (y, [_, yc, yh, yw]) = conv_reference(&x, [n, c, h, w], &weights, cout, kernel, pads, dilations);
     let oc = yc / 4;

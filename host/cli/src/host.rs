@@ -54,10 +54,8 @@ impl HostArgs {
             config.cache_dir = Some(home.join("cache"));
             config.scratch_dir = home.join("scratch");
         }
-        config.limits = Limits {
-            memory_bytes: self.memory_mb << 20,
-            timeout: Duration::from_secs_f64(self.timeout.max(0.001)),
-        };
+        config.limits =
+            Limits { memory_bytes: self.memory_mb << 20, timeout: Duration::from_secs_f64(self.timeout.max(0.001)) };
         config.max_memory_bytes = config.max_memory_bytes.max(config.limits.memory_bytes);
         config
     }
@@ -76,10 +74,7 @@ impl HostArgs {
             return Some(dir.clone());
         }
         let exe = std::env::current_exe().ok()?;
-        exe.ancestors()
-            .filter(|d| d.join("Cargo.toml").is_file())
-            .map(|d| d.join("models"))
-            .find(|m| m.is_dir())
+        exe.ancestors().filter(|d| d.join("Cargo.toml").is_file()).map(|d| d.join("models")).find(|m| m.is_dir())
     }
 
     /// Loads the model repository, if there is one; models that fail to

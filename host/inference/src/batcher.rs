@@ -172,7 +172,12 @@ impl Batcher {
     }
 
     /// Queues one call of `rows` rows; the receiver gets its outputs.
-    pub fn submit(&self, inputs: Vec<Tensor>, rows: usize, deadline: Instant) -> Result<oneshot::Receiver<Reply>, Refused> {
+    pub fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Reply>, Refused> {
         let s = &self.shared;
         let mut st = lock(&s.state);
         if st.closed {
@@ -289,7 +294,11 @@ fn worker(s: &Shared) {
             loop {
                 prune(&mut st, &s.counters);
                 let now = Instant::now();
-                if st.queue.is_empty() || st.closed || now >= window_end || batchable_rows(&st, s.max_batch) >= s.max_batch {
+                if st.queue.is_empty()
+                    || st.closed
+                    || now >= window_end
+                    || batchable_rows(&st, s.max_batch) >= s.max_batch
+                {
                     break;
                 }
                 st = s.wake.wait_timeout(st, window_end - now).unwrap_or_else(|p| p.into_inner()).0;

@@ -91,7 +91,9 @@ impl ModelConfig {
         let raw: RawConfig = serde_json::from_str(text).context("not a valid model config")?;
         let name = raw.name.unwrap_or_else(|| folder.to_owned());
         if name != folder {
-            bail!("`name` is '{name}' but the model's folder is '{folder}': they must agree, callers use the folder name");
+            bail!(
+                "`name` is '{name}' but the model's folder is '{folder}': they must agree, callers use the folder name"
+            );
         }
         let max_batch = raw.max_batch.unwrap_or(1);
         let instances = raw.instances.unwrap_or(1);
@@ -133,8 +135,9 @@ fn io_specs(raw: Vec<RawIo>, what: &str) -> anyhow::Result<Vec<IoSpec>> {
         if specs.iter().any(|s| s.name == io.name) {
             bail!("`{what}` names '{}' twice", io.name);
         }
-        let dtype = DType::parse(&io.ty)
-            .with_context(|| format!("{what} '{}': unknown type '{}' (fp32, u8, i32, i64, fp16, bf16)", io.name, io.ty))?;
+        let dtype = DType::parse(&io.ty).with_context(|| {
+            format!("{what} '{}': unknown type '{}' (fp32, u8, i32, i64, fp16, bf16)", io.name, io.ty)
+        })?;
         let dims = io
             .shape
             .iter()

@@ -35,8 +35,7 @@ pub struct Port {
 impl Port {
     /// `[N, 3, ?, ?]`, for messages.
     pub fn describe(&self) -> String {
-        let dims: Vec<String> =
-            self.item.iter().map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string())).collect();
+        let dims: Vec<String> = self.item.iter().map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string())).collect();
         format!("{} [N, {}]", self.dtype, dims.join(", "))
     }
 }
@@ -76,11 +75,8 @@ impl Engine {
             .with_context(|| format!("cannot read ONNX model {}", onnx.display()))?;
         let batch = model.symbols.sym("N");
 
-        let model_inputs: Vec<String> = model
-            .input_outlets()?
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
+        let model_inputs: Vec<String> =
+            model.input_outlets()?.iter().map(|o| model.node(o.node).name.clone()).collect();
         if model_inputs.len() != config.inputs.len() {
             bail!(
                 "config.json declares {} inputs but model.onnx has {} ({})",
@@ -91,9 +87,11 @@ impl Engine {
         }
         let mut inputs = Vec::with_capacity(model_inputs.len());
         for (ix, name) in model_inputs.iter().enumerate() {
-            let spec = config.inputs.iter().find(|s| &s.name == name).with_context(|| {
-                format!("model.onnx has an input '{name}' that config.json does not declare")
-            })?;
+            let spec = config
+                .inputs
+                .iter()
+                .find(|s| &s.name == name)
+                .with_context(|| format!("model.onnx has an input '{name}' that config.json does not declare"))?;
             let declared = model.input_fact(ix)?;
             let rank = (!declared.shape.is_open()).then(|| declared.shape.dims().count());
             let item = item_dims(spec, rank, "input")?;
@@ -116,9 +114,11 @@ impl Engine {
         let mut output_ranks = Vec::with_capacity(outlets.len());
         for (ix, outlet) in outlets.iter().enumerate() {
             let name = model.outlet_label(*outlet).unwrap_or(&model.node(outlet.node).name).to_owned();
-            let spec = config.outputs.iter().find(|s| s.name == name).with_context(|| {
-                format!("model.onnx has an output '{name}' that config.json does not declare")
-            })?;
+            let spec = config
+                .outputs
+                .iter()
+                .find(|s| s.name == name)
+                .with_context(|| format!("model.onnx has an output '{name}' that config.json does not declare"))?;
             let declared = model.output_fact(ix)?;
             output_ranks.push((!declared.shape.is_open()).then(|| declared.shape.dims().count()));
             // A shape written into the file for batch 1 would contradict `N`:
@@ -167,10 +167,17 @@ impl Engine {
         let spec = crate::gpu::lower(onnx)?;
         // The probe: batch 2 at a size that is no multiple of the tile.
         let c = spec.input_channels;
-        let shape = vec![2, c, input.item.get(1).copied().flatten().unwrap_or(24), input.item.get(2).copied().flatten().unwrap_or(20)];
+        let shape = vec![
+            2,
+            c,
+            input.item.get(1).copied().flatten().unwrap_or(24),
+            input.item.get(2).copied().flatten().unwrap_or(20),
+        ];
         let values = crate::gpu::probe_input(shape.iter().product(), 7);
         let gpu = GpuPath::load(cuda, spec)?;
-        let (got, got_shape) = gpu.run_direct(&values, shape[0], shape[2], shape[3]).map_err(|e| format!("probe run on the GPU: {e:?}"))?;
+        let (got, got_shape) = gpu
+            .run_direct(&values, shape[0], shape[2], shape[3])
+            .map_err(|e| format!("probe run on the GPU: {e:?}"))?;
         let want = self
             .run_cpu(&[Tensor::from_f32(input.name.clone(), shape, &values)])
             .map_err(|e| format!("probe run on tract: {e:#}"))?;
@@ -180,7 +187,10 @@ impl Engine {
         }
         let diff = crate::gpu::max_abs_diff(&got, &want_values);
         if diff > crate::gpu::PROBE_TOLERANCE {
-            return Err(format!("the GPU differs from tract by up to {diff:e} on the probe (tolerance {:e})", crate::gpu::PROBE_TOLERANCE));
+            return Err(format!(
+                "the GPU differs from tract by up to {diff:e} on the probe (tolerance {:e})",
+                crate::gpu::PROBE_TOLERANCE
+            ));
         }
         Ok((gpu, diff))
     }

@@ -100,7 +100,11 @@ pub fn lower_bytes(bytes: &[u8]) -> Result<NetSpec, String> {
     }
     let inputs: Vec<_> = graph.input.iter().filter(|i| !graph.initializer.iter().any(|t| t.name == i.name)).collect();
     let ([input], [output]) = (inputs.as_slice(), graph.output.as_slice()) else {
-        return Err(format!("{} inputs and {} outputs (the CUDA engine runs one of each)", inputs.len(), graph.output.len()));
+        return Err(format!(
+            "{} inputs and {} outputs (the CUDA engine runs one of each)",
+            inputs.len(),
+            graph.output.len()
+        ));
     };
     let tensor_type = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => t,
@@ -134,9 +138,11 @@ pub fn lower_bytes(bytes: &[u8]) -> Result<NetSpec, String> {
         let layer = match op {
             "Conv" => {
                 let x = activation(0)?;
-                let (w_dims, w) = node.input.get(1).and_then(|n| constants.get(n.as_str())).ok_or_else(|| {
-                    format!("{}: the weights are not an fp32 initializer", at())
-                })?;
+                let (w_dims, w) = node
+                    .input
+                    .get(1)
+                    .and_then(|n| constants.get(n.as_str()))
+                    .ok_or_else(|| format!("{}: the weights are not an fp32 initializer", at()))?;
                 let [cout, cin, kh, kw] = w_dims.as_slice() else {
                     return Err(format!("{}: weights of rank {} (2-D convolutions only)", at(), w_dims.len()));
                 };
@@ -164,7 +170,9 @@ pub fn lower_bytes(bytes: &[u8]) -> Result<NetSpec, String> {
                 let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
                     None => None,
                     Some(b) => {
-                        let (_, b) = constants.get(b.as_str()).ok_or_else(|| format!("{}: the bias is not an fp32 initializer", at()))?;
+                        let (_, b) = constants
+                            .get(b.as_str())
+                            .ok_or_else(|| format!("{}: the bias is not an fp32 initializer", at()))?;
                         if b.len() != cout {
                             return Err(format!("{}: {} bias values for {cout} channels", at(), b.len()));
                         }
@@ -208,7 +216,14 @@ pub fn lower_bytes(bytes: &[u8]) -> Result<NetSpec, String> {
         layers.push(layer);
     }
     let output = *slots.get(&output.name).ok_or_else(|| format!("no node produces the output '{}'", output.name))?;
-    let spec = NetSpec { slots: slots.len(), input: 0, output, input_channels: channels, layers: fuse_relu(layers, output), weights };
+    let spec = NetSpec {
+        slots: slots.len(),
+        input: 0,
+        output,
+        input_channels: channels,
+        layers: fuse_relu(layers, output),
+        weights,
+    };
     spec.check()?;
     // Shapes that only some sizes satisfy (an Add of two different shapes)
     // are refused here, not on the first batch.
@@ -224,7 +239,10 @@ pub fn fuse_relu(layers: Vec<Layer>, output: usize) -> Vec<Layer> {
     let mut reads: HashMap<usize, usize> = HashMap::from([(output, 1)]);
     for l in &layers {
         let read: Vec<usize> = match *l {
-            Layer::Conv { input, .. } | Layer::Relu { input, .. } | Layer::Sigmoid { input, .. } | Layer::DepthToSpace { input, .. } => {
+            Layer::Conv { input, .. }
+            | Layer::Relu { input, .. }
+            | Layer::Sigmoid { input, .. }
+            | Layer::DepthToSpace { input, .. } => {
                 vec![input]
             }
             Layer::Add { a, b, .. } => vec![a, b],
@@ -268,7 +286,11 @@ pub struct Guard {
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard { breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN), batches: AtomicU64::new(0), fallbacks: AtomicU64::new(0) }
+        Guard {
+            breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN),
+            batches: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        }
     }
 }
 

@@ -77,7 +77,11 @@ pub fn mlp(input: &str, output: &str, layers: &[Dense]) -> Vec<u8> {
 /// A per-pixel foreground probability `sigmoid(scale * x + bias)` on
 /// `[N, 1, H, W]` images of any size.
 pub fn pixel_logistic(input: &str, output: &str, scale: f32, bias: f32) -> Vec<u8> {
-    let nodes = vec![node("Mul", &[input, "scale"], "scaled"), node("Add", &["scaled", "bias"], "logit"), node("Sigmoid", &["logit"], output)];
+    let nodes = vec![
+        node("Mul", &[input, "scale"], "scaled"),
+        node("Add", &["scaled", "bias"], "logit"),
+        node("Sigmoid", &["logit"], output),
+    ];
     let initializers = vec![floats("scale", &[], &[scale]), floats("bias", &[], &[bias])];
     model(nodes, initializers, vec![value(input, &[-1, 1, -1, -1])], vec![value(output, &[-1, 1, -1, -1])])
 }
@@ -90,7 +94,12 @@ pub fn write_model(repo: &Path, name: &str, onnx: &[u8], config: &serde_json::Va
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(config)?)
 }
 
-fn model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>, input: Vec<ValueInfoProto>, output: Vec<ValueInfoProto>) -> Vec<u8> {
+fn model(
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    input: Vec<ValueInfoProto>,
+    output: Vec<ValueInfoProto>,
+) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
         producer_name: "stagecraft-inference".into(),
@@ -112,7 +121,13 @@ fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
 }
 
 fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: FLOAT, float_data: values.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: FLOAT,
+        float_data: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// A float tensor's declaration; `-1` dimensions get a symbolic name.
@@ -121,14 +136,21 @@ fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
         .iter()
         .enumerate()
         .map(|(i, &d)| pb::tensor_shape_proto::Dimension {
-            value: Some(if d < 0 { DimValue::DimParam(if i == 0 { "N".into() } else { format!("d{i}") }) } else { DimValue::DimValue(d) }),
+            value: Some(if d < 0 {
+                DimValue::DimParam(if i == 0 { "N".into() } else { format!("d{i}") })
+            } else {
+                DimValue::DimValue(d)
+            }),
             ..Default::default()
         })
         .collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: FLOAT, shape: Some(TensorShapeProto { dim }) })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: FLOAT,
+                shape: Some(TensorShapeProto { dim }),
+            })),
             ..Default::default()
         }),
         ..Default::default()

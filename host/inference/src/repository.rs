@@ -186,7 +186,8 @@ impl Models {
         let folder = self.dir.join(name);
         let config = ModelConfig::load(&folder.join("config.json"), name)?;
         let engine = Arc::new(Engine::load_on(&folder.join("model.onnx"), &config, &self.placement)?);
-        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default().clone();
+        let counters =
+            self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default().clone();
         let version = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).map_or(1, |l| l.version + 1);
         let batcher = Batcher::start(engine.clone(), &config, counters)?;
         Ok(Loaded { config, engine, batcher, version })
@@ -373,7 +374,9 @@ fn check_inputs(model: &str, loaded: &Loaded, mut given: Vec<Tensor>) -> Result<
             Some(r) if r != t.shape[0] => {
                 return Err(invalid(format!(
                     "input '{}' has {} rows but '{}' has {r}: every input needs the same batch size",
-                    t.name, t.shape[0], ordered.first().map_or("", |f: &Tensor| f.name.as_str())
+                    t.name,
+                    t.shape[0],
+                    ordered.first().map_or("", |f: &Tensor| f.name.as_str())
                 )))
             }
             Some(_) => {}
@@ -382,7 +385,10 @@ fn check_inputs(model: &str, loaded: &Loaded, mut given: Vec<Tensor>) -> Result<
     }
     let rows = rows.unwrap_or(0);
     if rows > loaded.config.max_batch {
-        return Err(invalid(format!("{rows} rows in one call; this model takes at most max_batch = {}", loaded.config.max_batch)));
+        return Err(invalid(format!(
+            "{rows} rows in one call; this model takes at most max_batch = {}",
+            loaded.config.max_batch
+        )));
     }
     Ok((ordered, rows))
 }

@@ -76,9 +76,8 @@ impl Tensor {
 
     /// The values of an fp32 tensor, or `None` for another type.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
-        (self.dtype == DType::F32).then(|| {
-            self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-        })
+        (self.dtype == DType::F32)
+            .then(|| self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
     /// Bytes the shape and type call for, or `None` when that overflows

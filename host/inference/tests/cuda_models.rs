@@ -39,10 +39,14 @@ fn write_f32(path: &Path, values: &[f32]) {
 fn shipped_models_lower_to_the_cuda_op_set_with_relu_fused() {
     for name in ["sr2x", "cell_fg"] {
         let spec = gpu::lower(&models_dir().join(name).join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let layers: Vec<String> = spec.layers.iter().map(|l| format!("{l:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
+        let layers: Vec<String> =
+            spec.layers.iter().map(|l| format!("{l:?}").split([' ', '{']).next().unwrap().to_owned()).collect();
         eprintln!("{name}: {} layers: {}", layers.len(), layers.join(" "));
         assert!(layers.iter().filter(|l| *l == "Conv").count() >= 4, "{name}: {layers:?}");
-        assert!(!layers.contains(&"Relu".to_owned()), "{name}: every Relu follows a Conv or Add and is fused: {layers:?}");
+        assert!(
+            !layers.contains(&"Relu".to_owned()),
+            "{name}: every Relu follows a Conv or Add and is fused: {layers:?}"
+        );
     }
 }
 
@@ -79,9 +83,17 @@ fn nn_kernels_under_cpu_emulation_match_tract_on_the_shipped_models() {
             .arg(spec.output.to_string())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{name}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let got: Vec<f32> =
-            std::fs::read(run.join("output.f32")).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<f32> = std::fs::read(run.join("output.f32"))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
 
         let shape = vec![n, spec.input_channels, h, w];
         let want = tract(name).run_cpu(&[Tensor::from_f32("input", shape, &input)]).unwrap();
@@ -196,7 +208,13 @@ fn gpu_faults_become_tract_runs_and_open_the_breaker() {
         assert_eq!(guard.run(t, || Err::<u8, _>(GpuError::Failed("launch failed".into()))), None);
     }
     let mut tried = false;
-    assert_eq!(guard.run(t + Duration::from_secs(1), || { tried = true; Ok::<_, GpuError>(3) }), None);
+    assert_eq!(
+        guard.run(t + Duration::from_secs(1), || {
+            tried = true;
+            Ok::<_, GpuError>(3)
+        }),
+        None
+    );
     assert!(!tried, "an open breaker keeps batches off the GPU");
     assert_eq!(guard.counts(), (2, u64::from(gpu::BREAKER_FAILURES)));
     // After the cool-down one trial batch goes to the GPU and closes it.

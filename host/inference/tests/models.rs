@@ -68,7 +68,9 @@ async fn outputs_equal_tract_run_directly_on_the_same_file() {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let direct = plan.run(tvec![tract_ndarray::Array2::from_shape_vec((3, IN), x.clone()).unwrap().into_tensor().into()]).unwrap();
+    let direct = plan
+        .run(tvec![tract_ndarray::Array2::from_shape_vec((3, IN), x.clone()).unwrap().into_tensor().into()])
+        .unwrap();
     let direct: Vec<f32> = direct[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
     assert_close(&out[0].to_f32().unwrap(), &direct);
 
@@ -135,7 +137,8 @@ async fn unknown_models_and_bad_inputs_get_their_error_variants() {
         Err(InferError::InvalidInput(m)) => assert!(m.contains("expected fp32 [N, 8], got fp32 [1, 7]"), "{m}"),
         other => panic!("{other:?}"),
     }
-    let wrong_type = Tensor { name: "x".into(), shape: vec![1, IN], dtype: stagecraft_inference::DType::I32, data: vec![0; 4 * IN] };
+    let wrong_type =
+        Tensor { name: "x".into(), shape: vec![1, IN], dtype: stagecraft_inference::DType::I32, data: vec![0; 4 * IN] };
     match models.infer("mlp", vec![wrong_type]).await {
         Err(InferError::InvalidInput(m)) => assert!(m.contains("got i32 [1, 8]"), "{m}"),
         other => panic!("{other:?}"),
@@ -273,7 +276,11 @@ async fn callers_that_go_away_cost_no_work() {
     let (models, _) = Models::open(dir.path()).unwrap();
     for i in 0..5 {
         // Polled once (queued), then dropped.
-        let gone = tokio::time::timeout(Duration::ZERO, models.infer("mlp", vec![Tensor::from_f32("x", vec![1, IN], &row(i))])).await;
+        let gone = tokio::time::timeout(
+            Duration::ZERO,
+            models.infer("mlp", vec![Tensor::from_f32("x", vec![1, IN], &row(i))]),
+        )
+        .await;
         assert!(gone.is_err());
     }
     models.infer("mlp", vec![Tensor::from_f32("x", vec![1, IN], &row(9))]).await.unwrap();

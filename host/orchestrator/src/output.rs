@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 /// plain file name (no separators, no leading dots, portable characters).
 pub fn safe_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = base
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
-        .collect();
+    let cleaned: String =
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
     match cleaned.trim_start_matches('.') {
         "" => "artifact".to_owned(),
         s => s.to_owned(),

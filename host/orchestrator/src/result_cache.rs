@@ -68,7 +68,11 @@ impl ResultCache {
     /// The key of running the component `digest` with `params` on `inputs`.
     /// Synchronous invocations in the server key their in-memory cache the
     /// same way.
-    pub fn key<A: std::borrow::Borrow<Artifact>>(component_digest: &str, params: &Value, inputs: impl IntoIterator<Item = A>) -> String {
+    pub fn key<A: std::borrow::Borrow<Artifact>>(
+        component_digest: &str,
+        params: &Value,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> String {
         let mut h = Sha256::new();
         h.update(b"stagecraft-result-v1\0");
         h.update(component_digest.as_bytes());
@@ -136,8 +140,7 @@ impl ResultCache {
             metadata: metadata.clone(),
             artifacts: stored,
         };
-        std::fs::create_dir_all(&self.results)
-            .with_context(|| format!("creating {}", self.results.display()))?;
+        std::fs::create_dir_all(&self.results).with_context(|| format!("creating {}", self.results.display()))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.results).context("creating a temporary manifest")?;
         serde_json::to_writer(&mut tmp, &manifest).context("writing a cache manifest")?;
         tmp.flush()?;
@@ -177,9 +180,18 @@ mod tests {
     fn key_depends_on_component_params_and_inputs_but_not_key_order() {
         let inputs = [art("a.png", b"1")];
         let k = ResultCache::key("d1", &json!({"x": 1, "y": [1, {"b": 2, "a": 1}]}), inputs.iter().map(Arc::as_ref));
-        assert_eq!(k, ResultCache::key("d1", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}), inputs.iter().map(Arc::as_ref)));
-        assert_ne!(k, ResultCache::key("d2", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref)));
-        assert_ne!(k, ResultCache::key("d1", &json!({"x": 2, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref)));
+        assert_eq!(
+            k,
+            ResultCache::key("d1", &json!({"y": [1, {"a": 1, "b": 2}], "x": 1}), inputs.iter().map(Arc::as_ref))
+        );
+        assert_ne!(
+            k,
+            ResultCache::key("d2", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref))
+        );
+        assert_ne!(
+            k,
+            ResultCache::key("d1", &json!({"x": 2, "y": [1, {"a": 1, "b": 2}]}), inputs.iter().map(Arc::as_ref))
+        );
         assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), [art("a.png", b"2")]));
         assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), [art("b.png", b"1")]));
     }

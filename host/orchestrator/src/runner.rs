@@ -50,7 +50,10 @@ impl StageRunner {
         details.insert("version".into(), json!(version.info.version));
         details.insert("digest".into(), json!(version.digest));
 
-        let cache_key = self.cache.as_ref().map(|_| ResultCache::key(&version.digest, &step.params, step.inputs.iter().map(Arc::as_ref)));
+        let cache_key = self
+            .cache
+            .as_ref()
+            .map(|_| ResultCache::key(&version.digest, &step.params, step.inputs.iter().map(Arc::as_ref)));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             details.insert("cache_key".into(), json!(key));
             match cache.get(key) {
@@ -95,8 +98,17 @@ impl StageRunner {
                 // Storing hashes the artifacts anyway: reuse those digests for the report.
                 let stored = match (&self.cache, &cache_key) {
                     (Some(cache), Some(key)) => cache
-                        .put(key, &version.info.name, &version.info.version, &version.digest, &output.metadata, &artifacts)
-                        .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "could not store the result in the cache"))
+                        .put(
+                            key,
+                            &version.info.name,
+                            &version.info.version,
+                            &version.digest,
+                            &output.metadata,
+                            &artifacts,
+                        )
+                        .map_err(
+                            |e| tracing::warn!(error = %format!("{e:#}"), "could not store the result in the cache"),
+                        )
                         .ok(),
                     _ => None,
                 };

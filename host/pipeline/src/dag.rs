@@ -240,8 +240,7 @@ pub(crate) fn topological_order(deps: &[Vec<usize>]) -> Vec<usize> {
             dependents[d].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
     let mut out = Vec::with_capacity(n);
     while let Some(v) = ready.pop_first() {
         out.push(v);
@@ -278,9 +277,7 @@ pub(crate) fn critical_path(
         best[v] = base + w;
         via[v] = from;
     }
-    let Some(end) = (0..n)
-        .filter(|&v| weight[v].is_some())
-        .max_by(|&a, &b| best[a].cmp(&best[b]).then(b.cmp(&a)))
+    let Some(end) = (0..n).filter(|&v| weight[v].is_some()).max_by(|&a, &b| best[a].cmp(&best[b]).then(b.cmp(&a)))
     else {
         return (Vec::new(), Duration::ZERO);
     };

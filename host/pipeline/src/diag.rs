@@ -9,9 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A 1-based line and column in the pipeline source.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Position {
     /// Line, starting at 1.
     pub line: usize,
@@ -51,12 +49,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub(crate) fn new(
-        file: &str,
-        pos: Position,
-        step: Option<&str>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn new(file: &str, pos: Position, step: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             line: pos.line,
@@ -203,10 +196,7 @@ mod tests {
     fn distance_and_suggestions() {
         assert_eq!(edit_distance("input_form", "input_from"), 1);
         assert_eq!(edit_distance("upscal", "upscale"), 1);
-        assert_eq!(
-            closest("upscal", ["upscale", "generate"]),
-            Some("upscale".into())
-        );
+        assert_eq!(closest("upscal", ["upscale", "generate"]), Some("upscale".into()));
         assert_eq!(closest("zzzzzz", ["upscale", "generate"]), None);
     }
 }

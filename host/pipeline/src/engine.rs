@@ -82,11 +82,7 @@ pub struct StepOutput<A> {
 impl<A> StepOutput<A> {
     /// An output with artifacts and metadata.
     pub fn new(artifacts: Vec<A>, metadata: Value) -> Self {
-        Self {
-            artifacts,
-            metadata,
-            execution: None,
-        }
+        Self { artifacts, metadata, execution: None }
     }
 
     /// Attaches execution details for the report.
@@ -110,20 +106,12 @@ pub struct StepFailure {
 impl StepFailure {
     /// A failure that retrying would not fix.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-            execution: None,
-        }
+        Self { message: message.into(), retryable: false, execution: None }
     }
 
     /// A transient failure.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-            execution: None,
-        }
+        Self { message: message.into(), retryable: true, execution: None }
     }
 
     /// Attaches execution details for the report.
@@ -147,23 +135,14 @@ impl std::error::Error for StepFailure {}
 pub trait StepRunner<A>: Send + Sync + 'static {
     /// Runs one step. Inputs are the outputs of the steps in `input_from` (in
     /// order), or the pipeline inputs. Dropping the future cancels the step.
-    fn run_step(
-        &self,
-        step: ReadyStep<A>,
-    ) -> BoxFuture<'static, Result<StepOutput<A>, StepFailure>>;
+    fn run_step(&self, step: ReadyStep<A>) -> BoxFuture<'static, Result<StepOutput<A>, StepFailure>>;
 }
 
 impl<A, F> StepRunner<A> for F
 where
-    F: Fn(ReadyStep<A>) -> BoxFuture<'static, Result<StepOutput<A>, StepFailure>>
-        + Send
-        + Sync
-        + 'static,
+    F: Fn(ReadyStep<A>) -> BoxFuture<'static, Result<StepOutput<A>, StepFailure>> + Send + Sync + 'static,
 {
-    fn run_step(
-        &self,
-        step: ReadyStep<A>,
-    ) -> BoxFuture<'static, Result<StepOutput<A>, StepFailure>> {
+    fn run_step(&self, step: ReadyStep<A>) -> BoxFuture<'static, Result<StepOutput<A>, StepFailure>> {
         self(step)
     }
 }
@@ -179,20 +158,14 @@ pub struct RunInput<A> {
 
 impl<A> Default for RunInput<A> {
     fn default() -> Self {
-        Self {
-            text: None,
-            files: Vec::new(),
-        }
+        Self { text: None, files: Vec::new() }
     }
 }
 
 impl<A> RunInput<A> {
     /// Input text only.
     pub fn text(text: impl Into<String>) -> Self {
-        Self {
-            text: Some(text.into()),
-            files: Vec::new(),
-        }
+        Self { text: Some(text.into()), files: Vec::new() }
     }
 }
 
@@ -251,18 +224,14 @@ pub struct Engine<R> {
 
 impl<R> Clone for Engine<R> {
     fn clone(&self) -> Self {
-        Self {
-            runner: self.runner.clone(),
-        }
+        Self { runner: self.runner.clone() }
     }
 }
 
 impl<R> Engine<R> {
     /// An engine that executes steps with `runner`.
     pub fn new(runner: R) -> Self {
-        Self {
-            runner: Arc::new(runner),
-        }
+        Self { runner: Arc::new(runner) }
     }
 
     /// An engine sharing an existing runner.
@@ -277,21 +246,13 @@ impl<R> Engine<R> {
 
     /// Runs `pipeline` to the end (every step succeeded, failed, timed out,
     /// was cancelled or skipped) and reports. Needs a tokio runtime.
-    pub async fn run<A>(
-        &self,
-        pipeline: &Pipeline,
-        input: RunInput<A>,
-        options: RunOptions,
-    ) -> RunOutcome<A>
+    pub async fn run<A>(&self, pipeline: &Pipeline, input: RunInput<A>, options: RunOptions) -> RunOutcome<A>
     where
         R: StepRunner<A>,
         A: Clone + Send + Sync + 'static,
     {
         let span = tracing::info_span!("pipeline_run", pipeline = pipeline.name(), run_id = %options.run_id);
-        Run::new(pipeline, input, &options)
-            .execute(&self.runner, &options)
-            .instrument(span)
-            .await
+        Run::new(pipeline, input, &options).execute(&self.runner, &options).instrument(span).await
     }
 }
 
@@ -370,11 +331,7 @@ fn chain_lengths(pipeline: &Pipeline) -> Vec<usize> {
 impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
     fn new(pipeline: &'p Pipeline, input: RunInput<A>, options: &RunOptions) -> Self {
         let parallel = options.parallel.unwrap_or(pipeline.settings().parallel);
-        let root_limit = if parallel {
-            options.max_workers.or(pipeline.settings().max_workers)
-        } else {
-            Some(1)
-        };
+        let root_limit = if parallel { options.max_workers.or(pipeline.settings().max_workers) } else { Some(1) };
         let start = Instant::now();
         Run {
             pipeline,
@@ -405,11 +362,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                 .enumerate()
                 .map(|(i, g)| GroupState {
                     running: 0,
-                    deadline: if i == 0 {
-                        g.timeout.map(|t| start + t)
-                    } else {
-                        None
-                    },
+                    deadline: if i == 0 { g.timeout.map(|t| start + t) } else { None },
                     expired: false,
                 })
                 .collect(),
@@ -422,11 +375,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         }
     }
 
-    async fn execute<R: StepRunner<A>>(
-        mut self,
-        runner: &Arc<R>,
-        options: &RunOptions,
-    ) -> RunOutcome<A> {
+    async fn execute<R: StepRunner<A>>(mut self, runner: &Arc<R>, options: &RunOptions) -> RunOutcome<A> {
         let mut tasks: JoinSet<TaskResult<A>> = JoinSet::new();
         let mut ids: HashMap<Id, usize> = HashMap::new();
         for i in 0..self.steps.len() {
@@ -439,16 +388,9 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                 self.cancel_all();
             }
             self.expire_groups(Instant::now());
-            let rate_wake = if self.cancelled {
-                None
-            } else {
-                self.start_ready(runner, &mut tasks, &mut ids)
-            };
+            let rate_wake = if self.cancelled { None } else { self.start_ready(runner, &mut tasks, &mut ids) };
             if tasks.is_empty() && (self.ready.is_empty() || rate_wake.is_none()) {
-                debug_assert!(
-                    self.ready.is_empty(),
-                    "ready steps left with nothing running"
-                );
+                debug_assert!(self.ready.is_empty(), "ready steps left with nothing running");
                 break;
             }
             let wake = self.next_deadline().into_iter().chain(rate_wake).min();
@@ -481,10 +423,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         self.steps[s].phase = Phase::Ready;
         self.ready.push(s);
         let at = self.at(Instant::now());
-        self.emit(Event::Queued {
-            step: self.name(s).to_owned(),
-            at,
-        });
+        self.emit(Event::Queued { step: self.name(s).to_owned(), at });
     }
 
     fn limit(&self, g: usize) -> Option<usize> {
@@ -496,10 +435,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
     }
 
     fn has_slot(&self, s: usize) -> bool {
-        self.pipeline.steps()[s]
-            .groups
-            .iter()
-            .all(|&g| self.limit(g).is_none_or(|l| self.groups[g].running < l))
+        self.pipeline.steps()[s].groups.iter().all(|&g| self.limit(g).is_none_or(|l| self.groups[g].running < l))
     }
 
     /// Starts ready steps while slots allow; returns when the rate limit next
@@ -514,8 +450,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         let delay = self.pipeline.settings().rate_limit_delay;
         loop {
             let chain = &self.chain;
-            self.ready
-                .sort_by_key(|&s| (std::cmp::Reverse(steps[s].priority), std::cmp::Reverse(chain[s]), s));
+            self.ready.sort_by_key(|&s| (std::cmp::Reverse(steps[s].priority), std::cmp::Reverse(chain[s]), s));
             // Nothing can start until a running step ends.
             let pos = self.ready.iter().position(|&s| self.has_slot(s))?;
             let now = Instant::now();
@@ -552,12 +487,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         } else {
             step.input_from
                 .iter()
-                .flat_map(|&d| {
-                    self.outputs[d]
-                        .as_ref()
-                        .map(|o| o.artifacts.clone())
-                        .unwrap_or_default()
-                })
+                .flat_map(|&d| self.outputs[d].as_ref().map(|o| o.artifacts.clone()).unwrap_or_default())
                 .collect()
         };
         let ready = ReadyStep {
@@ -584,11 +514,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                 gs.deadline = self.pipeline.groups()[g].timeout.map(|t| now + t);
             }
         }
-        self.emit(Event::Started {
-            step: step.name.clone(),
-            stage: step.stage.clone(),
-            at: self.at(now),
-        });
+        self.emit(Event::Started { step: step.name.clone(), stage: step.stage.clone(), at: self.at(now) });
         let span = tracing::info_span!("pipeline_step", step = %step.name, stage = %step.stage);
         let runner = runner.clone();
         let task = async move {
@@ -642,11 +568,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         Ok(rendered)
     }
 
-    fn on_joined(
-        &mut self,
-        joined: Result<(Id, TaskResult<A>), JoinError>,
-        ids: &mut HashMap<Id, usize>,
-    ) {
+    fn on_joined(&mut self, joined: Result<(Id, TaskResult<A>), JoinError>, ids: &mut HashMap<Id, usize>) {
         let (id, result) = match joined {
             Ok((id, r)) => (id, Ok(r)),
             Err(e) => (e.id(), Err(e)),
@@ -676,9 +598,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
                 self.steps[s].retryable = failure.retryable;
                 self.settle(s, StepStatus::Failed, Some(failure.message));
             }
-            Ok(TaskResult::Stopped) => {
-                self.settle(s, StepStatus::Cancelled, Some("stopped".into()))
-            }
+            Ok(TaskResult::Stopped) => self.settle(s, StepStatus::Cancelled, Some("stopped".into())),
             Err(e) => {
                 let msg = if e.is_panic() {
                     let p = e.into_panic();
@@ -729,42 +649,14 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         let st = &self.steps[s];
         let step = self.name(s).to_owned();
         let at = self.at(st.finished.unwrap_or_else(Instant::now));
-        let duration = st
-            .started
-            .zip(st.finished)
-            .map(|(a, b)| b.saturating_duration_since(a));
+        let duration = st.started.zip(st.finished).map(|(a, b)| b.saturating_duration_since(a));
         let msg = st.error.clone().unwrap_or_default();
         let event = match st.status.unwrap_or(StepStatus::Skipped) {
-            StepStatus::Succeeded => Event::Finished {
-                step,
-                at,
-                duration: duration.unwrap_or_default(),
-            },
-            StepStatus::Failed => Event::Failed {
-                step,
-                at,
-                duration,
-                error: msg,
-                timed_out: false,
-            },
-            StepStatus::TimedOut => Event::Failed {
-                step,
-                at,
-                duration,
-                error: msg,
-                timed_out: true,
-            },
-            StepStatus::Cancelled => Event::Cancelled {
-                step,
-                at,
-                duration,
-                reason: msg,
-            },
-            StepStatus::Skipped => Event::Skipped {
-                step,
-                at,
-                reason: msg,
-            },
+            StepStatus::Succeeded => Event::Finished { step, at, duration: duration.unwrap_or_default() },
+            StepStatus::Failed => Event::Failed { step, at, duration, error: msg, timed_out: false },
+            StepStatus::TimedOut => Event::Failed { step, at, duration, error: msg, timed_out: true },
+            StepStatus::Cancelled => Event::Cancelled { step, at, duration, reason: msg },
+            StepStatus::Skipped => Event::Skipped { step, at, reason: msg },
         };
         self.emit(event);
     }
@@ -845,11 +737,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.groups
-            .iter()
-            .filter(|g| !g.expired)
-            .filter_map(|g| g.deadline)
-            .min()
+        self.groups.iter().filter(|g| !g.expired).filter_map(|g| g.deadline).min()
     }
 
     /// Ends the unfinished steps of every group whose deadline has passed.
@@ -872,12 +760,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             };
             // Decide every unfinished step first, so the group's own fail-fast
             // does not turn the others into cancellations; then propagate.
-            let victims: Vec<usize> = group
-                .steps
-                .iter()
-                .copied()
-                .filter(|&t| self.steps[t].status.is_none())
-                .collect();
+            let victims: Vec<usize> = group.steps.iter().copied().filter(|&t| self.steps[t].status.is_none()).collect();
             for &t in &victims {
                 let reason = if self.steps[t].phase == Phase::Running {
                     what.clone()
@@ -888,11 +771,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             }
             for &t in &victims {
                 // Fail-fast applies only to the groups enclosing the expired one.
-                let depth = self.pipeline.steps()[t]
-                    .groups
-                    .iter()
-                    .position(|&x| x == g)
-                    .map_or(0, |p| p + 1);
+                let depth = self.pipeline.steps()[t].groups.iter().position(|&x| x == g).map_or(0, |p| p + 1);
                 self.propagate(t, depth);
             }
         }
@@ -928,12 +807,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
 
     fn finish(mut self) -> RunOutcome<A> {
         let end = Instant::now();
-        let makespan = self
-            .steps
-            .iter()
-            .filter_map(|s| s.finished)
-            .max()
-            .map_or(Duration::ZERO, |f| self.at(f));
+        let makespan = self.steps.iter().filter_map(|s| s.finished).max().map_or(Duration::ZERO, |f| self.at(f));
         let steps = self.pipeline.steps();
         let reports: Vec<StepReport> = steps
             .iter()
@@ -941,19 +815,12 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             .map(|(p, st)| StepReport {
                 name: p.name.clone(),
                 stage: p.stage.clone(),
-                group: p
-                    .groups
-                    .first()
-                    .filter(|&&g| g != 0)
-                    .map(|&g| self.pipeline.groups()[g].name.clone()),
+                group: p.groups.first().filter(|&&g| g != 0).map(|&g| self.pipeline.groups()[g].name.clone()),
                 status: st.status.unwrap_or(StepStatus::Skipped),
                 queued: st.queued.map(|t| self.at(t)),
                 started: st.started.map(|t| self.at(t)),
                 finished: st.finished.map(|t| self.at(t)),
-                duration: st
-                    .started
-                    .zip(st.finished)
-                    .map(|(a, b)| b.saturating_duration_since(a)),
+                duration: st.started.zip(st.finished).map(|(a, b)| b.saturating_duration_since(a)),
                 error: st.error.clone(),
                 retryable: st.retryable,
                 depends_on: p.deps.iter().map(|&d| steps[d].name.clone()).collect(),
@@ -969,17 +836,8 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         } else {
             RunStatus::Failed
         };
-        self.emit(Event::RunFinished {
-            at: self.at(end),
-            status,
-        });
-        let report = RunReport::summarize(
-            self.pipeline,
-            self.run_id.clone(),
-            status,
-            makespan,
-            reports,
-        );
+        self.emit(Event::RunFinished { at: self.at(end), status });
+        let report = RunReport::summarize(self.pipeline, self.run_id.clone(), status, makespan, reports);
         let outputs = self
             .outputs
             .iter_mut()
@@ -1048,8 +906,6 @@ impl<A> RenderContext for Run<'_, A> {
     }
     fn step_output(&self, step: &str) -> Option<(&Value, usize)> {
         let i = self.pipeline.steps().iter().position(|s| s.name == step)?;
-        self.outputs[i]
-            .as_ref()
-            .map(|o| (&o.metadata, o.artifacts.len()))
+        self.outputs[i].as_ref().map(|o| (&o.metadata, o.artifacts.len()))
     }
 }

@@ -43,10 +43,7 @@ pub mod validate;
 
 pub use dag::{Pipeline, PlannedGroup, PlannedStep, Settings};
 pub use diag::{Diagnostic, Diagnostics, Position};
-pub use engine::{
-    BoxFuture, Engine, ReadyStep, RunInput, RunOptions, RunOutcome, StepFailure, StepOutput,
-    StepRunner,
-};
+pub use engine::{BoxFuture, Engine, ReadyStep, RunInput, RunOptions, RunOutcome, StepFailure, StepOutput, StepRunner};
 pub use event::{channel_observer, Event, Observer};
 pub use report::{Execution, RunReport, RunStatus, StepReport, StepStatus};
 pub use spec::PipelineSpec;
@@ -55,11 +52,7 @@ pub use validate::{load, validate, StageCatalog};
 
 impl Pipeline {
     /// Parses and validates pipeline source; see [`load`].
-    pub fn load(
-        source: &str,
-        file: &str,
-        catalog: &dyn StageCatalog,
-    ) -> Result<Pipeline, Diagnostics> {
+    pub fn load(source: &str, file: &str, catalog: &dyn StageCatalog) -> Result<Pipeline, Diagnostics> {
         validate::load(source, file, catalog)
     }
 }

@@ -152,10 +152,8 @@ impl RunReport {
         let durations: Vec<Option<Duration>> = steps.iter().map(|s| s.duration).collect();
         let sequential_estimate: Duration = durations.iter().flatten().sum();
         let deps: Vec<Vec<usize>> = pipeline.steps().iter().map(|s| s.deps.clone()).collect();
-        let (path, critical_path_duration) =
-            dag::critical_path(&deps, pipeline.topological_order(), &durations);
-        let speedup = (!makespan.is_zero())
-            .then(|| sequential_estimate.as_secs_f64() / makespan.as_secs_f64());
+        let (path, critical_path_duration) = dag::critical_path(&deps, pipeline.topological_order(), &durations);
+        let speedup = (!makespan.is_zero()).then(|| sequential_estimate.as_secs_f64() / makespan.as_secs_f64());
         RunReport {
             pipeline: pipeline.name().to_owned(),
             run_id,

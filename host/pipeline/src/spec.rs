@@ -175,10 +175,7 @@ impl PipelineSpec {
 /// Parses what can be parsed and reports every structural problem. Returns no
 /// spec only when the text is not YAML or its root is not a mapping.
 pub(crate) fn parse_lenient(source: &str, file: &str) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
-    let mut p = Parser {
-        file,
-        diags: Vec::new(),
-    };
+    let mut p = Parser { file, diags: Vec::new() };
     let docs = match MarkedYaml::load_from_str(source) {
         Ok(docs) => docs,
         Err(e) => {
@@ -195,11 +192,7 @@ pub(crate) fn parse_lenient(source: &str, file: &str) -> (Option<PipelineSpec>, 
         }
         [doc] => p.pipeline(doc),
         [_, second, ..] => {
-            p.error(
-                pos(second),
-                None,
-                "expected one YAML document, found several",
-            );
+            p.error(pos(second), None, "expected one YAML document, found several");
             None
         }
     };
@@ -248,32 +241,9 @@ fn describe(node: &MarkedYaml<'_>) -> String {
 }
 
 const PIPELINE_KEYS: &[&str] = &["name", "description", "settings", "steps"];
-const SETTINGS_KEYS: &[&str] = &[
-    "parallel",
-    "max_workers",
-    "timeout",
-    "rate_limit_delay",
-    "fail_fast",
-];
-const STEP_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "description",
-    "params",
-    "input_from",
-    "retries",
-    "timeout",
-    "priority",
-];
-const GROUP_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "description",
-    "max_workers",
-    "fail_fast",
-    "timeout",
-    "steps",
-];
+const SETTINGS_KEYS: &[&str] = &["parallel", "max_workers", "timeout", "rate_limit_delay", "fail_fast"];
+const STEP_KEYS: &[&str] = &["name", "type", "description", "params", "input_from", "retries", "timeout", "priority"];
+const GROUP_KEYS: &[&str] = &["name", "type", "description", "max_workers", "fail_fast", "timeout", "steps"];
 
 /// A mapping entry with a string key.
 struct Entry<'a, 'i> {
@@ -302,21 +272,13 @@ impl Parser<'_> {
         allowed: &[&str],
     ) -> Option<Vec<Entry<'a, 'i>>> {
         let YamlData::Mapping(map) = data(node) else {
-            self.error(
-                pos(node),
-                step,
-                format!("{what} must be a mapping, found {}", describe(node)),
-            );
+            self.error(pos(node), step, format!("{what} must be a mapping, found {}", describe(node)));
             return None;
         };
         let mut out = Vec::with_capacity(map.len());
         for (k, v) in map.iter() {
             let Some(key) = as_str(k) else {
-                self.error(
-                    pos(k),
-                    step,
-                    format!("keys in {what} must be strings, found {}", describe(k)),
-                );
+                self.error(pos(k), step, format!("keys in {what} must be strings, found {}", describe(k)));
                 continue;
             };
             if !allowed.contains(&key) {
@@ -324,18 +286,11 @@ impl Parser<'_> {
                 self.error(
                     pos(k),
                     step,
-                    format!(
-                        "unknown key '{key}' in {what}{hint}; expected one of: {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown key '{key}' in {what}{hint}; expected one of: {}", allowed.join(", ")),
                 );
                 continue;
             }
-            out.push(Entry {
-                key,
-                key_pos: pos(k),
-                value: v,
-            });
+            out.push(Entry { key, key_pos: pos(k), value: v });
         }
         Some(out)
     }
@@ -348,11 +303,7 @@ impl Parser<'_> {
                 None
             }
             None => {
-                self.error(
-                    pos(e.value),
-                    step,
-                    format!("'{}' must be a string, found {}", e.key, describe(e.value)),
-                );
+                self.error(pos(e.value), step, format!("'{}' must be a string, found {}", e.key, describe(e.value)));
                 None
             }
         }
@@ -365,11 +316,7 @@ impl Parser<'_> {
                 self.error(
                     pos(e.value),
                     step,
-                    format!(
-                        "'{}' must be true or false, found {}",
-                        e.key,
-                        describe(e.value)
-                    ),
+                    format!("'{}' must be true or false, found {}", e.key, describe(e.value)),
                 );
                 None
             }
@@ -377,22 +324,13 @@ impl Parser<'_> {
     }
 
     /// A number of seconds: positive, or non-negative when `allow_zero`.
-    fn seconds(
-        &mut self,
-        e: &Entry<'_, '_>,
-        step: Option<&str>,
-        allow_zero: bool,
-    ) -> Option<Spanned<Duration>> {
+    fn seconds(&mut self, e: &Entry<'_, '_>, step: Option<&str>, allow_zero: bool) -> Option<Spanned<Duration>> {
         let secs = match scalar(e.value) {
             Some(Scalar::Integer(i)) => Some(*i as f64),
             Some(Scalar::FloatingPoint(f)) => Some(f.into_inner()),
             _ => None,
         };
-        let bound = if allow_zero {
-            "zero or more"
-        } else {
-            "a positive number of"
-        };
+        let bound = if allow_zero { "zero or more" } else { "a positive number of" };
         match secs {
             Some(s) if s.is_finite() && (s > 0.0 || (allow_zero && s == 0.0)) && s < 1e9 => {
                 Some(Spanned::new(Duration::from_secs_f64(s), pos(e.value)))
@@ -401,40 +339,25 @@ impl Parser<'_> {
                 self.error(
                     pos(e.value),
                     step,
-                    format!(
-                        "'{}' must be {bound} seconds, found {}",
-                        e.key,
-                        describe(e.value)
-                    ),
+                    format!("'{}' must be {bound} seconds, found {}", e.key, describe(e.value)),
                 );
                 None
             }
         }
     }
 
-    fn integer(
-        &mut self,
-        e: &Entry<'_, '_>,
-        step: Option<&str>,
-        min: i64,
-        what: &str,
-    ) -> Option<Spanned<i64>> {
+    fn integer(&mut self, e: &Entry<'_, '_>, step: Option<&str>, min: i64, what: &str) -> Option<Spanned<i64>> {
         match scalar(e.value) {
             Some(Scalar::Integer(i)) if *i >= min => Some(Spanned::new(*i, pos(e.value))),
             _ => {
-                self.error(
-                    pos(e.value),
-                    step,
-                    format!("'{}' must be {what}, found {}", e.key, describe(e.value)),
-                );
+                self.error(pos(e.value), step, format!("'{}' must be {what}, found {}", e.key, describe(e.value)));
                 None
             }
         }
     }
 
     fn workers(&mut self, e: &Entry<'_, '_>, step: Option<&str>) -> Option<Spanned<usize>> {
-        self.integer(e, step, 1, "a whole number of at least 1")
-            .map(|s| Spanned::new(s.value as usize, s.pos))
+        self.integer(e, step, 1, "a whole number of at least 1").map(|s| Spanned::new(s.value as usize, s.pos))
     }
 
     fn pipeline(&mut self, root: &MarkedYaml<'_>) -> Option<PipelineSpec> {
@@ -488,14 +411,7 @@ impl Parser<'_> {
 
     fn steps(&mut self, node: &MarkedYaml<'_>, owner: &str) -> Vec<NodeSpec> {
         let YamlData::Sequence(items) = data(node) else {
-            self.error(
-                pos(node),
-                None,
-                format!(
-                    "'steps' of {owner} must be a list, found {}",
-                    describe(node)
-                ),
-            );
+            self.error(pos(node), None, format!("'steps' of {owner} must be a list, found {}", describe(node)));
             return Vec::new();
         };
         if items.is_empty() {
@@ -506,44 +422,23 @@ impl Parser<'_> {
 
     fn node(&mut self, node: &MarkedYaml<'_>) -> Option<NodeSpec> {
         let YamlData::Mapping(map) = data(node) else {
-            self.error(
-                pos(node),
-                None,
-                format!("a step must be a mapping, found {}", describe(node)),
-            );
+            self.error(pos(node), None, format!("a step must be a mapping, found {}", describe(node)));
             return None;
         };
-        let get = |key: &str| {
-            map.iter()
-                .find(|(k, _)| as_str(k) == Some(key))
-                .map(|(_, v)| v)
-        };
+        let get = |key: &str| map.iter().find(|(k, _)| as_str(k) == Some(key)).map(|(_, v)| v);
         let ty = get("type").and_then(|v| as_str(v));
         let is_group = ty == Some(GROUP_TYPE) || (ty.is_none() && get("steps").is_some());
         if is_group {
-            Some(NodeSpec::Group(
-                self.group(node, get("name").and_then(|v| as_str(v))),
-            ))
+            Some(NodeSpec::Group(self.group(node, get("name").and_then(|v| as_str(v)))))
         } else {
-            Some(NodeSpec::Step(self.step(
-                node,
-                get("name").and_then(|v| as_str(v)),
-                ty,
-            )))
+            Some(NodeSpec::Step(self.step(node, get("name").and_then(|v| as_str(v)), ty)))
         }
     }
 
-    fn step(
-        &mut self,
-        node: &MarkedYaml<'_>,
-        name_hint: Option<&str>,
-        type_hint: Option<&str>,
-    ) -> StepSpec {
+    fn step(&mut self, node: &MarkedYaml<'_>, name_hint: Option<&str>, type_hint: Option<&str>) -> StepSpec {
         let label = name_hint.or(type_hint).map(str::to_owned);
         let step = label.as_deref();
-        let entries = self
-            .mapping(node, "a step", step, STEP_KEYS)
-            .unwrap_or_default();
+        let entries = self.mapping(node, "a step", step, STEP_KEYS).unwrap_or_default();
         let mut s = StepSpec {
             name: Spanned::new(String::new(), pos(node)),
             name_defaulted: true,
@@ -592,9 +487,7 @@ impl Parser<'_> {
 
     fn group(&mut self, node: &MarkedYaml<'_>, name_hint: Option<&str>) -> GroupSpec {
         let step = name_hint;
-        let entries = self
-            .mapping(node, "a parallel_group", step, GROUP_KEYS)
-            .unwrap_or_default();
+        let entries = self.mapping(node, "a parallel_group", step, GROUP_KEYS).unwrap_or_default();
         let mut g = GroupSpec {
             name: Spanned::new(format!("{GROUP_TYPE}_{}", pos(node).line), pos(node)),
             max_workers: None,
@@ -625,20 +518,13 @@ impl Parser<'_> {
             }
         }
         if !have_steps {
-            self.error(
-                g.pos,
-                Some(&g.name.value),
-                "a parallel_group needs a 'steps' list",
-            );
+            self.error(g.pos, Some(&g.name.value), "a parallel_group needs a 'steps' list");
         }
         g
     }
 
     fn check_name(&mut self, name: &str, at: Position) {
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             self.error(
                 at,
                 Some(name),
@@ -655,10 +541,7 @@ impl Parser<'_> {
             self.error(
                 pos(e.value),
                 step,
-                format!(
-                    "'input_from' must be a step name or a list of step names, found {}",
-                    describe(e.value)
-                ),
+                format!("'input_from' must be a step name or a list of step names, found {}", describe(e.value)),
             );
             return Vec::new();
         };
@@ -669,10 +552,7 @@ impl Parser<'_> {
                 None => self.error(
                     pos(item),
                     step,
-                    format!(
-                        "'input_from' entries must be step names, found {}",
-                        describe(item)
-                    ),
+                    format!("'input_from' entries must be step names, found {}", describe(item)),
                 ),
             }
         }
@@ -684,20 +564,12 @@ impl Parser<'_> {
             return None;
         }
         if !matches!(data(node), YamlData::Mapping(_)) {
-            self.error(
-                pos(node),
-                step,
-                format!("'params' must be a mapping, found {}", describe(node)),
-            );
+            self.error(pos(node), step, format!("'params' must be a mapping, found {}", describe(node)));
             return None;
         }
         let mut positions = BTreeMap::new();
         let value = self.json(node, String::new(), &mut positions, step);
-        Some(ParamsSpec {
-            value,
-            pos: pos(node),
-            positions,
-        })
+        Some(ParamsSpec { value, pos: pos(node), positions })
     }
 
     /// Converts a YAML node to JSON, recording positions by JSON pointer.
@@ -716,11 +588,7 @@ impl Parser<'_> {
             YamlData::Value(Scalar::FloatingPoint(f)) => match Number::from_f64(f.into_inner()) {
                 Some(n) => Value::Number(n),
                 None => {
-                    self.error(
-                        pos(node),
-                        step,
-                        "params cannot hold NaN or infinite numbers (JSON has none)",
-                    );
+                    self.error(pos(node), step, "params cannot hold NaN or infinite numbers (JSON has none)");
                     Value::Null
                 }
             },
@@ -740,11 +608,7 @@ impl Parser<'_> {
                         Some(Scalar::Integer(i)) => i.to_string(),
                         Some(Scalar::Boolean(b)) => b.to_string(),
                         _ => {
-                            self.error(
-                                pos(k),
-                                step,
-                                format!("params keys must be strings, found {}", describe(k)),
-                            );
+                            self.error(pos(k), step, format!("params keys must be strings, found {}", describe(k)));
                             continue;
                         }
                     };

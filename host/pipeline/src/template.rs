@@ -47,9 +47,7 @@ impl TemplateRef {
     /// The step this reference depends on, if any.
     pub fn step(&self) -> Option<&str> {
         match self {
-            TemplateRef::StepMetadata { step, .. } | TemplateRef::StepArtifacts { step } => {
-                Some(step)
-            }
+            TemplateRef::StepMetadata { step, .. } | TemplateRef::StepArtifacts { step } => Some(step),
             _ => None,
         }
     }
@@ -83,9 +81,7 @@ impl Template {
             }
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
-                return Err(format!(
-                    "unterminated template in \"{s}\": '{{{{' without a closing '}}}}'"
-                ));
+                return Err(format!("unterminated template in \"{s}\": '{{{{' without a closing '}}}}'"));
             };
             let expr = after[..close].trim();
             segments.push(Segment::Ref(parse_ref(expr)?, expr.to_owned()));
@@ -125,7 +121,8 @@ impl Template {
     }
 }
 
-const EXPECTED: &str = "expected input, pipeline.name, run, run.id, run.steps, steps.<name>.metadata[.<path>] or steps.<name>.artifacts";
+const EXPECTED: &str =
+    "expected input, pipeline.name, run, run.id, run.steps, steps.<name>.metadata[.<path>] or steps.<name>.artifacts";
 
 fn parse_ref(expr: &str) -> Result<TemplateRef, String> {
     match expr {
@@ -138,23 +135,19 @@ fn parse_ref(expr: &str) -> Result<TemplateRef, String> {
         _ => {}
     }
     let Some(rest) = expr.strip_prefix("steps.") else {
-        return Err(format!(
-            "unknown template reference '{{{{{expr}}}}}'; {EXPECTED}"
-        ));
+        return Err(format!("unknown template reference '{{{{{expr}}}}}'; {EXPECTED}"));
     };
     let (step, field) = rest.split_once('.').unwrap_or((rest, ""));
     if step.is_empty() {
-        return Err(format!(
-            "template '{{{{{expr}}}}}' names no step; {EXPECTED}"
-        ));
+        return Err(format!("template '{{{{{expr}}}}}' names no step; {EXPECTED}"));
     }
     let step = step.to_owned();
     match field {
         "artifacts" => Ok(TemplateRef::StepArtifacts { step }),
         "metadata" => Ok(TemplateRef::StepMetadata { step, path: Vec::new() }),
         f if f.starts_with("metadata.") || f.starts_with("metadata[") => {
-            let path = parse_path(&f["metadata".len()..])
-                .ok_or_else(|| format!("bad metadata path in '{{{{{expr}}}}}'"))?;
+            let path =
+                parse_path(&f["metadata".len()..]).ok_or_else(|| format!("bad metadata path in '{{{{{expr}}}}}'"))?;
             Ok(TemplateRef::StepMetadata { step, path })
         }
         _ => Err(format!(
@@ -219,9 +212,8 @@ fn resolve(r: &TemplateRef, expr: &str, ctx: &dyn RenderContext) -> Result<Value
             .map(|(_, n)| Value::from(n))
             .ok_or_else(|| format!("'{{{{{expr}}}}}': step '{step}' has no output")),
         TemplateRef::StepMetadata { step, path } => {
-            let (mut v, _) = ctx
-                .step_output(step)
-                .ok_or_else(|| format!("'{{{{{expr}}}}}': step '{step}' has no output"))?;
+            let (mut v, _) =
+                ctx.step_output(step).ok_or_else(|| format!("'{{{{{expr}}}}}': step '{step}' has no output"))?;
             for (i, seg) in path.iter().enumerate() {
                 let next = match v {
                     Value::Object(m) => m.get(seg),
@@ -229,17 +221,10 @@ fn resolve(r: &TemplateRef, expr: &str, ctx: &dyn RenderContext) -> Result<Value
                     _ => None,
                 };
                 v = next.ok_or_else(|| {
-                    let at = if i == 0 {
-                        "metadata".to_owned()
-                    } else {
-                        format!("metadata.{}", path[..i].join("."))
-                    };
+                    let at = if i == 0 { "metadata".to_owned() } else { format!("metadata.{}", path[..i].join(".")) };
                     let keys = match v {
                         Value::Object(m) if !m.is_empty() => {
-                            format!(
-                                " (it has: {})",
-                                m.keys().cloned().collect::<Vec<_>>().join(", ")
-                            )
+                            format!(" (it has: {})", m.keys().cloned().collect::<Vec<_>>().join(", "))
                         }
                         Value::Array(a) => format!(" (it is a list of {})", a.len()),
                         other => format!(" (it is {other})"),
@@ -257,17 +242,10 @@ pub(crate) fn templated_strings(value: &Value) -> Vec<(String, &str)> {
     fn walk<'a>(v: &'a Value, ptr: String, out: &mut Vec<(String, &'a str)>) {
         match v {
             Value::String(s) if is_templated(s) => out.push((ptr, s)),
-            Value::Array(a) => a
-                .iter()
-                .enumerate()
-                .for_each(|(i, x)| walk(x, format!("{ptr}/{i}"), out)),
-            Value::Object(m) => m.iter().for_each(|(k, x)| {
-                walk(
-                    x,
-                    format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1")),
-                    out,
-                )
-            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, format!("{ptr}/{i}"), out)),
+            Value::Object(m) => {
+                m.iter().for_each(|(k, x)| walk(x, format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+            }
             _ => {}
         }
     }
@@ -280,23 +258,11 @@ pub(crate) fn templated_strings(value: &Value) -> Vec<(String, &str)> {
 pub fn render_value(value: &Value, ctx: &dyn RenderContext) -> Result<Value, String> {
     fn walk(v: &Value, ptr: &str, ctx: &dyn RenderContext) -> Result<Value, String> {
         Ok(match v {
-            Value::String(s) if is_templated(s) => Template::parse(s)
-                .and_then(|t| t.render(ctx))
-                .map_err(|e| {
-                format!(
-                    "params{}: {e}",
-                    if ptr.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" at '{ptr}'")
-                    }
-                )
+            Value::String(s) if is_templated(s) => Template::parse(s).and_then(|t| t.render(ctx)).map_err(|e| {
+                format!("params{}: {e}", if ptr.is_empty() { String::new() } else { format!(" at '{ptr}'") })
             })?,
             Value::Array(a) => Value::Array(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, x)| walk(x, &format!("{ptr}/{i}"), ctx))
-                    .collect::<Result<_, _>>()?,
+                a.iter().enumerate().map(|(i, x)| walk(x, &format!("{ptr}/{i}"), ctx)).collect::<Result<_, _>>()?,
             ),
             Value::Object(m) => Value::Object(
                 m.iter()
@@ -337,44 +303,18 @@ mod tests {
         assert_eq!(r("{{steps.a.metadata.width}}"), json!(512));
         assert_eq!(r("{{ steps.a.metadata.sizes[1].w }}"), json!(2));
         assert_eq!(r("{{steps.a.metadata.sizes.0.w}}"), json!(1));
-        assert_eq!(
-            r("w={{steps.a.metadata.width}} tag={{steps.a.metadata.tag}}"),
-            json!("w=512 tag=x")
-        );
+        assert_eq!(r("w={{steps.a.metadata.width}} tag={{steps.a.metadata.tag}}"), json!("w=512 tag=x"));
         assert_eq!(r("{{steps.a.artifacts}}"), json!(3));
-        assert_eq!(
-            r("{{input}} by {{pipeline.name}} in {{run.id}}"),
-            json!("a cat by P in r1")
-        );
-        let err = Template::parse("{{steps.a.metadata.height}}")
-            .unwrap()
-            .render(&ctx)
-            .unwrap_err();
-        assert!(
-            err.contains("has no 'height'") && err.contains("width"),
-            "{err}"
-        );
+        assert_eq!(r("{{input}} by {{pipeline.name}} in {{run.id}}"), json!("a cat by P in r1"));
+        let err = Template::parse("{{steps.a.metadata.height}}").unwrap().render(&ctx).unwrap_err();
+        assert!(err.contains("has no 'height'") && err.contains("width"), "{err}");
     }
 
     #[test]
     fn syntax_errors() {
-        assert!(Template::parse("{{input")
-            .unwrap_err()
-            .contains("unterminated"));
-        assert!(Template::parse("{{inptu}}")
-            .unwrap_err()
-            .contains("unknown template reference"));
-        assert!(Template::parse("{{steps.a.meta}}")
-            .unwrap_err()
-            .contains("expected .metadata"));
-        assert_eq!(
-            Template::parse("{{steps.b.artifacts}}")
-                .unwrap()
-                .refs()
-                .next()
-                .unwrap()
-                .step(),
-            Some("b")
-        );
+        assert!(Template::parse("{{input").unwrap_err().contains("unterminated"));
+        assert!(Template::parse("{{inptu}}").unwrap_err().contains("unknown template reference"));
+        assert!(Template::parse("{{steps.a.meta}}").unwrap_err().contains("expected .metadata"));
+        assert_eq!(Template::parse("{{steps.b.artifacts}}").unwrap().refs().next().unwrap().step(), Some("b"));
     }
 }

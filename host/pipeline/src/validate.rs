@@ -119,8 +119,7 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn error(&mut self, pos: Position, step: &str, msg: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::new(self.file, pos, Some(step), msg));
+        self.diags.push(Diagnostic::new(self.file, pos, Some(step), msg));
     }
 
     fn claim_name(&mut self, name: &'a spec::Spanned<String>, what: Named, defaulted: bool) {
@@ -130,10 +129,7 @@ impl<'a> Builder<'a> {
             } else {
                 ""
             };
-            let msg = format!(
-                "duplicate name '{}': already used at {}:{first}{hint}",
-                name.value, self.file
-            );
+            let msg = format!("duplicate name '{}': already used at {}:{first}{hint}", name.value, self.file);
             self.error(name.pos, &name.value, msg);
         } else {
             self.names.insert(&name.value, (what, name.pos));
@@ -174,22 +170,13 @@ impl<'a> Builder<'a> {
     }
 
     /// Steps a name stands for (a group: all its steps), or a diagnostic.
-    fn resolve(
-        &mut self,
-        name: &spec::Spanned<String>,
-        step: &str,
-        what: &str,
-    ) -> Option<Vec<usize>> {
+    fn resolve(&mut self, name: &spec::Spanned<String>, step: &str, what: &str) -> Option<Vec<usize>> {
         match self.names.get(name.value.as_str()) {
             Some((Named::Step(i), _)) => Some(vec![*i]),
             Some((Named::Group(g), _)) => Some(self.groups[*g].steps.clone()),
             None => {
                 let hint = did_you_mean(closest(&name.value, self.names.keys().copied()));
-                self.error(
-                    name.pos,
-                    step,
-                    format!("{what} names no step: '{}'{hint}", name.value),
-                );
+                self.error(name.pos, step, format!("{what} names no step: '{}'{hint}", name.value));
                 None
             }
         }
@@ -204,23 +191,15 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
         parallel: s.parallel.as_ref().is_none_or(|p| p.value),
         max_workers: s.max_workers.as_ref().map(|m| m.value),
         timeout: s.timeout.as_ref().map(|t| t.value),
-        rate_limit_delay: s
-            .rate_limit_delay
-            .as_ref()
-            .map(|d| d.value)
-            .unwrap_or_default(),
+        rate_limit_delay: s.rate_limit_delay.as_ref().map(|d| d.value).unwrap_or_default(),
         fail_fast: s.fail_fast.as_ref().is_some_and(|f| f.value),
     };
-    let name = spec
-        .name
-        .as_ref()
-        .map(|n| n.value.clone())
-        .unwrap_or_else(|| {
-            std::path::Path::new(file)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "pipeline".to_owned())
-        });
+    let name = spec.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| {
+        std::path::Path::new(file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".to_owned())
+    });
     let mut b = Builder {
         file,
         diags: Vec::new(),
@@ -264,26 +243,17 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
                 .clone();
             match entry {
                 SchemaEntry::Valid(validator) => check_params(&mut b, &validator, st, params),
-                SchemaEntry::Invalid(e) => b.error(
-                    stage.pos,
-                    step,
-                    format!("stage '{}' has an invalid params schema: {e}", stage.value),
-                ),
+                SchemaEntry::Invalid(e) => {
+                    b.error(stage.pos, step, format!("stage '{}' has an invalid params schema: {e}", stage.value))
+                }
                 SchemaEntry::Unknown => {
-                    let hint = did_you_mean(closest(
-                        &stage.value,
-                        stage_names.iter().map(String::as_str),
-                    ));
+                    let hint = did_you_mean(closest(&stage.value, stage_names.iter().map(String::as_str)));
                     let known = if stage_names.is_empty() || stage_names.len() > 30 {
                         String::new()
                     } else {
                         format!("; known stages: {}", stage_names.join(", "))
                     };
-                    b.error(
-                        stage.pos,
-                        step,
-                        format!("unknown stage '{}'{hint}{known}", stage.value),
-                    );
+                    b.error(stage.pos, step, format!("unknown stage '{}'{hint}{known}", stage.value));
                 }
             }
         }
@@ -303,10 +273,7 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
         let mut deps = input_from.clone();
         let templates = templated_strings(params);
         for (pointer, text) in &templates {
-            let at = st
-                .params
-                .as_ref()
-                .map_or(st.pos, |p: &ParamsSpec| p.position_of(pointer));
+            let at = st.params.as_ref().map_or(st.pos, |p: &ParamsSpec| p.position_of(pointer));
             match Template::parse(text) {
                 Err(e) => b.error(at, step, format!("params at '{pointer}': {e}")),
                 Ok(t) => {
@@ -344,11 +311,7 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
 
         planned.push(PlannedStep {
             name: st.name.value.clone(),
-            stage: st
-                .stage
-                .as_ref()
-                .map(|s| s.value.clone())
-                .unwrap_or_default(),
+            stage: st.stage.as_ref().map(|s| s.value.clone()).unwrap_or_default(),
             params: params.clone(),
             templated: !templates.is_empty(),
             input_from,
@@ -367,22 +330,14 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
     for cycle in dag::find_cycles(&deps) {
         let first = cycle[0];
         let next = cycle.get(1).copied().unwrap_or(first);
-        let at = edge_pos
-            .get(&(first, next))
-            .copied()
-            .unwrap_or(planned[first].pos);
+        let at = edge_pos.get(&(first, next)).copied().unwrap_or(planned[first].pos);
         let names: Vec<&str> = cycle.iter().map(|&i| planned[i].name.as_str()).collect();
         let msg = if cycle.len() == 1 {
             "the step depends on itself (through input_from or a template)".to_owned()
         } else {
-            let chain: Vec<String> = (0..cycle.len())
-                .map(|k| format!("'{}' needs '{}'", names[k], names[(k + 1) % names.len()]))
-                .collect();
-            format!(
-                "dependency cycle between {}: {}",
-                names.join(", "),
-                chain.join(", ")
-            )
+            let chain: Vec<String> =
+                (0..cycle.len()).map(|k| format!("'{}' needs '{}'", names[k], names[(k + 1) % names.len()])).collect();
+            format!("dependency cycle between {}: {}", names.join(", "), chain.join(", "))
         };
         let step = names[0].to_owned();
         b.error(at, &step, msg);
@@ -417,12 +372,7 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
 
 /// Checks a step's params against its stage's schema, skipping errors about
 /// values that are templates (they are checked after rendering).
-fn check_params(
-    b: &mut Builder<'_>,
-    validator: &jsonschema::Validator,
-    st: &StepSpec,
-    params: &Value,
-) {
+fn check_params(b: &mut Builder<'_>, validator: &jsonschema::Validator, st: &StepSpec, params: &Value) {
     use jsonschema::error::ValidationErrorKind as K;
     for err in validator.iter_errors(params) {
         let pointer = err.instance_path.as_str().to_owned();
@@ -444,15 +394,8 @@ fn check_params(
         if about_template {
             continue;
         }
-        let at = st
-            .params
-            .as_ref()
-            .map_or(st.pos, |p| p.position_of(&pointer));
-        let at_path = if pointer.is_empty() {
-            String::new()
-        } else {
-            format!(" at '{pointer}'")
-        };
+        let at = st.params.as_ref().map_or(st.pos, |p| p.position_of(&pointer));
+        let at_path = if pointer.is_empty() { String::new() } else { format!(" at '{pointer}'") };
         let msg = format!(
             "params{at_path} do not match the schema of stage '{}': {err}",
             st.stage.as_ref().map_or("", |s| s.value.as_str())

@@ -12,18 +12,11 @@ use serde_json::json;
 use stagecraft_pipeline::*;
 
 fn b(sleep: u64) -> Behavior {
-    Behavior {
-        sleep: ms(sleep),
-        ..Default::default()
-    }
+    Behavior { sleep: ms(sleep), ..Default::default() }
 }
 
 fn failing(sleep: u64, msg: &str) -> Behavior {
-    Behavior {
-        sleep: ms(sleep),
-        fail: Some(msg.to_string()),
-        ..Default::default()
-    }
+    Behavior { sleep: ms(sleep), fail: Some(msg.to_string()), ..Default::default() }
 }
 
 #[tokio::test(start_paused = true)]
@@ -40,11 +33,8 @@ async fn dependents_start_after_dependencies_and_independent_steps_overlap() {
     let (out, events) = run(&p, &fake).await;
     assert_eq!(out.report.status, RunStatus::Succeeded);
 
-    let (a_end, b_start, c_start) = (
-        fake.time("a", Mark::End),
-        fake.time("b", Mark::Start),
-        fake.time("c", Mark::Start),
-    );
+    let (a_end, b_start, c_start) =
+        (fake.time("a", Mark::End), fake.time("b", Mark::Start), fake.time("c", Mark::Start));
     assert!(b_start >= a_end && c_start >= a_end);
     // b and c ran at the same time.
     assert!(b_start < fake.time("c", Mark::End) && c_start < fake.time("b", Mark::End));
@@ -69,13 +59,7 @@ async fn dependents_start_after_dependencies_and_independent_steps_overlap() {
             .collect();
         assert_eq!(kinds, ["queued", "started", "finished"], "{step}");
     }
-    assert!(matches!(
-        events.last(),
-        Some(Event::RunFinished {
-            status: RunStatus::Succeeded,
-            ..
-        })
-    ));
+    assert!(matches!(events.last(), Some(Event::RunFinished { status: RunStatus::Succeeded, .. })));
 
     let r = &out.report;
     assert_eq!(r.critical_path, ["a", "c", "d"]);
@@ -90,14 +74,9 @@ async fn dependents_start_after_dependencies_and_independent_steps_overlap() {
 
 #[tokio::test(start_paused = true)]
 async fn steps_without_input_from_get_the_pipeline_inputs() {
-    let p = load_ok(
-        "steps:\n  - { name: a, type: work }\n  - { name: b, type: work, input_from: a }\n",
-    );
+    let p = load_ok("steps:\n  - { name: a, type: work }\n  - { name: b, type: work, input_from: a }\n");
     let fake = Fake::sleeping(&["a", "b"], ms(1));
-    let input = RunInput {
-        text: None,
-        files: vec!["in.png".to_string()],
-    };
+    let input = RunInput { text: None, files: vec!["in.png".to_string()] };
     run_with(&p, &fake, input, RunOptions::default()).await;
     assert_eq!(fake.received("a").inputs, ["in.png"]);
     assert_eq!(fake.received("b").inputs, ["a.out"]);
@@ -119,12 +98,7 @@ const GROUP: &str = "steps:
 #[tokio::test(start_paused = true)]
 async fn fail_fast_cancels_running_siblings_and_skips_pending_ones() {
     let p = load_ok(&GROUP.replace("FAIL_FAST", "true"));
-    let fake = Fake::new([
-        ("x", failing(50, "x broke")),
-        ("y", b(500)),
-        ("z", b(10)),
-        ("other", b(800)),
-    ]);
+    let fake = Fake::new([("x", failing(50, "x broke")), ("y", b(500)), ("z", b(10)), ("other", b(800))]);
     let (out, events) = run(&p, &fake).await;
 
     assert_eq!(status(&out, "x"), StepStatus::Failed);
@@ -132,31 +106,19 @@ async fn fail_fast_cancels_running_siblings_and_skips_pending_ones() {
     // y was running: its future was dropped, it never completed.
     assert_eq!(status(&out, "y"), StepStatus::Cancelled);
     assert_eq!(fake.marks("y"), [Mark::Start, Mark::Dropped]);
-    assert!(
-        error(&out, "y").contains("step 'x' failed in fail-fast group 'g'"),
-        "{}",
-        error(&out, "y")
-    );
+    assert!(error(&out, "y").contains("step 'x' failed in fail-fast group 'g'"), "{}", error(&out, "y"));
     // z was waiting for a worker: never started.
     assert_eq!(status(&out, "z"), StepStatus::Skipped);
     assert!(fake.marks("z").is_empty());
-    assert!(
-        error(&out, "z").contains("'x' failed"),
-        "{}",
-        error(&out, "z")
-    );
+    assert!(error(&out, "z").contains("'x' failed"), "{}", error(&out, "z"));
     // Dependents of a cancelled step are skipped; steps outside the group go on.
     assert_eq!(status(&out, "after"), StepStatus::Skipped);
     assert_eq!(error(&out, "after"), "dependency 'y' was cancelled");
     assert_eq!(status(&out, "other"), StepStatus::Succeeded);
     assert_eq!(out.report.status, RunStatus::Failed);
     // The Cancelled event came when the future had been dropped.
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::Cancelled { step, duration: Some(_), .. } if step == "y")));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::Failed { step, timed_out: false, .. } if step == "x")));
+    assert!(events.iter().any(|e| matches!(e, Event::Cancelled { step, duration: Some(_), .. } if step == "y")));
+    assert!(events.iter().any(|e| matches!(e, Event::Failed { step, timed_out: false, .. } if step == "x")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,13 +149,12 @@ async fn dependents_of_a_failure_are_skipped_transitively() {
     assert_eq!(status(&out, "b"), StepStatus::Skipped);
     assert_eq!(error(&out, "b"), "dependency 'a' failed");
     assert_eq!(status(&out, "c"), StepStatus::Skipped);
-    assert_eq!(
-        error(&out, "c"),
-        "dependency 'b' was skipped (dependency 'a' failed)"
-    );
+    assert_eq!(error(&out, "c"), "dependency 'b' was skipped (dependency 'a' failed)");
     assert_eq!(status(&out, "d"), StepStatus::Succeeded);
     assert!(fake.marks("b").is_empty() && fake.marks("c").is_empty());
-    assert!(events.iter().any(|e| matches!(e, Event::Skipped { step, reason, .. } if step == "b" && reason.contains("'a'"))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Skipped { step, reason, .. } if step == "b" && reason.contains("'a'"))));
     assert_eq!(out.report.step("b").unwrap().started, None);
 }
 
@@ -230,12 +191,7 @@ async fn group_timeout_ends_unfinished_steps() {
   - { name: after, type: work, input_from: slow }
 ",
     );
-    let fake = Fake::new([
-        ("fast", b(100)),
-        ("slow", b(5_000)),
-        ("queued", b(5_000)),
-        ("outside", b(3_000)),
-    ]);
+    let fake = Fake::new([("fast", b(100)), ("slow", b(5_000)), ("queued", b(5_000)), ("outside", b(3_000))]);
     let (out, events) = run(&p, &fake).await;
     assert_eq!(status(&out, "fast"), StepStatus::Succeeded);
     // fast's slot went to queued, which then timed out while running, like slow.
@@ -249,15 +205,10 @@ async fn group_timeout_ends_unfinished_steps() {
     // The run goes on outside the group.
     assert_eq!(status(&out, "outside"), StepStatus::Succeeded);
     assert_eq!(out.report.status, RunStatus::Failed);
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::Failed { step, timed_out: true, .. } if step == "slow")));
+    assert!(events.iter().any(|e| matches!(e, Event::Failed { step, timed_out: true, .. } if step == "slow")));
     // The group's clock started with its first step: slow ran about 1s (virtual time).
     let d = out.report.step("slow").unwrap().duration.unwrap();
-    assert!(
-        d >= Duration::from_secs(1) && d < Duration::from_secs(2),
-        "{d:?}"
-    );
+    assert!(d >= Duration::from_secs(1) && d < Duration::from_secs(2), "{d:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -276,10 +227,7 @@ async fn group_timeout_covers_steps_that_never_started() {
     let fake = Fake::new([("slow", b(5_000))]);
     let (out, _) = run(&p, &fake).await;
     assert_eq!(status(&out, "waiting"), StepStatus::TimedOut);
-    assert_eq!(
-        error(&out, "waiting"),
-        "group 'g' timed out after 1s before the step started"
-    );
+    assert_eq!(error(&out, "waiting"), "group 'g' timed out after 1s before the step started");
     assert!(fake.marks("waiting").is_empty());
 }
 
@@ -301,13 +249,7 @@ steps:
     assert_eq!(error(&out, "a"), "the run timed out after 2s");
     assert_eq!(status(&out, "b"), StepStatus::TimedOut);
     assert_eq!(fake.marks("a"), [Mark::Start, Mark::Dropped]);
-    assert!(matches!(
-        events.last(),
-        Some(Event::RunFinished {
-            status: RunStatus::TimedOut,
-            ..
-        })
-    ));
+    assert!(matches!(events.last(), Some(Event::RunFinished { status: RunStatus::TimedOut, .. })));
 }
 
 const FIVE: &str = "settings: { parallel: PARALLEL, max_workers: 2 }
@@ -334,10 +276,7 @@ async fn the_parallel_option_overrides_settings() {
     // What the caller passes for STAGECRAFT_PARALLEL=false.
     let p = load_ok(&FIVE.replace("PARALLEL", "true"));
     let fake = Fake::sleeping(&["s1", "s2", "s3", "s4", "s5"], ms(100));
-    let options = RunOptions {
-        parallel: Some(false),
-        ..Default::default()
-    };
+    let options = RunOptions { parallel: Some(false), ..Default::default() };
     run_with(&p, &fake, RunInput::default(), options).await;
     assert_eq!(fake.max_concurrency(), 1);
 }
@@ -365,10 +304,7 @@ async fn max_workers_is_respected() {
     // The run option overrides settings.
     let p = load_ok(&FIVE.replace("PARALLEL", "true"));
     let fake = Fake::sleeping(&["s1", "s2", "s3", "s4", "s5"], ms(100));
-    let options = RunOptions {
-        max_workers: Some(4),
-        ..Default::default()
-    };
+    let options = RunOptions { max_workers: Some(4), ..Default::default() };
     run_with(&p, &fake, RunInput::default(), options).await;
     assert_eq!(fake.max_concurrency(), 4);
 }
@@ -414,7 +350,9 @@ steps:
 
 #[tokio::test(start_paused = true)]
 async fn rate_limit_delay_spaces_starts() {
-    let p = load_ok("settings: { rate_limit_delay: 0.5 }\nsteps:\n  - { name: a, type: work }\n  - { name: b, type: work }\n");
+    let p = load_ok(
+        "settings: { rate_limit_delay: 0.5 }\nsteps:\n  - { name: a, type: work }\n  - { name: b, type: work }\n",
+    );
     let fake = Fake::sleeping(&["a", "b"], ms(10));
     run(&p, &fake).await;
     let gap = fake.time("b", Mark::Start) - fake.time("a", Mark::Start);
@@ -437,23 +375,15 @@ async fn cancellation_drops_running_steps_and_cancels_the_rest() {
         tokio::time::sleep(ms(200)).await;
         trigger.cancel();
     });
-    let options = RunOptions {
-        cancel,
-        ..Default::default()
-    };
+    let options = RunOptions { cancel, ..Default::default() };
     let (out, events) = run_with(&p, &fake, RunInput::default(), options).await;
     assert_eq!(out.report.status, RunStatus::Cancelled);
     assert_eq!(status(&out, "c"), StepStatus::Succeeded);
     assert_eq!(status(&out, "a"), StepStatus::Cancelled);
     assert_eq!(fake.marks("a"), [Mark::Start, Mark::Dropped]);
     assert_eq!(status(&out, "b"), StepStatus::Cancelled);
-    assert_eq!(
-        error(&out, "b"),
-        "the run was cancelled before the step started"
-    );
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::Cancelled { step, duration: None, .. } if step == "b")));
+    assert_eq!(error(&out, "b"), "the run was cancelled before the step started");
+    assert!(events.iter().any(|e| matches!(e, Event::Cancelled { step, duration: None, .. } if step == "b")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -485,21 +415,8 @@ steps:
     // b has no input_from, but references a: it waits for a.
     assert_eq!(p.step("b").unwrap().deps, vec![0]);
     let meta = json!({"size": {"width": 512}, "tags": ["x", "y"]});
-    let fake = Fake::new([
-        (
-            "a",
-            Behavior {
-                sleep: ms(50),
-                metadata: meta,
-                ..Default::default()
-            },
-        ),
-        ("b", b(1)),
-    ]);
-    let options = RunOptions {
-        run_id: "r-42".into(),
-        ..Default::default()
-    };
+    let fake = Fake::new([("a", Behavior { sleep: ms(50), metadata: meta, ..Default::default() }), ("b", b(1))]);
+    let options = RunOptions { run_id: "r-42".into(), ..Default::default() };
     let (out, _) = run_with(&p, &fake, RunInput::text("a cat"), options).await;
     assert_eq!(out.report.status, RunStatus::Succeeded);
     assert!(fake.time("b", Mark::Start) >= fake.time("a", Mark::End));
@@ -520,13 +437,7 @@ async fn unknown_metadata_fails_the_step_with_a_clear_error() {
   - { name: c, type: work, input_from: b }
 ",
     );
-    let fake = Fake::new([(
-        "a",
-        Behavior {
-            metadata: json!({"width": 1}),
-            ..Default::default()
-        },
-    )]);
+    let fake = Fake::new([("a", Behavior { metadata: json!({"width": 1}), ..Default::default() })]);
     let (out, _) = run(&p, &fake).await;
     assert_eq!(status(&out, "b"), StepStatus::Failed);
     assert_eq!(
@@ -545,44 +456,24 @@ async fn rendered_params_are_checked_against_the_schema() {
   - { name: b, type: upscale, params: { factor: '{{steps.a.metadata.f}}' } }
 ",
     );
-    let fake = Fake::new([(
-        "a",
-        Behavior {
-            metadata: json!({"f": "two"}),
-            ..Default::default()
-        },
-    )]);
+    let fake = Fake::new([("a", Behavior { metadata: json!({"f": "two"}), ..Default::default() })]);
     let (out, _) = run(&p, &fake).await;
     assert_eq!(status(&out, "b"), StepStatus::Failed);
     let e = error(&out, "b");
-    assert!(
-        e.starts_with("rendered params do not match the schema of stage 'upscale': at '/factor'"),
-        "{e}"
-    );
+    assert!(e.starts_with("rendered params do not match the schema of stage 'upscale': at '/factor'"), "{e}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn missing_input_text_is_a_clear_step_error() {
     let p = load_ok("steps:\n  - { name: g, type: generate, params: { prompt: '{{input}}' } }\n");
     let (out, _) = run(&p, &Fake::default()).await;
-    assert_eq!(
-        error(&out, "g"),
-        "params at '/prompt': '{{input}}' is used but the run was given no input text"
-    );
+    assert_eq!(error(&out, "g"), "params at '/prompt': '{{input}}' is used but the run was given no input text");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_runner_fails_its_step() {
-    let p = load_ok(
-        "steps:\n  - { name: a, type: work }\n  - { name: b, type: work, input_from: a }\n",
-    );
-    let fake = Fake::new([(
-        "a",
-        Behavior {
-            panic: true,
-            ..Default::default()
-        },
-    )]);
+    let p = load_ok("steps:\n  - { name: a, type: work }\n  - { name: b, type: work, input_from: a }\n");
+    let fake = Fake::new([("a", Behavior { panic: true, ..Default::default() })]);
     let (out, _) = run(&p, &fake).await;
     assert_eq!(status(&out, "a"), StepStatus::Failed);
     assert_eq!(error(&out, "a"), "the step runner panicked: boom in a");
@@ -605,42 +496,23 @@ async fn nested_fail_fast_reaches_the_outer_group() {
           - { name: peer, type: work }
 ",
     );
-    let fake = Fake::new([
-        ("bad", failing(10, "x")),
-        ("peer", b(1_000)),
-        ("sibling", b(1_000)),
-    ]);
+    let fake = Fake::new([("bad", failing(10, "x")), ("peer", b(1_000)), ("sibling", b(1_000))]);
     let (out, _) = run(&p, &fake).await;
     // The inner group keeps going, but the outer one is fail-fast: it stops everything in it.
     assert_eq!(status(&out, "sibling"), StepStatus::Cancelled);
     assert_eq!(status(&out, "peer"), StepStatus::Cancelled);
-    assert!(
-        error(&out, "peer").contains("fail-fast group 'outer'"),
-        "{}",
-        error(&out, "peer")
-    );
+    assert!(error(&out, "peer").contains("fail-fast group 'outer'"), "{}", error(&out, "peer"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_step_outcome_reaches_the_runner_with_its_spec_fields() {
-    let p = load_ok(
-        "steps:\n  - { name: a, type: work, retries: 3, timeout: 1.5, params: { width: 2 } }\n",
-    );
+    let p = load_ok("steps:\n  - { name: a, type: work, retries: 3, timeout: 1.5, params: { width: 2 } }\n");
     let fake = Fake::default();
-    let options = RunOptions {
-        run_id: "id-1".into(),
-        ..Default::default()
-    };
+    let options = RunOptions { run_id: "id-1".into(), ..Default::default() };
     run_with(&p, &fake, RunInput::default(), options).await;
     let got = fake.received("a");
-    assert_eq!(
-        (got.stage.as_str(), got.retries, got.timeout),
-        ("work", 3, Some(Duration::from_millis(1500)))
-    );
-    assert_eq!(
-        (got.run_id.as_str(), got.params),
-        ("id-1", json!({"width": 2}))
-    );
+    assert_eq!((got.stage.as_str(), got.retries, got.timeout), ("work", 3, Some(Duration::from_millis(1500))));
+    assert_eq!((got.run_id.as_str(), got.params), ("id-1", json!({"width": 2})));
 }
 
 /// On a real multi-threaded runtime with real time: independent steps overlap.
@@ -659,21 +531,11 @@ async fn independent_steps_overlap_on_a_real_runtime() {
 async fn events_can_go_to_a_channel_and_reports_round_trip() {
     let p = load_ok("steps:\n  - { name: a, type: work }\n");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = RunOptions {
-        observer: Some(channel_observer(tx)),
-        ..Default::default()
-    };
-    let out = Engine::new(Fake::sleeping(&["a"], ms(5)))
-        .run(&p, RunInput::default(), options)
-        .await;
+    let options = RunOptions { observer: Some(channel_observer(tx)), ..Default::default() };
+    let out = Engine::new(Fake::sleeping(&["a"], ms(5))).run(&p, RunInput::default(), options).await;
     let mut kinds = Vec::new();
     while let Ok(e) = rx.try_recv() {
-        kinds.push(
-            serde_json::to_value(&e).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        kinds.push(serde_json::to_value(&e).unwrap()["event"].as_str().unwrap().to_owned());
     }
     assert_eq!(kinds, ["queued", "started", "finished", "run_finished"]);
     let json = serde_json::to_string(&out.report).unwrap();

@@ -50,10 +50,7 @@ fn the_documented_example_loads_with_positions() {
     assert_eq!(report.timeout, Some(std::time::Duration::from_secs(30)));
     assert_eq!(report.input_from, vec![1, 2]);
     let g = &p.groups()[1];
-    assert_eq!(
-        (g.name.as_str(), g.max_workers, g.fail_fast),
-        ("variations", Some(3), true)
-    );
+    assert_eq!((g.name.as_str(), g.max_workers, g.fail_fast), ("variations", Some(3), true));
     assert_eq!(g.timeout, Some(std::time::Duration::from_secs(120)));
     assert_eq!(g.steps, vec![1, 2]);
     assert!(p.step("base_image").unwrap().templated);
@@ -61,9 +58,7 @@ fn the_documented_example_loads_with_positions() {
 
     // The spec keeps the position of every param value.
     let spec = PipelineSpec::parse(HYBRID, "hybrid.yaml").unwrap();
-    let spec::NodeSpec::Step(base) = &spec.steps[0] else {
-        panic!()
-    };
+    let spec::NodeSpec::Step(base) = &spec.steps[0] else { panic!() };
     let params = base.params.as_ref().unwrap();
     assert_eq!(params.position_of("/seed"), Position::new(6, 42));
     assert_eq!(base.stage.as_ref().unwrap().pos, Position::new(5, 11));
@@ -97,30 +92,21 @@ fn unknown_stage_suggests_the_closest() {
 #[test]
 fn duplicate_step_name() {
     let d = load_err("steps:\n  - { name: a, type: generate }\n  - { name: a, type: generate }\n");
-    assert_eq!(
-        only(&d),
-        "test.yaml:3:13: step 'a': duplicate name 'a': already used at test.yaml:2:13"
-    );
+    assert_eq!(only(&d), "test.yaml:3:13: step 'a': duplicate name 'a': already used at test.yaml:2:13");
 }
 
 #[test]
 fn duplicate_default_names_explain_the_default() {
     let d = load_err("steps:\n  - type: generate\n  - type: generate\n");
     let msg = only(&d);
-    assert!(
-        msg.starts_with("test.yaml:3:11: step 'generate': duplicate name 'generate'"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("test.yaml:3:11: step 'generate': duplicate name 'generate'"), "{msg}");
     assert!(msg.contains("give it a unique 'name'"), "{msg}");
 }
 
 #[test]
 fn input_from_naming_no_step() {
     let d = load_err("steps:\n  - { name: base, type: generate }\n  - { name: b, type: upscale, input_from: [base, bse], params: { factor: 2 } }\n");
-    assert_eq!(
-        only(&d),
-        "test.yaml:3:50: step 'b': input_from names no step: 'bse' (did you mean 'base'?)"
-    );
+    assert_eq!(only(&d), "test.yaml:3:50: step 'b': input_from names no step: 'bse' (did you mean 'base'?)");
 }
 
 #[test]
@@ -149,10 +135,7 @@ fn template_references_are_dependencies_and_can_cycle() {
   - { name: b, type: work, input_from: a }
 ";
     let d = load_err(yaml);
-    assert_eq!(
-        only(&d),
-        "test.yaml:2:45: step 'a': dependency cycle between a, b: 'a' needs 'b', 'b' needs 'a'"
-    );
+    assert_eq!(only(&d), "test.yaml:2:45: step 'a': dependency cycle between a, b: 'a' needs 'b', 'b' needs 'a'");
 }
 
 #[test]
@@ -166,26 +149,12 @@ fn params_that_do_not_match_the_schema() {
     assert!(msg.contains("3 is not one of"), "{msg}");
 
     let missing = only(&load_err("steps:\n  - { name: up, type: upscale }\n"));
-    assert!(
-        missing.starts_with("test.yaml:2:5: step 'up': params do not match"),
-        "{missing}"
-    );
-    assert!(
-        missing.contains("\"factor\" is a required property"),
-        "{missing}"
-    );
+    assert!(missing.starts_with("test.yaml:2:5: step 'up': params do not match"), "{missing}");
+    assert!(missing.contains("\"factor\" is a required property"), "{missing}");
 
-    let wrong_type = only(&load_err(
-        "steps:\n  - { name: g, type: generate, params: { seed: \"seven\" } }\n",
-    ));
-    assert!(
-        wrong_type.starts_with("test.yaml:2:48: step 'g': params at '/seed'"),
-        "{wrong_type}"
-    );
-    assert!(
-        wrong_type.contains("is not of type \"integer\""),
-        "{wrong_type}"
-    );
+    let wrong_type = only(&load_err("steps:\n  - { name: g, type: generate, params: { seed: \"seven\" } }\n"));
+    assert!(wrong_type.starts_with("test.yaml:2:48: step 'g': params at '/seed'"), "{wrong_type}");
+    assert!(wrong_type.contains("is not of type \"integer\""), "{wrong_type}");
 }
 
 #[test]
@@ -195,19 +164,17 @@ fn templated_values_are_not_type_checked_before_rendering() {
 
 #[test]
 fn unknown_key_suggests_the_right_one() {
-    let d = load_err("steps:\n  - { name: base, type: generate }\n  - name: b\n    type: social_formats\n    input_form: base\n");
+    let d = load_err(
+        "steps:\n  - { name: base, type: generate }\n  - name: b\n    type: social_formats\n    input_form: base\n",
+    );
     let msg = only(&d);
     assert!(
         msg.starts_with("test.yaml:5:5: step 'b': unknown key 'input_form' in a step (did you mean 'input_from'?)"),
         "{msg}"
     );
-    let settings = only(&load_err(
-        "settings: { paralel: false }\nsteps:\n  - { name: a, type: work }\n",
-    ));
+    let settings = only(&load_err("settings: { paralel: false }\nsteps:\n  - { name: a, type: work }\n"));
     assert!(
-        settings.starts_with(
-            "test.yaml:1:13: unknown key 'paralel' in settings (did you mean 'parallel'?)"
-        ),
+        settings.starts_with("test.yaml:1:13: unknown key 'paralel' in settings (did you mean 'parallel'?)"),
         "{settings}"
     );
 }
@@ -246,19 +213,16 @@ fn template_errors() {
 ";
     let msgs: Vec<String> = load_err(yaml).iter().map(ToString::to_string).collect();
     assert_eq!(msgs.len(), 3, "{msgs:#?}");
-    assert_eq!(msgs[0], "test.yaml:3:50: step 'b': params at '/prompt': template refers to no step: 'aa' (did you mean 'a'?)");
+    assert_eq!(
+        msgs[0],
+        "test.yaml:3:50: step 'b': params at '/prompt': template refers to no step: 'aa' (did you mean 'a'?)"
+    );
     assert!(
-        msgs[1].starts_with(
-            "test.yaml:4:50: step 'c': params at '/prompt': unknown template reference '{{inptu}}'"
-        ),
+        msgs[1].starts_with("test.yaml:4:50: step 'c': params at '/prompt': unknown template reference '{{inptu}}'"),
         "{}",
         msgs[1]
     );
-    assert!(
-        msgs[2].starts_with("test.yaml:5:50: step 'd': params at '/prompt': unterminated template"),
-        "{}",
-        msgs[2]
-    );
+    assert!(msgs[2].starts_with("test.yaml:5:50: step 'd': params at '/prompt': unterminated template"), "{}", msgs[2]);
 }
 
 #[test]
@@ -278,36 +242,16 @@ steps:
 
 #[test]
 fn structural_errors() {
-    assert_eq!(
-        only(&load_err("")),
-        "test.yaml:1:1: the pipeline file is empty"
-    );
-    assert_eq!(
-        only(&load_err("- a\n")),
-        "test.yaml:1:1: a pipeline must be a mapping, found a list"
-    );
-    assert_eq!(
-        only(&load_err("name: x\n")),
-        "test.yaml:1:1: the pipeline has no 'steps' list"
-    );
+    assert_eq!(only(&load_err("")), "test.yaml:1:1: the pipeline file is empty");
+    assert_eq!(only(&load_err("- a\n")), "test.yaml:1:1: a pipeline must be a mapping, found a list");
+    assert_eq!(only(&load_err("name: x\n")), "test.yaml:1:1: the pipeline has no 'steps' list");
     let msg = only(&load_err("steps:\n  - { name: a }\n"));
-    assert_eq!(
-        msg,
-        "test.yaml:2:5: step 'a': the step has no 'type' (the stage to run)"
-    );
+    assert_eq!(msg, "test.yaml:2:5: step 'a': the step has no 'type' (the stage to run)");
     let msg = only(&load_err("steps:\n  - { name: g, type: parallel_group }\n"));
-    assert_eq!(
-        msg,
-        "test.yaml:2:5: step 'g': a parallel_group needs a 'steps' list"
-    );
+    assert_eq!(msg, "test.yaml:2:5: step 'g': a parallel_group needs a 'steps' list");
     let msg = only(&load_err("steps:\n  - { name: 'a.b', type: work }\n"));
-    assert!(
-        msg.starts_with("test.yaml:2:7: step 'a.b': names may contain only"),
-        "{msg}"
-    );
-    let msg = only(&load_err(
-        "steps:\n  - { name: g, type: parallel_group, steps: [] }\n",
-    ));
+    assert!(msg.starts_with("test.yaml:2:7: step 'a.b': names may contain only"), "{msg}");
+    let msg = only(&load_err("steps:\n  - { name: g, type: parallel_group, steps: [] }\n"));
     assert_eq!(msg, "test.yaml:2:45: 'steps' of group 'g' is empty");
 }
 
@@ -336,18 +280,9 @@ fn groups_nest_and_group_names_expand_in_input_from() {
 
 #[test]
 fn diagnostics_display_and_serialize() {
-    let d = Diagnostic {
-        file: "p.yaml".into(),
-        line: 3,
-        column: 7,
-        step: Some("x".into()),
-        message: "boom".into(),
-    };
+    let d = Diagnostic { file: "p.yaml".into(), line: 3, column: 7, step: Some("x".into()), message: "boom".into() };
     assert_eq!(d.to_string(), "p.yaml:3:7: step 'x': boom");
-    let no_step = Diagnostic {
-        step: None,
-        ..d.clone()
-    };
+    let no_step = Diagnostic { step: None, ..d.clone() };
     assert_eq!(no_step.to_string(), "p.yaml:3:7: boom");
     assert_eq!(serde_json::to_value(&d).unwrap()["line"], 3);
 }

@@ -68,12 +68,13 @@ impl inference::Host for StoreState {
         })?;
         let span = tracing::debug_span!("infer", stage = self.events.stage(), model = %model);
         let inputs = inputs.into_iter().map(tensor_in).collect::<Result<Vec<_>, _>>()?;
-        let outputs = tracing::Instrument::instrument(models.infer(&model, inputs), span).await.map_err(|e| match e {
-            stagecraft_inference::InferError::UnknownModel(m) => E::UnknownModel(m),
-            stagecraft_inference::InferError::InvalidInput(m) => E::InvalidInput(m),
-            stagecraft_inference::InferError::Unavailable(m) => E::Unavailable(m),
-            stagecraft_inference::InferError::Failed(m) => E::Failed(m),
-        })?;
+        let outputs =
+            tracing::Instrument::instrument(models.infer(&model, inputs), span).await.map_err(|e| match e {
+                stagecraft_inference::InferError::UnknownModel(m) => E::UnknownModel(m),
+                stagecraft_inference::InferError::InvalidInput(m) => E::InvalidInput(m),
+                stagecraft_inference::InferError::Unavailable(m) => E::Unavailable(m),
+                stagecraft_inference::InferError::Failed(m) => E::Failed(m),
+            })?;
         Ok(outputs.into_iter().map(tensor_out).collect())
     }
 }
@@ -128,10 +129,10 @@ async fn foreground_probability(
     })?;
     let gray = stagecraft_accel::GrayImage::from_bytes(image.width, image.height, image.bits_per_sample, &image.data)
         .map_err(|e| match e {
-            stagecraft_accel::SegmentError::InvalidInput(m) => E::InvalidInput(m),
-            stagecraft_accel::SegmentError::Unavailable(m) => E::Unavailable(m),
-            stagecraft_accel::SegmentError::Failed(m) => E::Failed(m),
-        })?;
+        stagecraft_accel::SegmentError::InvalidInput(m) => E::InvalidInput(m),
+        stagecraft_accel::SegmentError::Unavailable(m) => E::Unavailable(m),
+        stagecraft_accel::SegmentError::Failed(m) => E::Failed(m),
+    })?;
     let full_scale = if image.bits_per_sample == 16 { 65535.0 } else { 255.0 };
     let pixels: Vec<f32> = gray.to_f32().iter().map(|v| v / full_scale).collect();
     let (w, h) = (image.width as usize, image.height as usize);
@@ -166,12 +167,8 @@ impl segmentation::Host for StoreState {
         };
         let stage = self.events.stage().to_owned();
         let work = move || {
-            let gray = stagecraft_accel::GrayImage::from_bytes(
-                image.width,
-                image.height,
-                image.bits_per_sample,
-                &image.data,
-            )?;
+            let gray =
+                stagecraft_accel::GrayImage::from_bytes(image.width, image.height, image.bits_per_sample, &image.data)?;
             drop(image);
             let opts = stagecraft_accel::SegmentOptions {
                 sigma: options.sigma,

@@ -126,7 +126,8 @@ pub fn parse_grant(spec: &str, rate_limit_delay: Duration) -> anyhow::Result<(St
 /// The environment variable holding `stage`'s API key:
 /// `STAGECRAFT_HTTP_<STAGE>_KEY`, upper case, `-` as `_`.
 pub fn key_env_var(stage: &str) -> String {
-    let stage: String = stage.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let stage: String =
+        stage.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("STAGECRAFT_HTTP_{stage}_KEY")
 }
 
@@ -168,7 +169,8 @@ impl HttpPolicy {
     pub fn new(grants: &HashMap<String, HttpGrant>) -> anyhow::Result<Self> {
         let mut out = HashMap::new();
         for (stage, grant) in grants {
-            let state = GrantState::new(stage, grant.clone()).with_context(|| format!("HTTP grant of stage '{stage}'"))?;
+            let state =
+                GrantState::new(stage, grant.clone()).with_context(|| format!("HTTP grant of stage '{stage}'"))?;
             tracing::info!(stage = %stage, hosts = ?grant.allowed_hosts, injected_headers = grant.headers.len(),
                 rate_limit_ms = grant.rate_limit_delay.as_millis() as u64, max_connections = grant.max_connections,
                 "outgoing HTTP granted");
@@ -191,7 +193,8 @@ impl GrantState {
         for (name, value) in &grant.headers {
             let name = HeaderName::try_from(name.as_str()).with_context(|| format!("invalid header name {name:?}"))?;
             // The value is a secret: say which header, never what it holds.
-            let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| anyhow::anyhow!("invalid value for header {name}"))?;
+            let mut value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| anyhow::anyhow!("invalid value for header {name}"))?;
             value.set_sensitive(true);
             headers.push((name, value));
         }
@@ -284,8 +287,12 @@ impl StageHttpHooks {
 }
 
 type SendFuture = Box<
-    dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
-        + Send,
+    dyn Future<
+            Output = Result<
+                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                HttpError,
+            >,
+        > + Send,
 >;
 
 impl WasiHttpHooks for StageHttpHooks {

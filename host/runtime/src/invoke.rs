@@ -69,7 +69,13 @@ struct DeadlineExceeded;
 
 /// Builds a store with limits and a deadline; every epoch tick before the
 /// deadline yields to the executor, so long stages share threads fairly.
-fn new_store(rt: &Runtime, stage: &str, limits: Limits, sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>, scratch: &std::path::Path) -> anyhow::Result<Store<StoreState>> {
+fn new_store(
+    rt: &Runtime,
+    stage: &str,
+    limits: Limits,
+    sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Store<StoreState>> {
     let events = EventSink { stage: Arc::from(stage), sink };
     let mut state = StoreState::new(scratch, limits.memory_bytes, events)?;
     state.http_hooks = rt.inner.http.hooks_for(stage);
@@ -97,16 +103,13 @@ pub(crate) async fn invoke(
     let defaults = rt.inner.config.limits;
     let limits = Limits {
         timeout: options.timeout.unwrap_or(defaults.timeout),
-        memory_bytes: options
-            .memory_bytes
-            .unwrap_or(defaults.memory_bytes)
-            .min(rt.inner.config.max_memory_bytes),
+        memory_bytes: options.memory_bytes.unwrap_or(defaults.memory_bytes).min(rt.inner.config.max_memory_bytes),
     };
     let span = tracing::debug_span!("invoke", stage = %version.info.name, version = %version.info.version);
     async move {
         let scratch = rt.inner.scratch.acquire().map_err(InvokeError::Host)?;
-        let mut store = new_store(rt, &version.info.name, limits, options.on_event, scratch.path())
-            .map_err(InvokeError::Host)?;
+        let mut store =
+            new_store(rt, &version.info.name, limits, options.on_event, scratch.path()).map_err(InvokeError::Host)?;
         let params = if input.params.is_null() { "{}".to_owned() } else { input.params.to_string() };
         let wit_input = wit::StageInput {
             artifacts: input

@@ -58,7 +58,15 @@ impl Runtime {
         let linker = registry::linker(engine.engine())?;
         let http = http::HttpPolicy::new(&config.http)?;
         Ok(Self {
-            inner: Arc::new(Inner { config, engine, cache, linker, registry: registry::Registry::default(), scratch, http }),
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                cache,
+                linker,
+                registry: registry::Registry::default(),
+                scratch,
+                http,
+            }),
         })
     }
 
@@ -78,8 +86,7 @@ impl Runtime {
     /// keep the version they started with.
     pub fn install_file(&self, path: impl AsRef<Path>) -> anyhow::Result<Arc<StageVersion>> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         self.install_bytes(&bytes, &path.display().to_string())
     }
 
@@ -124,11 +131,7 @@ impl Runtime {
         input: StageInput,
         options: InvokeOptions,
     ) -> Result<StageOutput, InvokeError> {
-        let version = self
-            .inner
-            .registry
-            .current(stage)
-            .ok_or_else(|| InvokeError::UnknownStage(stage.to_owned()))?;
+        let version = self.inner.registry.current(stage).ok_or_else(|| InvokeError::UnknownStage(stage.to_owned()))?;
         invoke::invoke(self, &version, input, options).await
     }
 

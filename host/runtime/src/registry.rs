@@ -115,7 +115,9 @@ impl Registry {
 /// [`crate::wasi_nn`]). Built once per runtime.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("adding WASI to the linker")?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("adding WASI to the linker")?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("adding wasi:http to the linker")?;
@@ -175,9 +177,9 @@ fn validate(
             if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
         );
     }
-    let instance_pre = linker.instantiate_pre(component).map_err(|e| {
-        anyhow!("component needs imports this host does not provide: {}", one_line(&e))
-    })?;
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| anyhow!("component needs imports this host does not provide: {}", one_line(&e)))?;
     PluginPre::new(instance_pre)
         .map_err(|e| anyhow!("component does not match the stagecraft:stage plugin world: {}", one_line(&e)))
 }
@@ -229,4 +231,3 @@ impl Runtime {
         invoke::describe(self, &pre)
     }
 }
-

@@ -65,11 +65,7 @@ impl Counters {
 
     pub(crate) fn decr(&self, counter: Counter) {
         // Gauges only: saturate rather than wrap if a bug ever unbalanced them.
-        let _ = self
-            .cell(counter)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(1))
-            });
+        let _ = self.cell(counter).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
     }
 
     /// Reads every counter (each read is atomic; the set is not one snapshot).

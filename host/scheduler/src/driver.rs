@@ -23,9 +23,7 @@ use crate::events::{FinishStatus, TaskEventKind};
 use crate::handle::TaskCtl;
 use crate::retry::Backoff;
 use crate::scheduler::{Inner, Slot};
-use crate::task::{
-    Attempt, AttemptOutcome, AttemptRecord, Failure, TaskError, TaskId, TaskResult, TaskSpec,
-};
+use crate::task::{Attempt, AttemptOutcome, AttemptRecord, Failure, TaskError, TaskId, TaskResult, TaskSpec};
 
 /// Everything one task's driver owns.
 pub(crate) struct Driver<T, F> {
@@ -54,10 +52,7 @@ where
         let mut grant = first_grant;
         let mut attempts: Vec<AttemptRecord> = Vec::new();
         let mut started_at = None;
-        let mut backoff = Backoff {
-            ceiling: Duration::ZERO,
-            wait: Duration::ZERO,
-        };
+        let mut backoff = Backoff { ceiling: Duration::ZERO, wait: Duration::ZERO };
 
         let outcome: Result<T, TaskError> = loop {
             let number = attempts.len() as u32 + 1;
@@ -121,9 +116,7 @@ where
                     break Err(reason.error());
                 }
                 Ok(Ok(value)) => {
-                    span.in_scope(
-                        || tracing::debug!(duration = ?record.duration, "attempt succeeded"),
-                    );
+                    span.in_scope(|| tracing::debug!(duration = ?record.duration, "attempt succeeded"));
                     attempts.push(record);
                     break Ok(value);
                 }
@@ -132,18 +125,13 @@ where
                     attempts.push(record);
                     if !policy.should_retry(&failure, number) {
                         span.in_scope(|| tracing::warn!(%failure, "attempt failed; giving up"));
-                        break Err(TaskError::Failed {
-                            failure,
-                            attempts: number,
-                        });
+                        break Err(TaskError::Failed { failure, attempts: number });
                     }
                     if !inner.retries_allowed() {
                         break Err(TaskError::ShuttingDown);
                     }
                     backoff = inner.backoff(&policy, number);
-                    span.in_scope(|| {
-                        tracing::info!(%failure, backoff = ?backoff.wait, "attempt failed; retrying")
-                    });
+                    span.in_scope(|| tracing::info!(%failure, backoff = ?backoff.wait, "attempt failed; retrying"));
                     inner.count(&self.stage_counters, Counter::Retried);
                     self.emit(TaskEventKind::Retrying {
                         attempt: number,
@@ -169,17 +157,10 @@ where
     }
 
     fn emit(&self, kind: TaskEventKind) {
-        self.inner
-            .events()
-            .emit(self.id, &self.stage, &self.spec.label, kind);
+        self.inner.events().emit(self.id, &self.stage, &self.spec.label, kind);
     }
 
-    fn deliver(
-        self,
-        outcome: Result<T, TaskError>,
-        attempts: Vec<AttemptRecord>,
-        started_at: Option<Instant>,
-    ) {
+    fn deliver(self, outcome: Result<T, TaskError>, attempts: Vec<AttemptRecord>, started_at: Option<Instant>) {
         let (counter, status) = match &outcome {
             Ok(_) => (Counter::Completed, FinishStatus::Completed),
             Err(TaskError::Failed { .. }) => (Counter::Failed, FinishStatus::Failed),
@@ -188,10 +169,7 @@ where
         };
         self.inner.count(&self.stage_counters, counter);
         tracing::debug!(task = %self.id, stage = %self.stage, ?status, attempts = attempts.len(), "task finished");
-        self.emit(TaskEventKind::Finished {
-            status,
-            attempts: attempts.len() as u32,
-        });
+        self.emit(TaskEventKind::Finished { status, attempts: attempts.len() as u32 });
         self.inner.finish(self.id);
         let result = TaskResult {
             id: self.id,
@@ -219,8 +197,7 @@ where
     Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     T: Send + 'static,
 {
-    let started =
-        catch_unwind(AssertUnwindSafe(|| work(attempt))).map(|fut| CatchUnwind(Box::pin(fut)));
+    let started = catch_unwind(AssertUnwindSafe(|| work(attempt))).map(|fut| CatchUnwind(Box::pin(fut)));
     async move {
         let fut = started.map_err(|p| panic_failure(&*p))?;
         match timeout {

@@ -28,11 +28,7 @@ pub enum TaskEventKind {
     /// An attempt got a slot and started.
     Started { attempt: u32 },
     /// An attempt failed; the next one starts after `backoff`.
-    Retrying {
-        attempt: u32,
-        failure: Failure,
-        backoff: Duration,
-    },
+    Retrying { attempt: u32, failure: Failure, backoff: Duration },
     /// The task is over.
     Finished { status: FinishStatus, attempts: u32 },
 }
@@ -55,9 +51,7 @@ pub(crate) struct EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            tx: broadcast::channel(capacity.max(1)).0,
-        }
+        Self { tx: broadcast::channel(capacity.max(1)).0 }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
@@ -68,11 +62,6 @@ impl EventBus {
         if self.tx.receiver_count() == 0 {
             return;
         }
-        let _ = self.tx.send(TaskEvent {
-            id,
-            stage: stage.to_owned(),
-            label: label.to_owned(),
-            kind,
-        });
+        let _ = self.tx.send(TaskEvent { id, stage: stage.to_owned(), label: label.to_owned(), kind });
     }
 }

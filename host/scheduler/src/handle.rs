@@ -43,10 +43,7 @@ pub(crate) struct TaskCtl {
 impl TaskCtl {
     /// Sets the flag (first reason wins). Returns whether this call set it.
     pub fn cancel(&self, reason: CancelReason) -> bool {
-        let set = self
-            .reason
-            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
+        let set = self.reason.compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire).is_ok();
         if set {
             self.notify.notify_waiters();
         }
@@ -121,12 +118,7 @@ impl<T> TaskHandle<T> {
         rx: oneshot::Receiver<TaskResult<T>>,
         queued_at: Instant,
     ) -> Self {
-        Self {
-            cancel: CancelHandle { id, ctl, inner },
-            rx,
-            queued_at,
-            settled: false,
-        }
+        Self { cancel: CancelHandle { id, ctl, inner }, rx, queued_at, settled: false }
     }
 
     pub fn id(&self) -> TaskId {

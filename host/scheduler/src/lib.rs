@@ -57,14 +57,9 @@ pub use config::{available_cores, SchedulerConfig};
 pub use counters::{CounterSnapshot, Counters};
 pub use events::{FinishStatus, TaskEvent, TaskEventKind};
 pub use handle::{CancelHandle, TaskHandle};
-pub use memory::{
-    parse_meminfo, ManualProbe, MemoryPolicy, MemoryProbe, MemorySample, PressureLevel, ProcMeminfo,
-};
+pub use memory::{parse_meminfo, ManualProbe, MemoryPolicy, MemoryProbe, MemorySample, PressureLevel, ProcMeminfo};
 pub use pool::StagePoolConfig;
 pub use retry::{Backoff, Jitter, RetryPolicy};
 pub use scheduler::{Scheduler, ShutdownMode};
 pub use status::{MemoryStatus, QueueStatus, StageStatus};
-pub use task::{
-    Attempt, AttemptOutcome, AttemptRecord, Failure, SubmitError, TaskError, TaskId, TaskResult,
-    TaskSpec,
-};
+pub use task::{Attempt, AttemptOutcome, AttemptRecord, Failure, SubmitError, TaskError, TaskId, TaskResult, TaskSpec};

@@ -63,10 +63,7 @@ pub fn parse_meminfo(text: &str) -> Option<MemorySample> {
         };
         *slot = value.parse::<u64>().ok().map(|kb| kb.saturating_mul(1024));
     }
-    Some(MemorySample {
-        total_bytes: total?,
-        available_bytes: available?,
-    })
+    Some(MemorySample { total_bytes: total?, available_bytes: available? })
 }
 
 /// A probe whose values are set by hand (tests, or a host that measures
@@ -80,10 +77,7 @@ pub struct ManualProbe {
 impl ManualProbe {
     /// A probe reporting `total_bytes` with everything available.
     pub fn new(total_bytes: u64) -> Self {
-        Self {
-            total: Arc::new(AtomicU64::new(total_bytes)),
-            available: Arc::new(AtomicU64::new(total_bytes)),
-        }
+        Self { total: Arc::new(AtomicU64::new(total_bytes)), available: Arc::new(AtomicU64::new(total_bytes)) }
     }
 
     /// Sets the fraction of memory in use (`0.0..=1.0`).
@@ -207,11 +201,10 @@ impl MemoryPolicy {
 
     /// The budget to enforce: explicit, else 75% of the host's total.
     pub(crate) fn resolve_budget(&self) -> u64 {
-        self.budget_bytes
-            .unwrap_or_else(|| match self.probe.sample() {
-                Some(s) if s.total_bytes > 0 => s.total_bytes / 4 * 3,
-                _ => u64::MAX,
-            })
+        self.budget_bytes.unwrap_or_else(|| match self.probe.sample() {
+            Some(s) if s.total_bytes > 0 => s.total_bytes / 4 * 3,
+            _ => u64::MAX,
+        })
     }
 }
 
@@ -230,10 +223,7 @@ pub(crate) struct PressureMonitor {
 
 impl PressureMonitor {
     pub fn new(policy: MemoryPolicy) -> Self {
-        Self {
-            policy,
-            last: Mutex::default(),
-        }
+        Self { policy, last: Mutex::default() }
     }
 
     pub fn sample_interval(&self) -> Duration {
@@ -245,9 +235,7 @@ impl PressureMonitor {
     pub fn level(&self) -> PressureLevel {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let fresh = last
-            .at
-            .is_some_and(|at| now.duration_since(at) < self.policy.sample_interval);
+        let fresh = last.at.is_some_and(|at| now.duration_since(at) < self.policy.sample_interval);
         if fresh {
             return last.level;
         }
@@ -259,21 +247,15 @@ impl PressureMonitor {
                 PressureLevel::Normal => {
                     tracing::info!(used_pct, "memory pressure back to normal: full concurrency")
                 }
-                PressureLevel::Warn => tracing::warn!(
-                    used_pct,
-                    "host memory pressure above warn threshold: halving scheduler concurrency"
-                ),
-                PressureLevel::Shed => tracing::warn!(
-                    used_pct,
-                    "host memory pressure above shed threshold: one task at a time"
-                ),
+                PressureLevel::Warn => {
+                    tracing::warn!(used_pct, "host memory pressure above warn threshold: halving scheduler concurrency")
+                }
+                PressureLevel::Shed => {
+                    tracing::warn!(used_pct, "host memory pressure above shed threshold: one task at a time")
+                }
             }
         }
-        *last = Sampled {
-            at: Some(now),
-            level,
-            used,
-        };
+        *last = Sampled { at: Some(now), level, used };
         level
     }
 

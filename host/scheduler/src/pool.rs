@@ -98,19 +98,10 @@ mod tests {
 
     #[test]
     fn limit_and_dedicated_exclusivity() {
-        let mut pool = StagePool::new(
-            &StagePoolConfig {
-                limit: Some(2),
-                memory_bytes: None,
-            },
-            8,
-        );
+        let mut pool = StagePool::new(&StagePoolConfig { limit: Some(2), memory_bytes: None }, 8);
         assert!(pool.has_room(false));
         pool.occupy(false);
-        assert!(
-            !pool.has_room(true),
-            "dedicated waits for the stage to empty"
-        );
+        assert!(!pool.has_room(true), "dedicated waits for the stage to empty");
         pool.occupy(false);
         assert!(!pool.has_room(false));
         pool.release(false);
@@ -126,16 +117,6 @@ mod tests {
     #[test]
     fn default_limit_and_clamp() {
         assert_eq!(StagePool::new(&StagePoolConfig::default(), 3).limit, 3);
-        assert_eq!(
-            StagePool::new(
-                &StagePoolConfig {
-                    limit: Some(0),
-                    memory_bytes: None
-                },
-                3
-            )
-            .limit,
-            1
-        );
+        assert_eq!(StagePool::new(&StagePoolConfig { limit: Some(0), memory_bytes: None }, 3).limit, 1);
     }
 }

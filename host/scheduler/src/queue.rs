@@ -48,10 +48,7 @@ pub(crate) struct StageQueues<E> {
 
 impl<E> Default for StageQueues<E> {
     fn default() -> Self {
-        Self {
-            stages: HashMap::new(),
-            index: HashMap::new(),
-        }
+        Self { stages: HashMap::new(), index: HashMap::new() }
     }
 }
 
@@ -73,10 +70,7 @@ impl<E> StageQueues<E> {
     /// Adds an entry. `id` must be unique among queued entries.
     pub fn push(&mut self, stage: Arc<str>, key: QueueKey, id: u64, entry: E) {
         self.index.insert(id, (stage.clone(), key));
-        self.stages
-            .entry(stage)
-            .or_default()
-            .insert(key, (id, entry));
+        self.stages.entry(stage).or_default().insert(key, (id, entry));
     }
 
     /// Removes the entry with this id, if it is still queued.
@@ -92,11 +86,9 @@ impl<E> StageQueues<E> {
 
     /// The best entry of every non-empty stage, in no particular order.
     pub fn heads(&self) -> impl Iterator<Item = (&Arc<str>, QueueKey, u64, &E)> {
-        self.stages.iter().filter_map(|(stage, queue)| {
-            queue
-                .first_key_value()
-                .map(|(key, (id, entry))| (stage, *key, *id, entry))
-        })
+        self.stages
+            .iter()
+            .filter_map(|(stage, queue)| queue.first_key_value().map(|(key, (id, entry))| (stage, *key, *id, entry)))
     }
 
     /// Removes and returns the best entry of `stage`.
@@ -113,10 +105,7 @@ impl<E> StageQueues<E> {
     /// Removes every entry, returning them.
     pub fn drain(&mut self) -> Vec<(u64, E)> {
         self.index.clear();
-        self.stages
-            .drain()
-            .flat_map(|(_, queue)| queue.into_values())
-            .collect()
+        self.stages.drain().flat_map(|(_, queue)| queue.into_values()).collect()
     }
 }
 
@@ -150,15 +139,9 @@ mod tests {
         assert_eq!(q.len(), 3);
         assert_eq!(q.remove(2), Some('y'));
         assert_eq!(q.remove(2), None);
-        let mut heads: Vec<_> = q
-            .heads()
-            .map(|(s, _, id, e)| (s.to_string(), id, *e))
-            .collect();
+        let mut heads: Vec<_> = q.heads().map(|(s, _, id, e)| (s.to_string(), id, *e)).collect();
         heads.sort();
-        assert_eq!(
-            heads,
-            [("a".to_string(), 1, 'x'), ("b".to_string(), 3, 'z')]
-        );
+        assert_eq!(heads, [("a".to_string(), 1, 'x'), ("b".to_string(), 3, 'z')]);
         assert_eq!(q.stage_len("a"), 1);
         assert_eq!(q.drain().len(), 2);
         assert!(q.is_empty());

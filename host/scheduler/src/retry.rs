@@ -39,12 +39,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            base: Duration::from_millis(200),
-            cap: Duration::from_secs(10),
-            jitter: Jitter::Full,
-        }
+        Self { max_attempts: 3, base: Duration::from_millis(200), cap: Duration::from_secs(10), jitter: Jitter::Full }
     }
 }
 
@@ -60,10 +55,7 @@ pub struct Backoff {
 impl RetryPolicy {
     /// A policy that never retries.
     pub fn never() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
+        Self { max_attempts: 1, ..Self::default() }
     }
 
     /// Whether attempt number `attempt` (1-based) that failed with `failure`
@@ -114,10 +106,7 @@ mod tests {
 
     #[test]
     fn full_jitter_stays_in_window() {
-        let p = RetryPolicy {
-            jitter: Jitter::Full,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { jitter: Jitter::Full, ..RetryPolicy::default() };
         let mut rng = fastrand::Rng::with_seed(7);
         for n in 1..20 {
             let b = p.backoff(n, &mut rng);
@@ -127,10 +116,7 @@ mod tests {
 
     #[test]
     fn retryable_only_and_bounded() {
-        let p = RetryPolicy {
-            max_attempts: 3,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
         assert!(p.should_retry(&Failure::Retryable("x".into()), 1));
         assert!(p.should_retry(&Failure::Timeout(Duration::from_secs(1)), 2));
         assert!(!p.should_retry(&Failure::Retryable("x".into()), 3));

@@ -65,9 +65,7 @@ pub struct Scheduler {
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler")
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("Scheduler").field("status", &self.status()).finish()
     }
 }
 
@@ -112,13 +110,8 @@ struct State {
 impl State {
     fn pool(&mut self, stage: &Arc<str>, default_limit: usize) -> &mut StagePool {
         if !self.stages.contains_key(stage) {
-            let config = self
-                .stage_configs
-                .get(&**stage)
-                .cloned()
-                .unwrap_or_default();
-            self.stages
-                .insert(stage.clone(), StagePool::new(&config, default_limit));
+            let config = self.stage_configs.get(&**stage).cloned().unwrap_or_default();
+            self.stages.insert(stage.clone(), StagePool::new(&config, default_limit));
         }
         self.stages.get_mut(stage).expect("inserted above")
     }
@@ -141,9 +134,7 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inner")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("Inner").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -187,12 +178,7 @@ impl Scheduler {
         let stages = config
             .per_stage
             .iter()
-            .map(|(name, c)| {
-                (
-                    Arc::from(name.as_str()),
-                    StagePool::new(c, default_stage_limit),
-                )
-            })
+            .map(|(name, c)| (Arc::from(name.as_str()), StagePool::new(c, default_stage_limit)))
             .collect();
         let state = State {
             queue: StageQueues::default(),
@@ -218,9 +204,7 @@ impl Scheduler {
             shutdown_tx: watch::channel(None).0,
             rng: Mutex::new(fastrand::Rng::new()),
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     /// Queues `work` for `spec.stage`. `work` is called once per attempt and
@@ -247,9 +231,7 @@ impl Scheduler {
                 return Err(SubmitError::ShuttingDown);
             }
             if st.queue.len() >= inner.limits.max_queue {
-                return Err(SubmitError::QueueFull {
-                    max: inner.limits.max_queue,
-                });
+                return Err(SubmitError::QueueFull { max: inner.limits.max_queue });
             }
             let seq = st.next_seq;
             st.next_seq += 1;
@@ -259,14 +241,7 @@ impl Scheduler {
             (grant, seq, stage_counters)
         };
         tracing::debug!(task = %id, stage = %stage, priority = spec.priority, label = %spec.label, "task queued");
-        inner.events.emit(
-            id,
-            &stage,
-            &spec.label,
-            TaskEventKind::Queued {
-                priority: spec.priority,
-            },
-        );
+        inner.events.emit(id, &stage, &spec.label, TaskEventKind::Queued { priority: spec.priority });
         let (tx, rx) = oneshot::channel();
         let driver = Driver {
             inner: inner.clone(),
@@ -282,13 +257,7 @@ impl Scheduler {
         };
         inner.runtime.spawn(driver.run(grant));
         inner.dispatch();
-        Ok(TaskHandle::new(
-            id,
-            ctl,
-            Arc::downgrade(inner),
-            rx,
-            queued_at,
-        ))
+        Ok(TaskHandle::new(id, ctl, Arc::downgrade(inner), rx, queued_at))
     }
 
     /// Cancels a task by id (queued: removed, never starts; running: its
@@ -317,8 +286,7 @@ impl Scheduler {
             let default_limit = self.inner.limits.default_stage_limit;
             st.stage_configs.insert(stage.to_owned(), config.clone());
             let key: Arc<str> = stage.into();
-            st.pool(&key, default_limit)
-                .reconfigure(config, default_limit);
+            st.pool(&key, default_limit).reconfigure(config, default_limit);
         }
         self.inner.dispatch();
     }
@@ -393,29 +361,17 @@ impl Scheduler {
                 _ => mode,
             });
             let mode = st.shutdown.expect("set above");
-            let dropped = if mode == ShutdownMode::Drain {
-                Vec::new()
-            } else {
-                st.queue.drain()
-            };
+            let dropped = if mode == ShutdownMode::Drain { Vec::new() } else { st.queue.drain() };
             for (_, waiting) in &dropped {
                 let pool = st.pool(&waiting.stage, inner.limits.default_stage_limit);
                 counters::both(&inner.counters, &pool.counters, Counter::Queued, false);
             }
-            let to_cancel: Vec<_> = if mode == ShutdownMode::Cancel {
-                st.live.values().cloned().collect()
-            } else {
-                Vec::new()
-            };
+            let to_cancel: Vec<_> =
+                if mode == ShutdownMode::Cancel { st.live.values().cloned().collect() } else { Vec::new() };
             inner.shutdown_tx.send_replace(Some(mode));
             (dropped, to_cancel)
         };
-        tracing::info!(
-            ?mode,
-            dropped = dropped.len(),
-            cancelled = to_cancel.len(),
-            "scheduler shutting down"
-        );
+        tracing::info!(?mode, dropped = dropped.len(), cancelled = to_cancel.len(), "scheduler shutting down");
         // Dropping the grant senders wakes queued drivers with ShuttingDown.
         drop(dropped);
         for ctl in to_cancel {
@@ -458,28 +414,11 @@ impl Inner {
         seq: u64,
     ) -> oneshot::Receiver<Slot> {
         let pool = st.pool(stage, self.limits.default_stage_limit);
-        let memory = if spec.memory_bytes > 0 {
-            spec.memory_bytes
-        } else {
-            pool.memory_bytes.unwrap_or(0)
-        };
+        let memory = if spec.memory_bytes > 0 { spec.memory_bytes } else { pool.memory_bytes.unwrap_or(0) };
         counters::both(&self.counters, &pool.counters, Counter::Queued, true);
         let (tx, rx) = oneshot::channel();
-        let waiting = Waiting {
-            stage: stage.clone(),
-            memory,
-            dedicated: spec.dedicated,
-            grant: tx,
-        };
-        st.queue.push(
-            stage.clone(),
-            QueueKey {
-                priority: spec.priority,
-                seq,
-            },
-            id.0,
-            waiting,
-        );
+        let waiting = Waiting { stage: stage.clone(), memory, dedicated: spec.dedicated, grant: tx };
+        st.queue.push(stage.clone(), QueueKey { priority: spec.priority, seq }, id.0, waiting);
         rx
     }
 
@@ -546,17 +485,13 @@ impl Inner {
                 let best = st
                     .queue
                     .heads()
-                    .filter(|(stage, _, _, w)| {
-                        stages.get(*stage).is_some_and(|p| p.has_room(w.dedicated))
-                    })
+                    .filter(|(stage, _, _, w)| stages.get(*stage).is_some_and(|p| p.has_room(w.dedicated)))
                     .min_by_key(|(_, key, _, _)| *key)
                     .map(|(stage, _, _, w)| (stage.clone(), w.memory));
                 let Some((stage, memory)) = best else { break };
                 // Budget: wait for memory rather than let smaller, lower
                 // priority tasks overtake; alone, a task always may start.
-                if st.running > 0
-                    && st.memory_used.saturating_add(memory) > self.limits.memory_budget
-                {
+                if st.running > 0 && st.memory_used.saturating_add(memory) > self.limits.memory_budget {
                     break;
                 }
                 let (_, waiting) = st.queue.pop_stage(&stage).expect("head exists");
@@ -569,12 +504,7 @@ impl Inner {
                 counters::both(&self.counters, &pool.counters, Counter::Running, true);
                 st.running += 1;
                 st.memory_used = st.memory_used.saturating_add(memory);
-                let slot = Slot {
-                    inner: self.clone(),
-                    stage,
-                    memory,
-                    dedicated: waiting.dedicated,
-                };
+                let slot = Slot { inner: self.clone(), stage, memory, dedicated: waiting.dedicated };
                 grants.push((waiting.grant, slot));
             }
         }
@@ -585,10 +515,7 @@ impl Inner {
         }
         if arm_recheck {
             let inner = self.clone();
-            let delay = self
-                .pressure
-                .sample_interval()
-                .max(Duration::from_millis(10));
+            let delay = self.pressure.sample_interval().max(Duration::from_millis(10));
             self.runtime.spawn(async move {
                 tokio::time::sleep(delay).await;
                 inner.lock().recheck_armed = false;
@@ -625,9 +552,7 @@ impl Inner {
     /// Resolves when a shutdown that forbids retries begins.
     pub(crate) async fn retries_stopped(&self) {
         let mut rx = self.shutdown_tx.subscribe();
-        let _ = rx
-            .wait_for(|m| !matches!(m, None | Some(ShutdownMode::Drain)))
-            .await;
+        let _ = rx.wait_for(|m| !matches!(m, None | Some(ShutdownMode::Drain))).await;
     }
 
     pub(crate) fn backoff(&self, policy: &RetryPolicy, retry: u32) -> Backoff {

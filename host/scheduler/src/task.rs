@@ -49,10 +49,7 @@ impl TaskSpec {
     /// A spec for `stage` with default everything else.
     #[must_use]
     pub fn new(stage: impl Into<String>) -> Self {
-        Self {
-            stage: stage.into(),
-            ..Self::default()
-        }
+        Self { stage: stage.into(), ..Self::default() }
     }
 
     #[must_use]

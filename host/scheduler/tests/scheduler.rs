@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stagecraft_scheduler::{
-    AttemptOutcome, Failure, FinishStatus, Jitter, ManualProbe, MemoryPolicy, PressureLevel,
-    RetryPolicy, Scheduler, SchedulerConfig, ShutdownMode, StagePoolConfig, SubmitError, TaskError,
-    TaskEventKind, TaskHandle, TaskSpec,
+    AttemptOutcome, Failure, FinishStatus, Jitter, ManualProbe, MemoryPolicy, PressureLevel, RetryPolicy, Scheduler,
+    SchedulerConfig, ShutdownMode, StagePoolConfig, SubmitError, TaskError, TaskEventKind, TaskHandle, TaskSpec,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -123,12 +122,7 @@ fn gated(
 }
 
 /// Submits a task that holds `tracker` for `hold` (paused clock) and ends.
-fn tracked(
-    s: &Scheduler,
-    spec: TaskSpec,
-    tracker: &Arc<Tracker>,
-    hold: Duration,
-) -> TaskHandle<()> {
+fn tracked(s: &Scheduler, spec: TaskSpec, tracker: &Arc<Tracker>, hold: Duration) -> TaskHandle<()> {
     let tracker = tracker.clone();
     s.submit(spec, move |_| {
         let tracker = tracker.clone();
@@ -158,9 +152,7 @@ async fn or_stuck<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
-fn always(
-    failure: Failure,
-) -> impl Fn(stagecraft_scheduler::Attempt) -> std::future::Ready<Result<(), Failure>> {
+fn always(failure: Failure) -> impl Fn(stagecraft_scheduler::Attempt) -> std::future::Ready<Result<(), Failure>> {
     move |_| std::future::ready(Err(failure.clone()))
 }
 
@@ -174,16 +166,8 @@ async fn task_in_backoff(s: &Scheduler) -> TaskHandle<()> {
         cap: Duration::from_secs(60),
         jitter: Jitter::None,
     };
-    let handle = s
-        .submit(
-            TaskSpec::new("x").retry(policy),
-            always(Failure::Retryable("x".into())),
-        )
-        .unwrap();
-    while !matches!(
-        events.recv().await.unwrap().kind,
-        TaskEventKind::Retrying { .. }
-    ) {}
+    let handle = s.submit(TaskSpec::new("x").retry(policy), always(Failure::Retryable("x".into()))).unwrap();
+    while !matches!(events.recv().await.unwrap().kind, TaskEventKind::Retrying { .. }) {}
     handle
 }
 
@@ -208,10 +192,7 @@ async fn higher_priority_first_fifo_within_priority() {
     block.open();
     assert!(blocker.await.outcome.is_ok());
     assert!(join_all(handles).await.iter().all(Result::is_ok));
-    assert_eq!(
-        *log.lock().unwrap(),
-        ["blocker", "p5-a", "p5-b", "p5-c", "p3", "p1", "p-2"]
-    );
+    assert_eq!(*log.lock().unwrap(), ["blocker", "p5-a", "p5-b", "p5-c", "p3", "p1", "p-2"]);
 }
 
 #[tokio::test]
@@ -222,10 +203,7 @@ async fn fifo_within_one_priority() {
     go.open();
     let blocker = gated(&s, TaskSpec::new("x"), "blocker", &log, &block);
     let names = ["a", "b", "c", "d", "e", "f"];
-    let handles: Vec<_> = names
-        .iter()
-        .map(|n| gated(&s, TaskSpec::new("x").priority(7), n, &log, &go))
-        .collect();
+    let handles: Vec<_> = names.iter().map(|n| gated(&s, TaskSpec::new("x").priority(7), n, &log, &go)).collect();
     block.open();
     blocker.await;
     join_all(handles).await;
@@ -240,44 +218,23 @@ async fn full_queue_refuses_with_queue_full() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let gate = Gate::new();
     let running = gated(&s, TaskSpec::new("x"), "running", &log, &gate);
-    let queued = [
-        gated(&s, TaskSpec::new("x"), "q1", &log, &gate),
-        gated(&s, TaskSpec::new("x"), "q2", &log, &gate),
-    ];
+    let queued = [gated(&s, TaskSpec::new("x"), "q1", &log, &gate), gated(&s, TaskSpec::new("x"), "q2", &log, &gate)];
     let refused = s.submit(TaskSpec::new("x"), |_| async { Ok(()) });
     assert_eq!(refused.err(), Some(SubmitError::QueueFull { max: 2 }));
     let status = s.status();
-    assert_eq!(
-        (
-            status.queue_size,
-            status.max_queue_size,
-            status.running_tasks
-        ),
-        (2, 2, 1)
-    );
+    assert_eq!((status.queue_size, status.max_queue_size, status.running_tasks), (2, 2, 1));
     gate.open();
     running.await;
     join_all(queued.into()).await;
     // Room again once the queue drained.
-    assert!(s
-        .submit(TaskSpec::new("x"), |_| async { Ok(()) })
-        .unwrap()
-        .await
-        .outcome
-        .is_ok());
+    assert!(s.submit(TaskSpec::new("x"), |_| async { Ok(()) }).unwrap().await.outcome.is_ok());
 }
 
 // ----------------------------------------------------------- pool limits
 
 #[tokio::test(start_paused = true)]
 async fn stage_at_limit_does_not_block_other_stages() {
-    let cfg = config(4).stage(
-        "a",
-        StagePoolConfig {
-            limit: Some(1),
-            memory_bytes: None,
-        },
-    );
+    let cfg = config(4).stage("a", StagePoolConfig { limit: Some(1), memory_bytes: None });
     let s = Scheduler::new(cfg);
     let log = Arc::new(Mutex::new(Vec::new()));
     let (gate, go) = (Gate::new(), Gate::new());
@@ -285,15 +242,9 @@ async fn stage_at_limit_does_not_block_other_stages() {
     let a1 = gated(&s, TaskSpec::new("a"), "a1", &log, &gate);
     // Highest priority, but its stage is full: must not hold back stage b.
     let a2 = gated(&s, TaskSpec::new("a").priority(100), "a2", &log, &go);
-    let b = vec![
-        gated(&s, TaskSpec::new("b"), "b1", &log, &go),
-        gated(&s, TaskSpec::new("b"), "b2", &log, &go),
-    ];
+    let b = vec![gated(&s, TaskSpec::new("b"), "b1", &log, &go), gated(&s, TaskSpec::new("b"), "b2", &log, &go)];
     assert!(
-        or_stuck("stage b behind full stage a", join_all(b))
-            .await
-            .iter()
-            .all(Result::is_ok),
+        or_stuck("stage b behind full stage a", join_all(b)).await.iter().all(Result::is_ok),
         "stage b ran while a was full"
     );
     let status = s.status();
@@ -310,14 +261,7 @@ async fn global_max_workers_respected() {
     let s = Scheduler::new(config(3));
     let tracker = Arc::new(Tracker::default());
     let handles: Vec<_> = (0..12)
-        .map(|i| {
-            tracked(
-                &s,
-                TaskSpec::new(["x", "y", "z"][i % 3]),
-                &tracker,
-                Duration::from_millis(10),
-            )
-        })
+        .map(|i| tracked(&s, TaskSpec::new(["x", "y", "z"][i % 3]), &tracker, Duration::from_millis(10)))
         .collect();
     assert!(join_all(handles).await.iter().all(Result::is_ok));
     assert_eq!(tracker.max(), 3);
@@ -326,48 +270,22 @@ async fn global_max_workers_respected() {
 
 #[tokio::test(start_paused = true)]
 async fn per_stage_limit_respected() {
-    let cfg = config(8).stage(
-        "gpu",
-        StagePoolConfig {
-            limit: Some(2),
-            memory_bytes: None,
-        },
-    );
+    let cfg = config(8).stage("gpu", StagePoolConfig { limit: Some(2), memory_bytes: None });
     let s = Scheduler::new(cfg);
     let (gpu, cpu) = (Arc::new(Tracker::default()), Arc::new(Tracker::default()));
     let mut handles = Vec::new();
     for _ in 0..6 {
-        handles.push(tracked(
-            &s,
-            TaskSpec::new("gpu"),
-            &gpu,
-            Duration::from_millis(10),
-        ));
-        handles.push(tracked(
-            &s,
-            TaskSpec::new("cpu"),
-            &cpu,
-            Duration::from_millis(10),
-        ));
+        handles.push(tracked(&s, TaskSpec::new("gpu"), &gpu, Duration::from_millis(10)));
+        handles.push(tracked(&s, TaskSpec::new("cpu"), &cpu, Duration::from_millis(10)));
     }
     join_all(handles).await;
     assert_eq!(gpu.max(), 2);
-    assert_eq!(
-        cpu.max(),
-        6,
-        "the rest of the workers went to the other stage"
-    );
+    assert_eq!(cpu.max(), 6, "the rest of the workers went to the other stage");
 }
 
 #[tokio::test]
 async fn dedicated_task_runs_alone_in_its_stage() {
-    let cfg = config(8).stage(
-        "s",
-        StagePoolConfig {
-            limit: Some(3),
-            memory_bytes: None,
-        },
-    );
+    let cfg = config(8).stage("s", StagePoolConfig { limit: Some(3), memory_bytes: None });
     let s = Scheduler::new(cfg);
     let log = Arc::new(Mutex::new(Vec::new()));
     let (g1, g_ded, go) = (Gate::new(), Gate::new(), Gate::new());
@@ -378,15 +296,7 @@ async fn dedicated_task_runs_alone_in_its_stage() {
     let n3 = gated(&s, TaskSpec::new("s"), "n3", &log, &go);
     let other = gated(&s, TaskSpec::new("t"), "other", &log, &go);
     assert!(other.await.outcome.is_ok(), "other stages proceed");
-    assert_eq!(
-        s.status()
-            .stages
-            .iter()
-            .find(|p| p.name == "s")
-            .unwrap()
-            .queued,
-        2
-    );
+    assert_eq!(s.status().stages.iter().find(|p| p.name == "s").unwrap().queued, 2);
     g1.open();
     join_all(vec![n1, n2]).await;
     // The dedicated task now holds the whole pool; n3 waits behind it.
@@ -394,10 +304,7 @@ async fn dedicated_task_runs_alone_in_its_stage() {
     let status = s.status();
     let pool = status.stages.iter().find(|p| p.name == "s").unwrap();
     assert_eq!((pool.running, pool.slots_in_use, pool.queued), (1, 3, 1));
-    assert_eq!(
-        status.running_tasks, 1,
-        "a dedicated task is one global worker"
-    );
+    assert_eq!(status.running_tasks, 1, "a dedicated task is one global worker");
     g_ded.open();
     ded.await;
     n3.await;
@@ -415,25 +322,9 @@ async fn retries_back_off_exponentially_and_stop_at_limit() {
         cap: Duration::from_millis(500),
         jitter: Jitter::None,
     };
-    let result = s
-        .submit(
-            TaskSpec::new("x").retry(policy),
-            always(Failure::Retryable("busy".into())),
-        )
-        .unwrap()
-        .await;
-    assert_eq!(
-        result.outcome,
-        Err(TaskError::Failed {
-            failure: Failure::Retryable("busy".into()),
-            attempts: 5
-        })
-    );
-    let waits: Vec<_> = result
-        .attempts
-        .iter()
-        .map(|a| a.backoff.as_millis())
-        .collect();
+    let result = s.submit(TaskSpec::new("x").retry(policy), always(Failure::Retryable("busy".into()))).unwrap().await;
+    assert_eq!(result.outcome, Err(TaskError::Failed { failure: Failure::Retryable("busy".into()), attempts: 5 }));
+    let waits: Vec<_> = result.attempts.iter().map(|a| a.backoff.as_millis()).collect();
     assert_eq!(waits, [0, 100, 200, 400, 500]);
     for pair in result.attempts.windows(2) {
         // The wait happened between attempts (exactly, on the paused clock).
@@ -448,25 +339,10 @@ async fn retries_back_off_exponentially_and_stop_at_limit() {
 async fn full_jitter_waits_within_growing_ceilings() {
     let s = Scheduler::new(config(1));
     let cap = Duration::from_millis(800);
-    let policy = RetryPolicy {
-        max_attempts: 7,
-        base: Duration::from_millis(100),
-        cap,
-        jitter: Jitter::Full,
-    };
-    let result = s
-        .submit(
-            TaskSpec::new("x").retry(policy),
-            always(Failure::Retryable("busy".into())),
-        )
-        .unwrap()
-        .await;
+    let policy = RetryPolicy { max_attempts: 7, base: Duration::from_millis(100), cap, jitter: Jitter::Full };
+    let result = s.submit(TaskSpec::new("x").retry(policy), always(Failure::Retryable("busy".into()))).unwrap().await;
     assert_eq!(result.attempts.len(), 7);
-    let ceilings: Vec<_> = result
-        .attempts
-        .iter()
-        .map(|a| a.backoff_ceiling.as_millis())
-        .collect();
+    let ceilings: Vec<_> = result.attempts.iter().map(|a| a.backoff_ceiling.as_millis()).collect();
     assert_eq!(ceilings, [0, 100, 200, 400, 800, 800, 800]);
     for pair in result.attempts.windows(2) {
         let next = &pair[1];
@@ -497,20 +373,8 @@ async fn retry_then_success() {
 #[tokio::test(start_paused = true)]
 async fn permanent_failure_is_not_retried() {
     let s = Scheduler::new(config(1));
-    let result = s
-        .submit(
-            TaskSpec::new("x"),
-            always(Failure::Permanent("bad input".into())),
-        )
-        .unwrap()
-        .await;
-    assert_eq!(
-        result.outcome,
-        Err(TaskError::Failed {
-            failure: Failure::Permanent("bad input".into()),
-            attempts: 1
-        })
-    );
+    let result = s.submit(TaskSpec::new("x"), always(Failure::Permanent("bad input".into()))).unwrap().await;
+    assert_eq!(result.outcome, Err(TaskError::Failed { failure: Failure::Permanent("bad input".into()), attempts: 1 }));
     assert_eq!(result.attempts.len(), 1);
     assert_eq!(s.status().retried, 0);
 }
@@ -534,10 +398,7 @@ async fn deadline_hit_is_a_retried_timeout() {
         .unwrap()
         .await;
     assert_eq!(result.outcome, Ok("second try"));
-    assert_eq!(
-        result.attempts[0].outcome,
-        AttemptOutcome::Failed(Failure::Timeout(limit))
-    );
+    assert_eq!(result.attempts[0].outcome, AttemptOutcome::Failed(Failure::Timeout(limit)));
     assert_eq!(result.attempts[0].duration, limit);
     let first_deadline = deadlines.lock().unwrap()[0];
     assert_eq!(first_deadline, Some(result.attempts[0].started_at + limit));
@@ -550,13 +411,7 @@ async fn deadline_hit_is_a_retried_timeout() {
         })
         .unwrap()
         .await;
-    assert_eq!(
-        result.outcome,
-        Err(TaskError::Failed {
-            failure: Failure::Timeout(limit),
-            attempts: 3
-        })
-    );
+    assert_eq!(result.outcome, Err(TaskError::Failed { failure: Failure::Timeout(limit), attempts: 3 }));
 }
 
 // --------------------------------------------------------- cancellation
@@ -610,19 +465,11 @@ async fn cancelling_running_task_drops_its_future_and_frees_the_slot() {
     running.cancel();
     let result = running.await;
     assert_eq!(result.outcome, Err(TaskError::Cancelled));
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "the attempt future was dropped"
-    );
+    assert!(dropped.load(Ordering::SeqCst), "the attempt future was dropped");
     assert_eq!(result.attempts[0].outcome, AttemptOutcome::Cancelled);
     assert_eq!(s.status().running_tasks, 0);
     // The single worker is free again.
-    assert!(s
-        .submit(TaskSpec::new("x"), |_| async { Ok(()) })
-        .unwrap()
-        .await
-        .outcome
-        .is_ok());
+    assert!(s.submit(TaskSpec::new("x"), |_| async { Ok(()) }).unwrap().await.outcome.is_ok());
     assert_eq!(s.status().cancelled, 1);
 }
 
@@ -660,23 +507,10 @@ async fn dropping_the_handle_cancels() {
     dropped_rx.await.unwrap();
     assert!(dropped.load(Ordering::SeqCst));
     // Slot freed: the next task runs on the single worker.
-    assert!(s
-        .submit(TaskSpec::new("x"), |_| async { Ok(()) })
-        .unwrap()
-        .await
-        .outcome
-        .is_ok());
+    assert!(s.submit(TaskSpec::new("x"), |_| async { Ok(()) }).unwrap().await.outcome.is_ok());
     assert!(!queued_started.load(Ordering::SeqCst));
     let status = s.status();
-    assert_eq!(
-        (
-            status.cancelled,
-            status.completed,
-            status.running_tasks,
-            status.queue_size
-        ),
-        (2, 1, 0, 0)
-    );
+    assert_eq!((status.cancelled, status.completed, status.running_tasks, status.queue_size), (2, 1, 0, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -702,9 +536,7 @@ async fn memory_pressure_lowers_concurrency() {
     let run = |level: f64| {
         probe.set_used_fraction(level);
         let tracker = Arc::new(Tracker::default());
-        let handles: Vec<_> = (0..8)
-            .map(|_| tracked(&s, TaskSpec::new("x"), &tracker, hold))
-            .collect();
+        let handles: Vec<_> = (0..8).map(|_| tracked(&s, TaskSpec::new("x"), &tracker, hold)).collect();
         (tracker, handles)
     };
     let (normal, h) = run(0.50);
@@ -730,10 +562,7 @@ async fn work_resumes_when_pressure_drops_without_any_task_finishing() {
     let (gate, go) = (Gate::new(), Gate::new());
     go.open();
     let long = gated(&s, TaskSpec::new("x"), "long", &log, &gate);
-    let quick: Vec<_> = ["q1", "q2", "q3"]
-        .iter()
-        .map(|n| gated(&s, TaskSpec::new("x"), n, &log, &go))
-        .collect();
+    let quick: Vec<_> = ["q1", "q2", "q3"].iter().map(|n| gated(&s, TaskSpec::new("x"), n, &log, &go)).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(s.status().running_tasks, 1, "shed: one at a time");
     assert_eq!(s.status().queue_size, 3);
@@ -747,38 +576,22 @@ async fn work_resumes_when_pressure_drops_without_any_task_finishing() {
 
 #[tokio::test(start_paused = true)]
 async fn memory_budget_respected() {
-    let mut cfg = config(8).stage(
-        "big",
-        StagePoolConfig {
-            limit: None,
-            memory_bytes: Some(60),
-        },
-    );
+    let mut cfg = config(8).stage("big", StagePoolConfig { limit: None, memory_bytes: Some(60) });
     cfg.memory.budget_bytes = Some(100);
     let s = Scheduler::new(cfg);
     let hold = Duration::from_millis(10);
 
     let small = Arc::new(Tracker::default());
-    let handles: Vec<_> = (0..6)
-        .map(|_| tracked(&s, TaskSpec::new("x").memory_bytes(40), &small, hold))
-        .collect();
+    let handles: Vec<_> = (0..6).map(|_| tracked(&s, TaskSpec::new("x").memory_bytes(40), &small, hold)).collect();
     tokio::task::yield_now().await;
     let status = s.status();
-    assert_eq!(
-        (
-            status.memory.budget_used_bytes,
-            status.memory.budget_total_bytes
-        ),
-        (80, 100)
-    );
+    assert_eq!((status.memory.budget_used_bytes, status.memory.budget_total_bytes), (80, 100));
     join_all(handles).await;
     assert_eq!(small.max(), 2);
 
     // Estimate from the stage's declared memory (60): one at a time.
     let big = Arc::new(Tracker::default());
-    let handles: Vec<_> = (0..3)
-        .map(|_| tracked(&s, TaskSpec::new("big"), &big, hold))
-        .collect();
+    let handles: Vec<_> = (0..3).map(|_| tracked(&s, TaskSpec::new("big"), &big, hold)).collect();
     join_all(handles).await;
     assert_eq!(big.max(), 1);
 
@@ -802,13 +615,7 @@ async fn counters_and_status_after_a_mix() {
     for _ in 0..3 {
         handles.push(s.submit(TaskSpec::new("ok"), |_| async { Ok(()) }).unwrap());
     }
-    handles.push(
-        s.submit(
-            TaskSpec::new("bad"),
-            always(Failure::Permanent("no".into())),
-        )
-        .unwrap(),
-    );
+    handles.push(s.submit(TaskSpec::new("bad"), always(Failure::Permanent("no".into()))).unwrap());
     handles.push(
         s.submit(TaskSpec::new("ok"), |a| async move {
             if a.number == 1 {
@@ -819,42 +626,19 @@ async fn counters_and_status_after_a_mix() {
         })
         .unwrap(),
     );
-    let never = s
-        .submit(TaskSpec::new("bad").priority(-1), |_| async { Ok(()) })
-        .unwrap();
+    let never = s.submit(TaskSpec::new("bad").priority(-1), |_| async { Ok(()) }).unwrap();
     never.cancel();
     let results = join_all(handles).await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
     assert_eq!(never.await.outcome, Err(TaskError::Cancelled));
 
     let status = s.status();
-    assert_eq!(
-        (
-            status.completed,
-            status.failed,
-            status.retried,
-            status.cancelled
-        ),
-        (4, 1, 1, 1)
-    );
-    assert_eq!(
-        (status.queue_size, status.running_tasks, status.max_workers),
-        (0, 0, 2)
-    );
+    assert_eq!((status.completed, status.failed, status.retried, status.cancelled), (4, 1, 1, 1));
+    assert_eq!((status.queue_size, status.running_tasks, status.max_workers), (0, 0, 2));
     assert!(status.is_running);
-    let stage = |name: &str| {
-        status
-            .stages
-            .iter()
-            .find(|p| p.name == name)
-            .unwrap()
-            .clone()
-    };
+    let stage = |name: &str| status.stages.iter().find(|p| p.name == name).unwrap().clone();
     let ok = stage("ok");
-    assert_eq!(
-        (ok.completed, ok.failed, ok.retried, ok.running, ok.queued),
-        (4, 0, 1, 0, 0)
-    );
+    assert_eq!((ok.completed, ok.failed, ok.retried, ok.running, ok.queued), (4, 0, 1, 0, 0));
     let bad = stage("bad");
     assert_eq!((bad.completed, bad.failed, bad.cancelled), (0, 1, 1));
     assert_eq!(s.counters().completed, 4);
@@ -883,25 +667,19 @@ async fn events_follow_the_lifecycle() {
     let s = Scheduler::new(config(1));
     let mut rx = s.subscribe();
     let handle = s
-        .submit(
-            TaskSpec::new("x").priority(3).label("job/step"),
-            |a| async move {
-                if a.number == 1 {
-                    Err(Failure::Retryable("once".into()))
-                } else {
-                    Ok(())
-                }
-            },
-        )
+        .submit(TaskSpec::new("x").priority(3).label("job/step"), |a| async move {
+            if a.number == 1 {
+                Err(Failure::Retryable("once".into()))
+            } else {
+                Ok(())
+            }
+        })
         .unwrap();
     let id = handle.id();
     handle.await;
     let mut kinds = Vec::new();
     while let Ok(event) = rx.try_recv() {
-        assert_eq!(
-            (event.id, event.label.as_str(), event.stage.as_str()),
-            (id, "job/step", "x")
-        );
+        assert_eq!((event.id, event.label.as_str(), event.stage.as_str()), (id, "job/step", "x"));
         kinds.push(event.kind);
     }
     assert_eq!(
@@ -915,10 +693,7 @@ async fn events_follow_the_lifecycle() {
                 backoff: Duration::from_millis(100)
             },
             TaskEventKind::Started { attempt: 2 },
-            TaskEventKind::Finished {
-                status: FinishStatus::Completed,
-                attempts: 2
-            },
+            TaskEventKind::Finished { status: FinishStatus::Completed, attempts: 2 },
         ]
     );
 }
@@ -936,18 +711,10 @@ async fn panicking_attempt_fails_permanently_and_frees_its_slot() {
         .unwrap()
         .await;
     match result.outcome {
-        Err(TaskError::Failed {
-            failure: Failure::Permanent(msg),
-            attempts: 1,
-        }) => assert!(msg.contains("boom")),
+        Err(TaskError::Failed { failure: Failure::Permanent(msg), attempts: 1 }) => assert!(msg.contains("boom")),
         other => panic!("unexpected {other:?}"),
     }
-    assert!(s
-        .submit(TaskSpec::new("x"), |_| async { Ok(()) })
-        .unwrap()
-        .await
-        .outcome
-        .is_ok());
+    assert!(s.submit(TaskSpec::new("x"), |_| async { Ok(()) }).unwrap().await.outcome.is_ok());
 }
 
 #[tokio::test]
@@ -964,10 +731,7 @@ async fn graceful_shutdown_finishes_running_and_drops_queued() {
     });
     assert_eq!(queued.await.outcome, Err(TaskError::ShuttingDown));
     assert!(!s.is_running());
-    assert_eq!(
-        s.submit(TaskSpec::new("x"), |_| async { Ok(()) }).err(),
-        Some(SubmitError::ShuttingDown)
-    );
+    assert_eq!(s.submit(TaskSpec::new("x"), |_| async { Ok(()) }).err(), Some(SubmitError::ShuttingDown));
     gate.open();
     assert_eq!(running.await.outcome, Ok("running"));
     shutdown.await.unwrap();
@@ -981,10 +745,7 @@ async fn graceful_shutdown_ends_backoff_without_retrying() {
     let handle = task_in_backoff(&s).await;
     let start = tokio::time::Instant::now();
     s.shutdown(ShutdownMode::Graceful).await;
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "did not sit out the backoff"
-    );
+    assert!(start.elapsed() < Duration::from_secs(60), "did not sit out the backoff");
     let result = handle.await;
     assert_eq!(result.outcome, Err(TaskError::ShuttingDown));
     assert_eq!(result.attempts.len(), 1);
@@ -1044,29 +805,18 @@ async fn concurrent_mix_keeps_limits_and_books() {
     let stages = ["a", "b", "c", "d"];
     let mut cfg = config(5);
     for (i, name) in stages.iter().enumerate() {
-        cfg = cfg.stage(
-            *name,
-            StagePoolConfig {
-                limit: Some(i + 1),
-                memory_bytes: None,
-            },
-        );
+        cfg = cfg.stage(*name, StagePoolConfig { limit: Some(i + 1), memory_bytes: None });
     }
     let s = Scheduler::new(cfg);
     let global = Arc::new(Tracker::default());
-    let per_stage: Vec<_> = stages
-        .iter()
-        .map(|_| Arc::new(Tracker::default()))
-        .collect();
+    let per_stage: Vec<_> = stages.iter().map(|_| Arc::new(Tracker::default())).collect();
     let mut rng = fastrand_like(42);
     let mut handles = Vec::new();
     let mut cancelled = 0;
     for i in 0..300u64 {
         let k = (rng() % 4) as usize;
         let (g, t) = (global.clone(), per_stage[k].clone());
-        let spec = TaskSpec::new(stages[k])
-            .priority((rng() % 5) as i32)
-            .dedicated(i % 17 == 0);
+        let spec = TaskSpec::new(stages[k]).priority((rng() % 5) as i32).dedicated(i % 17 == 0);
         let handle = s
             .submit(spec, move |_| {
                 let (g, t) = (g.clone(), t.clone());
@@ -1088,33 +838,18 @@ async fn concurrent_mix_keeps_limits_and_books() {
     }
     let results = join_all(handles).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let was_cancelled = results
-        .iter()
-        .filter(|r| **r == Err(TaskError::Cancelled))
-        .count();
+    let was_cancelled = results.iter().filter(|r| **r == Err(TaskError::Cancelled)).count();
     assert_eq!(ok + was_cancelled, 300);
     assert!(was_cancelled <= cancelled);
     assert!(global.max() <= 5);
     for (i, t) in per_stage.iter().enumerate() {
-        assert!(
-            t.max() <= i + 1,
-            "stage {} ran {} at once",
-            stages[i],
-            t.max()
-        );
+        assert!(t.max() <= i + 1, "stage {} ran {} at once", stages[i], t.max());
     }
     let status = s.status();
     assert_eq!((status.running_tasks, status.queue_size), (0, 0));
     assert_eq!(status.completed as usize, ok);
     assert_eq!(status.cancelled as usize, was_cancelled);
-    assert_eq!(
-        status
-            .stages
-            .iter()
-            .map(|p| p.running + p.slots_in_use)
-            .sum::<usize>(),
-        0
-    );
+    assert_eq!(status.stages.iter().map(|p| p.running + p.slots_in_use).sum::<usize>(), 0);
 }
 
 /// Tiny deterministic generator for the load test (xorshift).

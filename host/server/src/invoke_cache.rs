@@ -52,7 +52,12 @@ impl Answer {
             artifacts: output
                 .artifacts
                 .into_iter()
-                .map(|a| AnswerArtifact { name: a.name, media_type: a.media_type, data: Bytes::from(a.data), digest: OnceLock::new() })
+                .map(|a| AnswerArtifact {
+                    name: a.name,
+                    media_type: a.media_type,
+                    data: Bytes::from(a.data),
+                    digest: OnceLock::new(),
+                })
                 .collect(),
             stage: output.stage,
             version: output.version,

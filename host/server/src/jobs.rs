@@ -81,7 +81,15 @@ impl JobManager {
         max_running: usize,
     ) -> Self {
         let running = Arc::new(tokio::sync::Semaphore::new(max_running.max(1)));
-        Self { store, blobs, orchestrator, metrics, running, live: Mutex::new(HashMap::new()), recorded: Mutex::default() }
+        Self {
+            store,
+            blobs,
+            orchestrator,
+            metrics,
+            running,
+            live: Mutex::new(HashMap::new()),
+            recorded: Mutex::default(),
+        }
     }
 
     /// Keeps artifacts in the blob store (under the digest given with each,
@@ -101,7 +109,11 @@ impl JobManager {
                 }
                 None => self.blobs.put(&artifact.data)?,
             };
-            let meta = ArtifactMeta { digest: digest.clone(), name: artifact.name.clone(), media_type: artifact.media_type.clone() };
+            let meta = ArtifactMeta {
+                digest: digest.clone(),
+                name: artifact.name.clone(),
+                media_type: artifact.media_type.clone(),
+            };
             if !self.recorded.lock().unwrap().contains(&meta) {
                 new.push(meta);
             }
@@ -194,7 +206,13 @@ impl JobManager {
         for input in &record.inputs {
             match self.blobs.get(&input.digest) {
                 Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
-                Ok(None) => return (JobState::Failed, None, Some(format!("input {} is missing from the blob store", input.name))),
+                Ok(None) => {
+                    return (
+                        JobState::Failed,
+                        None,
+                        Some(format!("input {} is missing from the blob store", input.name)),
+                    )
+                }
                 Err(e) => return (JobState::Failed, None, Some(format!("reading input {}: {e:#}", input.name))),
             }
         }
@@ -224,10 +242,13 @@ impl JobManager {
                 let known: Vec<Option<String>> = (0..output.artifacts.len())
                     .map(|i| step["execution"]["artifacts"][i]["sha256"].as_str().map(str::to_owned))
                     .collect();
-                let stored = self.store_artifacts(output.artifacts.iter().map(|a| &**a).zip(known.iter().map(Option::as_deref)));
+                let stored =
+                    self.store_artifacts(output.artifacts.iter().map(|a| &**a).zip(known.iter().map(Option::as_deref)));
                 let digests = match stored {
                     Ok(d) => d,
-                    Err(e) => return (JobState::Failed, Some(report.clone()), Some(format!("storing an artifact: {e:#}"))),
+                    Err(e) => {
+                        return (JobState::Failed, Some(report.clone()), Some(format!("storing an artifact: {e:#}")))
+                    }
                 };
                 let links: Vec<Value> = output
                     .artifacts
@@ -244,8 +265,15 @@ impl JobManager {
             RunStatus::Cancelled => JobState::Cancelled,
             RunStatus::Failed | RunStatus::TimedOut => JobState::Failed,
         };
-        let error = (state != JobState::Succeeded)
-            .then(|| format!("the run ended {}", serde_json::to_value(outcome.report.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+        let error = (state != JobState::Succeeded).then(|| {
+            format!(
+                "the run ended {}",
+                serde_json::to_value(outcome.report.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            )
+        });
         (state, Some(report), error)
     }
 }

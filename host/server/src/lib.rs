@@ -113,7 +113,13 @@ impl Server {
         let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
         let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache);
         let metrics = Arc::new(metrics::Metrics::default());
-        let jobs = Arc::new(jobs::JobManager::new(store, blobs, orchestrator.clone(), metrics.clone(), config.max_running_jobs));
+        let jobs = Arc::new(jobs::JobManager::new(
+            store,
+            blobs,
+            orchestrator.clone(),
+            metrics.clone(),
+            config.max_running_jobs,
+        ));
         let resumed = jobs.resume()?;
         if resumed > 0 {
             tracing::info!("resumed {resumed} unfinished job(s)");

@@ -5,9 +5,19 @@ use serde_json::{json, Map, Value};
 
 /// (method, path, summary, admin) for every route the server answers.
 pub const ROUTES: &[(&str, &str, &str, bool)] = &[
-    ("post", "/v1/stages/{name}/invoke", "Run one stage synchronously (raw body or multipart; params as JSON in ?params=)", false),
+    (
+        "post",
+        "/v1/stages/{name}/invoke",
+        "Run one stage synchronously (raw body or multipart; params as JSON in ?params=)",
+        false,
+    ),
     ("get", "/v1/stages", "Stages with their versions and what they describe themselves as", false),
-    ("put", "/v1/stages/{name}", "Upload a new component version (compiled and validated before it takes traffic)", true),
+    (
+        "put",
+        "/v1/stages/{name}",
+        "Upload a new component version (compiled and validated before it takes traffic)",
+        true,
+    ),
     ("post", "/v1/stages/{name}/rollback", "Go back to the previous version of a stage", true),
     ("get", "/v1/artifacts/{digest}", "An artifact by its sha256", false),
     ("post", "/v1/pipelines/run", "Run a pipeline (YAML or JSON) as a durable job: 202 with the job id", false),

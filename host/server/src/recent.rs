@@ -90,7 +90,9 @@ impl RecentArtifacts {
                 return;
             }
             if data.len() <= self.max_bytes {
-                if let Some(old) = kept.by_digest.insert(meta.digest.clone(), Entry { meta: meta.clone(), data: data.clone() }) {
+                if let Some(old) =
+                    kept.by_digest.insert(meta.digest.clone(), Entry { meta: meta.clone(), data: data.clone() })
+                {
                     kept.bytes -= old.data.len();
                 } else {
                     kept.order.push_back(meta.digest.clone());

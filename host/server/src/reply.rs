@@ -24,10 +24,8 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Multipart> {
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+        let q =
+            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
         let choice = match media.as_str() {
             "multipart/mixed" | "multipart/*" => Some(Multipart::Mixed),
             "multipart/form-data" => Some(Multipart::FormData),
@@ -87,7 +85,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn boundary(parts: &[Part<'_>]) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     loop {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let candidate = format!("stagecraft-{nanos:x}-{n:x}");
         if !parts.iter().any(|p| contains(p.data, candidate.as_bytes())) {
@@ -141,7 +140,10 @@ mod tests {
     #[test]
     fn names_are_quoted_safely() {
         assert_eq!(disposition("attachment", "a b.png"), "attachment; filename=\"a b.png\"");
-        assert_eq!(disposition("attachment", "x\"y.txt"), "attachment; filename=\"x_y.txt\"; filename*=UTF-8''x%22y.txt");
+        assert_eq!(
+            disposition("attachment", "x\"y.txt"),
+            "attachment; filename=\"x_y.txt\"; filename*=UTF-8''x%22y.txt"
+        );
         assert_eq!(disposition("inline", "é.png"), "inline; filename=\"_.png\"; filename*=UTF-8''%C3%A9.png");
     }
 

@@ -269,7 +269,9 @@ impl JobStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT digest, name, media_type FROM artifacts WHERE digest = ?1")?;
         Ok(stmt
-            .query_row(params![digest], |r| Ok(ArtifactMeta { digest: r.get(0)?, name: r.get(1)?, media_type: r.get(2)? }))
+            .query_row(params![digest], |r| {
+                Ok(ArtifactMeta { digest: r.get(0)?, name: r.get(1)?, media_type: r.get(2)? })
+            })
             .optional()?)
     }
 
@@ -282,9 +284,8 @@ impl JobStore {
     /// Jobs to resume after a start: queued or running, oldest first.
     pub fn unfinished(&self) -> anyhow::Result<Vec<JobRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
-        ))?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"))?;
         let rows = stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

@@ -49,7 +49,9 @@ pub fn spawn(runtime: Arc<Runtime>, dir: PathBuf, interval: Duration, stop: Canc
                 })
                 .await;
                 match result {
-                    Ok(Ok(v)) => tracing::info!(file = %path.display(), stage = %v.info.name, digest = %v.digest, "installed a changed component"),
+                    Ok(Ok(v)) => {
+                        tracing::info!(file = %path.display(), stage = %v.info.name, digest = %v.digest, "installed a changed component")
+                    }
                     Ok(Err(e)) => tracing::warn!(file = %path.display(), "changed component refused: {e:#}"),
                     Err(e) => tracing::warn!(file = %path.display(), "install task failed: {e}"),
                 }

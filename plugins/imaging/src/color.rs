@@ -199,10 +199,16 @@ mod tests {
         assert!((white[0] - 100.0).abs() < 0.01 && white[1].abs() < 0.01 && white[2].abs() < 0.01, "{white:?}");
         let red = srgb8_to_lab([255, 0, 0]);
         // Reference: L 53.24, a 80.09, b 67.20.
-        assert!((red[0] - 53.24).abs() < 0.05 && (red[1] - 80.09).abs() < 0.1 && (red[2] - 67.20).abs() < 0.1, "{red:?}");
+        assert!(
+            (red[0] - 53.24).abs() < 0.05 && (red[1] - 80.09).abs() < 0.1 && (red[2] - 67.20).abs() < 0.1,
+            "{red:?}"
+        );
         let ok = srgb8_to_oklab([255, 0, 0]);
         // Reference: 0.6279, 0.2249, 0.1258.
-        assert!((ok[0] - 0.6279).abs() < 0.001 && (ok[1] - 0.2249).abs() < 0.001 && (ok[2] - 0.1258).abs() < 0.001, "{ok:?}");
+        assert!(
+            (ok[0] - 0.6279).abs() < 0.001 && (ok[1] - 0.2249).abs() < 0.001 && (ok[2] - 0.1258).abs() < 0.001,
+            "{ok:?}"
+        );
     }
 
     #[test]

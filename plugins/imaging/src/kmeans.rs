@@ -103,12 +103,8 @@ pub fn kmeans_plus_plus(points: &[[f32; 3]], weights: &[f64], k: usize, rng: &mu
         for _ in 0..trials {
             let cand = sample(&scores, potential, rng);
             let c = points[cand];
-            let pot: f64 = points
-                .iter()
-                .zip(&d2)
-                .zip(weights)
-                .map(|((p, &d), &w)| d.min(dist2(p, &c)) as f64 * w)
-                .sum();
+            let pot: f64 =
+                points.iter().zip(&d2).zip(weights).map(|((p, &d), &w)| d.min(dist2(p, &c)) as f64 * w).sum();
             if best.is_none_or(|(b, _)| pot < b) {
                 best = Some((pot, cand));
             }

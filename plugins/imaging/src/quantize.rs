@@ -313,12 +313,16 @@ mod tests {
 
     #[test]
     fn binned_path_for_many_colours() {
-        let img = RgbaImage::from_fn(300, 300, |x, y| Rgba([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8, 255]));
+        let img =
+            RgbaImage::from_fn(300, 300, |x, y| Rgba([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8, 255]));
         let q = quantize(&img, &QuantizeOptions { colors: 8, max_distinct: 1000, ..Default::default() });
         assert!(q.binned);
         assert_eq!(q.palette.len(), 8);
         assert_eq!(q.palette.iter().map(|s| s.pixels).sum::<u64>(), 90_000);
-        let cent = quantize(&img, &QuantizeOptions { colors: 8, max_distinct: 1000, swatch: SwatchFrom::Centroid, ..Default::default() });
+        let cent = quantize(
+            &img,
+            &QuantizeOptions { colors: 8, max_distinct: 1000, swatch: SwatchFrom::Centroid, ..Default::default() },
+        );
         assert_eq!(cent.palette.len(), 8);
     }
 

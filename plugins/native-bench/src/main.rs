@@ -12,11 +12,11 @@ use stagecraft_sdk::bindings::stagecraft::stage::types::{Artifact, StageInput, S
 // The stages' own sources, compiled natively with this workspace's release
 // profile (their components are built from these same files).
 #[allow(dead_code, unused_imports)]
-#[path = "../../stages/upscale/src/lib.rs"]
-mod upscale;
-#[allow(dead_code, unused_imports)]
 #[path = "../../stages/color_separations/src/lib.rs"]
 mod color_separations;
+#[allow(dead_code, unused_imports)]
+#[path = "../../stages/upscale/src/lib.rs"]
+mod upscale;
 use std::time::Instant;
 
 type Runner = fn(StageInput) -> Result<StageOutput, String>;

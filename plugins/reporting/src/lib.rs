@@ -239,7 +239,8 @@ pub struct ArtifactRow<'a> {
 /// name that are not among the inputs.
 pub fn artifact_rows<'a>(inputs: &'a [Artifact], steps: Option<&[Step]>) -> Vec<ArtifactRow<'a>> {
     let steps = steps.unwrap_or_default();
-    let producer = |name: &str| steps.iter().find(|s| s.artifacts.iter().any(|a| a.name == name)).map(|s| s.name.clone());
+    let producer =
+        |name: &str| steps.iter().find(|s| s.artifacts.iter().any(|a| a.name == name)).map(|s| s.name.clone());
     let mut rows: Vec<ArtifactRow<'a>> = inputs
         .iter()
         .map(|a| {
@@ -301,14 +302,15 @@ pub fn summarize(run: Option<&RunInfo>, steps: Option<&[Step]>, rows: &[Artifact
         *by_status.entry(status_of(s).to_string()).or_insert(0) += 1;
     }
     let durations: Vec<f64> = steps.iter().filter_map(|s| s.duration_ms).collect();
-    let duration_ms = run.and_then(|r| r.duration_ms).or(if durations.is_empty() { None } else { Some(durations.iter().sum()) });
-    let slowest = steps
-        .iter()
-        .filter_map(|s| s.duration_ms.map(|d| (s.name.clone(), d)))
-        .fold(None, |best: Option<(String, f64)>, x| match best {
+    let duration_ms =
+        run.and_then(|r| r.duration_ms).or(if durations.is_empty() { None } else { Some(durations.iter().sum()) });
+    let slowest = steps.iter().filter_map(|s| s.duration_ms.map(|d| (s.name.clone(), d))).fold(
+        None,
+        |best: Option<(String, f64)>, x| match best {
             Some(b) if b.1 >= x.1 => Some(b),
             _ => Some(x),
-        });
+        },
+    );
     Summary {
         steps: steps.len(),
         by_status,
@@ -409,11 +411,19 @@ pub mod sample {
     }
 
     pub fn run() -> RunInfo {
-        RunInfo { id: Some("run-42".into()), pipeline: Some("logo".into()), status: Some("failed".into()), duration_ms: Some(1900.0), ..RunInfo::default() }
+        RunInfo {
+            id: Some("run-42".into()),
+            pipeline: Some("logo".into()),
+            status: Some("failed".into()),
+            duration_ms: Some(1900.0),
+            ..RunInfo::default()
+        }
     }
 
     pub fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128, 255]));
+        let img = image::RgbaImage::from_fn(w, h, |x, y| {
+            image::Rgba([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128, 255])
+        });
         let mut out = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).expect("png encodes");
         out
@@ -422,7 +432,11 @@ pub mod sample {
     pub fn artifacts() -> Vec<Artifact> {
         vec![
             Artifact { name: "fox.png".into(), media_type: "image/png".into(), data: png(64, 48) },
-            Artifact { name: "notes <b>.txt".into(), media_type: "text/plain".into(), data: b"hello, \"world\"\n<script>alert(1)</script>".to_vec() },
+            Artifact {
+                name: "notes <b>.txt".into(),
+                media_type: "text/plain".into(),
+                data: b"hello, \"world\"\n<script>alert(1)</script>".to_vec(),
+            },
         ]
     }
 }
@@ -485,7 +499,10 @@ mod tests {
         image::RgbImage::new(33, 17).write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
         assert_eq!(dimensions(&jpeg, ImageKind::sniff(&jpeg, "image/jpeg").unwrap()), Some((33, 17)));
         assert_eq!(dimensions(&[0xff, 0xd8, 0xff, 0xe0, 0, 2], ImageKind::Jpeg), None);
-        assert_eq!(ImageKind::sniff(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"), Some(ImageKind::Svg));
+        assert_eq!(
+            ImageKind::sniff(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"),
+            Some(ImageKind::Svg)
+        );
         assert_eq!(ImageKind::sniff(b"<svg/>", "text/plain"), None);
     }
 

@@ -42,14 +42,12 @@ pub mod bindings {
     });
 }
 
-pub use bindings::stagecraft::stage::types::Artifact;
 use bindings::stagecraft::stage::types as wit;
+pub use bindings::stagecraft::stage::types::Artifact;
 
 /// Re-exports for `use stagecraft_sdk::prelude::*`.
 pub mod prelude {
-    pub use crate::{
-        export_stage, log, progress, Artifact, Input, Output, Stage, StageError,
-    };
+    pub use crate::{export_stage, log, progress, Artifact, Input, Output, Stage, StageError};
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::json;
@@ -82,9 +80,7 @@ pub struct Input<P> {
 impl<P> Input<P> {
     /// The first artifact, or `invalid-input` when there is none.
     pub fn first(&self) -> Result<&Artifact, StageError> {
-        self.artifacts
-            .first()
-            .ok_or_else(|| StageError::invalid_input("this stage needs at least one input artifact"))
+        self.artifacts.first().ok_or_else(|| StageError::invalid_input("this stage needs at least one input artifact"))
     }
 }
 
@@ -280,8 +276,12 @@ pub mod inference {
     /// stays retryable, the rest is `failed`.
     pub fn to_stage_error(model: &str, e: InferenceError) -> StageError {
         match e {
-            InferenceError::UnknownModel(m) => StageError::invalid_input(format!("inference: unknown model '{model}': {m}")),
-            InferenceError::InvalidInput(m) => StageError::invalid_input(format!("inference: model '{model}' refused the input: {m}")),
+            InferenceError::UnknownModel(m) => {
+                StageError::invalid_input(format!("inference: unknown model '{model}': {m}"))
+            }
+            InferenceError::InvalidInput(m) => {
+                StageError::invalid_input(format!("inference: model '{model}' refused the input: {m}"))
+            }
             InferenceError::Unavailable(m) => StageError::unavailable(format!("inference: model '{model}': {m}")),
             InferenceError::Failed(m) => StageError::failed(format!("inference: model '{model}': {m}")),
         }
@@ -306,8 +306,8 @@ pub fn describe<S: Stage>() -> wit::StageInfo {
 #[doc(hidden)]
 pub fn run<S: Stage>(input: wit::StageInput) -> Result<wit::StageOutput, wit::StageError> {
     let params_text = if input.params.trim().is_empty() { "{}" } else { input.params.as_str() };
-    let params: S::Params = serde_json::from_str(params_text)
-        .map_err(|e| wit::StageError::InvalidInput(format!("params: {e}")))?;
+    let params: S::Params =
+        serde_json::from_str(params_text).map_err(|e| wit::StageError::InvalidInput(format!("params: {e}")))?;
     let output = S::run(Input { artifacts: input.artifacts, params }).map_err(wit::StageError::from)?;
     Ok(wit::StageOutput {
         artifacts: output.artifacts,

@@ -57,7 +57,13 @@ impl Host {
 
     /// Runs `model` on one `x` tensor through a test plugin (`infer`, on
     /// the custom import, or `nn_infer`, on wasi:nn) and returns `y`.
-    pub async fn infer_via(&self, stage: &str, model: &str, shape: &[usize], values: &[f32]) -> Result<Vec<f32>, InvokeError> {
+    pub async fn infer_via(
+        &self,
+        stage: &str,
+        model: &str,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<Vec<f32>, InvokeError> {
         let params = json!({"model": model, "tensors": [{"name": "x", "shape": shape, "values": values}]});
         let out = self.runtime.invoke(stage, StageInput::new(vec![], params), InvokeOptions::default()).await?;
         let outputs = &out.metadata["outputs"];

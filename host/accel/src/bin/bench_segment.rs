@@ -35,7 +35,15 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { images: 24, rounds: 5, seed: 2024, skimage: true, dir: None, options: SegmentOptions::default(), device: Device::Auto };
+    let mut a = Args {
+        images: 24,
+        rounds: 5,
+        seed: 2024,
+        skimage: true,
+        dir: None,
+        options: SegmentOptions::default(),
+        device: Device::Auto,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -95,7 +103,12 @@ fn read_png_labels(path: &Path) -> Result<Vec<u32>> {
 
 /// Times `rounds` passes over `images` on a pool of `threads`; returns the
 /// median images/s and the labels of the last pass.
-fn time_stagecraft(images: &[GrayImage], options: &SegmentOptions, threads: usize, rounds: usize) -> Result<(f64, Vec<Vec<u32>>)> {
+fn time_stagecraft(
+    images: &[GrayImage],
+    options: &SegmentOptions,
+    threads: usize,
+    rounds: usize,
+) -> Result<(f64, Vec<Vec<u32>>)> {
     use rayon::prelude::*;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     let mut rates = Vec::new();
@@ -114,7 +127,13 @@ fn time_stagecraft(images: &[GrayImage], options: &SegmentOptions, threads: usiz
 /// Times `rounds` passes over `images` on the CUDA engine with `threads`
 /// host threads (each job takes a stream from the pool); returns the median
 /// images/s and the labels of the last pass.
-fn time_cuda(engine: &cuda::Engine, images: &[GrayImage], options: &SegmentOptions, threads: usize, rounds: usize) -> Result<(f64, Vec<Vec<u32>>)> {
+fn time_cuda(
+    engine: &cuda::Engine,
+    images: &[GrayImage],
+    options: &SegmentOptions,
+    threads: usize,
+    rounds: usize,
+) -> Result<(f64, Vec<Vec<u32>>)> {
     // The first job pays for module loading and the memory pool's growth.
     engine.segment(&images[0], options, Foreground::Otsu).map_err(|e| anyhow::anyhow!("CUDA warm-up: {e:?}"))?;
     let mut rates = Vec::new();
@@ -130,7 +149,9 @@ fn time_cuda(engine: &cuda::Engine, images: &[GrayImage], options: &SegmentOptio
                         loop {
                             let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(im) = images.get(k) else { break };
-                            let seg = engine.segment(im, options, Foreground::Otsu).map_err(|e| anyhow::anyhow!("CUDA image {k}: {e:?}"))?;
+                            let seg = engine
+                                .segment(im, options, Foreground::Otsu)
+                                .map_err(|e| anyhow::anyhow!("CUDA image {k}: {e:?}"))?;
                             mine.push((k, seg.labels));
                         }
                         Ok::<_, anyhow::Error>(mine)
@@ -173,8 +194,9 @@ fn main() -> Result<()> {
         }
     };
     for (k, d) in data.iter().enumerate() {
-        let img = image::GrayImage::from_raw(synth.width, synth.height, d.image.samples.iter().map(|&v| v as u8).collect())
-            .context("image buffer")?;
+        let img =
+            image::GrayImage::from_raw(synth.width, synth.height, d.image.samples.iter().map(|&v| v as u8).collect())
+                .context("image buffer")?;
         img.save(dir.join(format!("img_{k:03}.png")))?;
         write_png_u16(&dir.join(format!("truth_{k:03}.png")), synth.width, synth.height, &d.truth)?;
     }
@@ -256,12 +278,19 @@ fn main() -> Result<()> {
         "segmentation, {} synthetic {}x{} images ({} cells), sigma {} min-distance {} min-area {}; medians of {} rounds; device: {}",
         args.images, synth.width, synth.height, cells, o.sigma, o.min_distance, o.min_area, args.rounds, device
     );
-    println!("{:<26} {:>16} {:>22} {:>14} {:>14}", "pipeline", "img/s (1 core)", format!("img/s per core ({cores})"), "AP@0.5 mean", "AP@0.5 pooled");
+    println!(
+        "{:<26} {:>16} {:>22} {:>14} {:>14}",
+        "pipeline",
+        "img/s (1 core)",
+        format!("img/s per core ({cores})"),
+        "AP@0.5 mean",
+        "AP@0.5 pooled"
+    );
     for (name, one, per_core, ap, pooled) in &rows {
-        let per_core = per_core.map_or(
-            if name.contains("CUDA") { "- (GPU)".to_string() } else { "- (1 thread)".to_string() },
-            |v| format!("{v:.1}"),
-        );
+        let per_core = per_core
+            .map_or(if name.contains("CUDA") { "- (GPU)".to_string() } else { "- (1 thread)".to_string() }, |v| {
+                format!("{v:.1}")
+            });
         println!("{name:<26} {one:>16.1} {per_core:>22} {ap:>14} {pooled:>14}");
     }
     if let Some(sk) = rows.iter().find(|r| r.0.starts_with("scikit-image")) {

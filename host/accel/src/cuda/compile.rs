@@ -57,13 +57,13 @@ pub fn nvrtc_present() -> bool {
 /// NVRTC's version, e.g. `(12, 9)`.
 pub fn nvrtc_version() -> Result<(i32, i32), String> {
     if !nvrtc_present() {
-        return Err("libnvrtc not found (install the CUDA toolkit or nvidia-cuda-nvrtc-cu12, or set LD_LIBRARY_PATH)".into());
+        return Err(
+            "libnvrtc not found (install the CUDA toolkit or nvidia-cuda-nvrtc-cu12, or set LD_LIBRARY_PATH)".into()
+        );
     }
     let (mut major, mut minor) = (0, 0);
     // SAFETY: two valid out-pointers.
-    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| format!("nvrtcVersion: {e:?}"))?;
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(|e| format!("nvrtcVersion: {e:?}"))?;
     Ok((major, minor))
 }
 

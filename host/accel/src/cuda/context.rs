@@ -236,7 +236,8 @@ impl MemoryAccount {
                     ))
                 }
                 verdict => {
-                    match self.reserved.compare_exchange(current, current + bytes, Ordering::AcqRel, Ordering::Acquire) {
+                    match self.reserved.compare_exchange(current, current + bytes, Ordering::AcqRel, Ordering::Acquire)
+                    {
                         Ok(_) => {
                             if let Admission::Warn(share) = verdict {
                                 tracing::warn!(
@@ -277,7 +278,9 @@ mod tests {
         let gib = 1u64 << 30;
         let total = 100 * gib;
         assert_eq!(admission(total, 10 * gib, 10 * gib, 0, gib), Admission::Admit);
-        assert!(matches!(admission(total, 80 * gib, 10 * gib, 0, 11 * gib), Admission::Warn(s) if (s - 0.91).abs() < 1e-9));
+        assert!(
+            matches!(admission(total, 80 * gib, 10 * gib, 0, 11 * gib), Admission::Warn(s) if (s - 0.91).abs() < 1e-9)
+        );
         assert!(matches!(admission(total, 80 * gib, 10 * gib, 0, 15 * gib), Admission::Refuse(_)));
         // Reservations not yet allocated count too.
         assert!(matches!(admission(total, 10 * gib, 10 * gib, 80 * gib, 5 * gib), Admission::Refuse(_)));

@@ -62,7 +62,12 @@ impl From<GpuError> for SegmentError {
 impl Engine {
     /// Segments one checked image on the GPU: reserves its memory, waits
     /// for a stream, runs the pipeline. A panic inside is a failure.
-    pub fn segment(&self, image: &GrayImage, options: &SegmentOptions, foreground: Foreground) -> Result<Segmentation, GpuError> {
+    pub fn segment(
+        &self,
+        image: &GrayImage,
+        options: &SegmentOptions,
+        foreground: Foreground,
+    ) -> Result<Segmentation, GpuError> {
         let bytes = pipeline::estimate_bytes(image.width, image.height, &foreground);
         let _reservation = self.reserve(bytes).map_err(GpuError::Busy)?;
         let stream = self.stream();

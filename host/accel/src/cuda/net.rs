@@ -49,10 +49,26 @@ pub enum Layer {
         bias: Option<usize>,
         relu: bool,
     },
-    Relu { input: usize, output: usize },
-    Sigmoid { input: usize, output: usize },
-    Add { a: usize, b: usize, output: usize, relu: bool },
-    DepthToSpace { input: usize, output: usize, block: usize, crd: bool },
+    Relu {
+        input: usize,
+        output: usize,
+    },
+    Sigmoid {
+        input: usize,
+        output: usize,
+    },
+    Add {
+        a: usize,
+        b: usize,
+        output: usize,
+        relu: bool,
+    },
+    DepthToSpace {
+        input: usize,
+        output: usize,
+        block: usize,
+        crd: bool,
+    },
 }
 
 /// A network: layers in execution order over `slots` tensors.
@@ -136,7 +152,8 @@ fn int(v: usize, what: &str) -> Result<i32, String> {
 }
 
 fn blocks(count: usize, block: u32) -> Result<u32, String> {
-    u32::try_from(count.div_ceil(block as usize).max(1)).map_err(|_| format!("{count} elements is too many for one launch"))
+    u32::try_from(count.div_ceil(block as usize).max(1))
+        .map_err(|_| format!("{count} elements is too many for one launch"))
 }
 
 impl NetSpec {
@@ -156,7 +173,10 @@ impl NetSpec {
                         return Err(format!("layer {ix}: empty convolution"));
                     }
                     if kernel[0] * kernel[1] > MAX_TAPS {
-                        return Err(format!("layer {ix}: a {}x{} kernel has more than {MAX_TAPS} taps", kernel[0], kernel[1]));
+                        return Err(format!(
+                            "layer {ix}: a {}x{} kernel has more than {MAX_TAPS} taps",
+                            kernel[0], kernel[1]
+                        ));
                     }
                     for a in 0..2 {
                         if (kernel[a] - 1) * dilations[a] > MAX_SPAN {
@@ -211,7 +231,8 @@ impl NetSpec {
                         return Err(format!("layer {ix}: convolution of {cin} channels given {c}"));
                     }
                     let span = |a: usize| (kernel[a] - 1) * dilations[a];
-                    let (oh, ow) = ((h + pads[0] + pads[2]).checked_sub(span(0)), (w + pads[1] + pads[3]).checked_sub(span(1)));
+                    let (oh, ow) =
+                        ((h + pads[0] + pads[2]).checked_sub(span(0)), (w + pads[1] + pads[3]).checked_sub(span(1)));
                     let (Some(oh), Some(ow)) = (oh, ow) else {
                         return Err(format!("layer {ix}: a {h}x{w} input is smaller than the kernel"));
                     };
@@ -241,7 +262,12 @@ impl NetSpec {
                         kernel: "conv2d",
                         grid: u32::try_from(grid).map_err(|_| format!("layer {ix}: too many blocks"))?,
                         block: (CONV_TILE * CONV_TILE) as u32,
-                        bufs: vec![Buf::Slot(input), Buf::Slot(output), Buf::Weights(weight), Buf::Weights(bias.unwrap_or(weight))],
+                        bufs: vec![
+                            Buf::Slot(input),
+                            Buf::Slot(output),
+                            Buf::Weights(weight),
+                            Buf::Weights(bias.unwrap_or(weight)),
+                        ],
                         ints: ints.iter().map(|&v| int(v, "a convolution size")).collect::<Result<_, _>>()?,
                     });
                 }
@@ -261,7 +287,9 @@ impl NetSpec {
                 Layer::Add { a, b, output, relu } => {
                     let (sa, sb) = (known(&shapes, a, ix)?, known(&shapes, b, ix)?);
                     if sa != sb {
-                        return Err(format!("layer {ix}: Add of shapes {sa:?} and {sb:?} (broadcasting is not supported)"));
+                        return Err(format!(
+                            "layer {ix}: Add of shapes {sa:?} and {sb:?} (broadcasting is not supported)"
+                        ));
                     }
                     shapes[output] = sa;
                     let count: usize = sa.iter().product();
@@ -286,7 +314,10 @@ impl NetSpec {
                         grid: blocks(count, BLOCK)?,
                         block: BLOCK,
                         bufs: vec![Buf::Slot(input), Buf::Slot(output)],
-                        ints: [n, c, h, w, block, crd as usize].iter().map(|&v| int(v, "a size")).collect::<Result<_, _>>()?,
+                        ints: [n, c, h, w, block, crd as usize]
+                            .iter()
+                            .map(|&v| int(v, "a size"))
+                            .collect::<Result<_, _>>()?,
                     });
                 }
             }
@@ -308,7 +339,13 @@ pub struct GpuNet {
 
 impl std::fmt::Debug for GpuNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuNet({} layers, {} weights on {})", self.spec.layers.len(), self.spec.weights.len(), self.engine.summary)
+        write!(
+            f,
+            "GpuNet({} layers, {} weights on {})",
+            self.spec.layers.len(),
+            self.spec.weights.len(),
+            self.engine.summary
+        )
     }
 }
 
@@ -336,7 +373,11 @@ impl GpuNet {
     pub fn run(&self, input: &[f32], n: usize, h: usize, w: usize) -> Result<(Vec<f32>, [usize; 4]), GpuError> {
         let plan = self.spec.plan(n, h, w).map_err(GpuError::Failed)?;
         if input.len() != plan.elements(self.spec.input) {
-            return Err(GpuError::Failed(format!("{} input values for shape {:?}", input.len(), plan.shapes[self.spec.input])));
+            return Err(GpuError::Failed(format!(
+                "{} input values for shape {:?}",
+                input.len(),
+                plan.shapes[self.spec.input]
+            )));
         }
         let _reservation = self.engine.reserve(plan.bytes() + (1 << 20)).map_err(GpuError::Busy)?;
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_plan(&plan, input)));
@@ -368,7 +409,9 @@ impl GpuNet {
                 .bufs
                 .iter()
                 .map(|b| match *b {
-                    Buf::Slot(k) => slots[k].as_ref().map(|s| s.slice(..)).ok_or_else(|| format!("tensor {k} has no buffer")),
+                    Buf::Slot(k) => {
+                        slots[k].as_ref().map(|s| s.slice(..)).ok_or_else(|| format!("tensor {k} has no buffer"))
+                    }
                     Buf::Weights(offset) => Ok(self.weights.slice(offset..)),
                 })
                 .collect::<Result<_, String>>()?;
@@ -380,7 +423,8 @@ impl GpuNet {
             for i in &launch.ints {
                 builder.arg(i);
             }
-            let cfg = LaunchConfig { grid_dim: (launch.grid, 1, 1), block_dim: (launch.block, 1, 1), shared_mem_bytes: 0 };
+            let cfg =
+                LaunchConfig { grid_dim: (launch.grid, 1, 1), block_dim: (launch.block, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the plan pushes the pointers and ints in the order and
             // of the types nn.cu declares, and sized every slot from the
             // same shapes the kernel indexes with.

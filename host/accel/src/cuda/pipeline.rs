@@ -41,7 +41,11 @@ const LINE_BLOCK: u32 = 32;
 const STEPS_PER_CHECK: usize = 2;
 
 fn grid(count: usize, block: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: ((count as u64).div_ceil(block as u64).max(1) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: ((count as u64).div_ceil(block as u64).max(1) as u32, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// The reduction kernels (`minmax`, `masked_max`, `exclusive_scan`) run as
@@ -73,7 +77,11 @@ macro_rules! launch {
     }};
 }
 
-fn alloc<T: cudarc::driver::DeviceRepr>(stream: &Arc<CudaStream>, len: usize, what: &str) -> Result<CudaSlice<T>, String> {
+fn alloc<T: cudarc::driver::DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+    what: &str,
+) -> Result<CudaSlice<T>, String> {
     // SAFETY: every buffer allocated here is fully written by a kernel
     // before it is read (or zeroed where the kernel accumulates).
     unsafe { stream.alloc::<T>(len.max(1)) }.step(what)
@@ -152,7 +160,13 @@ pub fn segment(
         let mut cand = alloc::<u32>(stream, n, "peak candidates")?;
         let mut cand_d = alloc::<f32>(stream, n, "peak distances")?;
         let mut count = zeros::<u32>(stream, 1, "candidate count")?;
-        launch!(engine, stream, "peak_candidates", grid(n, BLOCK), [&dist, &mask, &wi, &hi, &r, &mut cand, &mut cand_d, &mut count])?;
+        launch!(
+            engine,
+            stream,
+            "peak_candidates",
+            grid(n, BLOCK),
+            [&dist, &mask, &wi, &hi, &r, &mut cand, &mut cand_d, &mut count]
+        )?;
         let c = (read_u32(stream, &count, "candidate count")? as usize).min(n);
         let (at, d) = if c == 0 {
             (Vec::new(), Vec::new())
@@ -166,7 +180,8 @@ pub fn segment(
         pairs.sort_unstable_by_key(|p| p.0);
         let index: Vec<usize> = pairs.iter().map(|p| p.0).collect();
         let of = |i: usize| pairs[index.binary_search(&i).expect("a candidate")].1;
-        let kept: Vec<u32> = peaks::select(&index, of, w, h, options.min_distance).into_iter().map(|i| i as u32).collect();
+        let kept: Vec<u32> =
+            peaks::select(&index, of, w, h, options.min_distance).into_iter().map(|i| i as u32).collect();
         let seeds = kept.len() as u32;
         if seeds > 0 {
             let at_d = stream.clone_htod(&kept).step("upload of the markers")?;
@@ -185,7 +200,13 @@ pub fn segment(
         let top = ((dmax.clamp(0.0, dmax) * per_pixel) as usize).min(MAX_BUCKETS);
         let top_u = top as u32;
         let mut present = zeros::<u32>(stream, top + 1, "level presence")?;
-        launch!(engine, stream, "level_presence", grid(n, BLOCK), [&dist, &mask, &nu, &dmax, &per_pixel, &top_u, &mut present])?;
+        launch!(
+            engine,
+            stream,
+            "level_presence",
+            grid(n, BLOCK),
+            [&dist, &mask, &nu, &dmax, &per_pixel, &top_u, &mut present]
+        )?;
         let present = stream.clone_dtoh(&present).step("level presence")?;
         let mut other = alloc::<u32>(stream, n, "flood buffer")?;
         for level in (0..=top).rev() {
@@ -196,8 +217,20 @@ pub fn segment(
             loop {
                 stream.memset_zeros(&mut changed).step("flag reset")?;
                 for _ in 0..STEPS_PER_CHECK / 2 {
-                    launch!(engine, stream, "flood_step", grid(n, BLOCK), [&dist, &mask, &labels, &mut other, &wi, &hi, &dmax, &per_pixel, &level, &mut changed])?;
-                    launch!(engine, stream, "flood_step", grid(n, BLOCK), [&dist, &mask, &other, &mut labels, &wi, &hi, &dmax, &per_pixel, &level, &mut changed])?;
+                    launch!(
+                        engine,
+                        stream,
+                        "flood_step",
+                        grid(n, BLOCK),
+                        [&dist, &mask, &labels, &mut other, &wi, &hi, &dmax, &per_pixel, &level, &mut changed]
+                    )?;
+                    launch!(
+                        engine,
+                        stream,
+                        "flood_step",
+                        grid(n, BLOCK),
+                        [&dist, &mask, &other, &mut labels, &wi, &hi, &dmax, &per_pixel, &level, &mut changed]
+                    )?;
                 }
                 if read_u32(stream, &changed, "flood flag")? == 0 {
                     break;
@@ -216,8 +249,20 @@ pub fn segment(
             loop {
                 stream.memset_zeros(&mut changed).step("flag reset")?;
                 for _ in 0..STEPS_PER_CHECK / 2 {
-                    launch!(engine, stream, "unreached_step", grid(n, BLOCK), [&comp, &mut other, &wi, &hi, &mut changed])?;
-                    launch!(engine, stream, "unreached_step", grid(n, BLOCK), [&other, &mut comp, &wi, &hi, &mut changed])?;
+                    launch!(
+                        engine,
+                        stream,
+                        "unreached_step",
+                        grid(n, BLOCK),
+                        [&comp, &mut other, &wi, &hi, &mut changed]
+                    )?;
+                    launch!(
+                        engine,
+                        stream,
+                        "unreached_step",
+                        grid(n, BLOCK),
+                        [&other, &mut comp, &wi, &hi, &mut changed]
+                    )?;
                 }
                 if read_u32(stream, &changed, "component flag")? == 0 {
                     break;
@@ -247,7 +292,13 @@ pub fn segment(
         let mut sums = zeros::<u64>(stream, 4 * c, "cell sums")?;
         let mut boxes = alloc::<u32>(stream, 4 * c, "cell boxes")?;
         launch!(engine, stream, "measure_init", grid(c, BLOCK), [&mut boxes, &count])?;
-        launch!(engine, stream, "measure", grid(n, BLOCK), [&labels, &samples, &wi, &hi, &count, &mut sums, &mut boxes])?;
+        launch!(
+            engine,
+            stream,
+            "measure",
+            grid(n, BLOCK),
+            [&labels, &samples, &wi, &hi, &count, &mut sums, &mut boxes]
+        )?;
         (stream.clone_dtoh(&sums).step("cell sums")?, stream.clone_dtoh(&boxes).step("cell boxes")?)
     };
     let labels = stream.clone_dtoh(&labels).step("labels")?;

@@ -32,9 +32,8 @@ pub fn gaussian(src: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32
 
     // Horizontal pass: each row padded with its edge values, then convolved.
     let mut tmp = vec![0f32; src.len()];
-    tmp.par_chunks_mut(width * ROWS_PER_TASK)
-        .zip(src.par_chunks(width * ROWS_PER_TASK))
-        .for_each(|(out_rows, in_rows)| {
+    tmp.par_chunks_mut(width * ROWS_PER_TASK).zip(src.par_chunks(width * ROWS_PER_TASK)).for_each(
+        |(out_rows, in_rows)| {
             let mut padded = vec![0f32; width + 2 * r];
             for (out, row) in out_rows.chunks_mut(width).zip(in_rows.chunks(width)) {
                 padded[..r].fill(row[0]);
@@ -47,7 +46,8 @@ pub fn gaussian(src: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32
                     }
                 }
             }
-        });
+        },
+    );
 
     // Vertical pass: each output row is a weighted sum of whole input rows
     // (contiguous, so the inner loop vectorises).

@@ -114,8 +114,7 @@ mod tests {
     use super::*;
 
     fn brute_force(mask: &[bool], w: usize, h: usize) -> Vec<f32> {
-        let bg: Vec<(i64, i64)> =
-            (0..w * h).filter(|&i| !mask[i]).map(|i| ((i % w) as i64, (i / w) as i64)).collect();
+        let bg: Vec<(i64, i64)> = (0..w * h).filter(|&i| !mask[i]).map(|i| ((i % w) as i64, (i / w) as i64)).collect();
         (0..w * h)
             .map(|i| {
                 if !mask[i] {

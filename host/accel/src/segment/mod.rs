@@ -108,14 +108,21 @@ pub fn check_input(image: &GrayImage, options: &SegmentOptions, foreground: Fore
     }
     if let Foreground::Probability(p) = foreground {
         if p.len() != w * h {
-            return Err(SegmentError::InvalidInput(format!("probability map has {} values for a {w}x{h} image", p.len())));
+            return Err(SegmentError::InvalidInput(format!(
+                "probability map has {} values for a {w}x{h} image",
+                p.len()
+            )));
         }
     }
     Ok(())
 }
 
 /// Segments one image on the CPU.
-pub fn segment(image: &GrayImage, options: &SegmentOptions, foreground: Foreground) -> Result<Segmentation, SegmentError> {
+pub fn segment(
+    image: &GrayImage,
+    options: &SegmentOptions,
+    foreground: Foreground,
+) -> Result<Segmentation, SegmentError> {
     check_input(image, options, foreground)?;
     let (w, h) = (image.width as usize, image.height as usize);
     let smooth = blur::gaussian(&image.to_f32(), w, h, options.sigma);

@@ -62,20 +62,30 @@ pub async fn run(host: &HostArgs, args: BenchArgs) -> anyhow::Result<()> {
     let noop_path = host.plugins.join("noop.wasm");
     let baseline = plain::PlainHost::new(&noop_path)?;
     let plain = latencies(args.iterations, || baseline.call()).await?;
-    let ours = latencies(args.iterations, || {
-        let rt = runtime.clone();
-        async move { rt.invoke("noop", StageInput::default(), InvokeOptions::default()).await.map(drop).map_err(Into::into) }
-    })
-    .await?;
+    let ours =
+        latencies(args.iterations, || {
+            let rt = runtime.clone();
+            async move {
+                rt.invoke("noop", StageInput::default(), InvokeOptions::default()).await.map(drop).map_err(Into::into)
+            }
+        })
+        .await?;
     let parallel = throughput(&runtime, cores, args.iterations).await?;
 
     println!("Invocation overhead: fresh instance + call of the no-op stage, one at a time");
     println!("| host | p50 (µs) | p99 (µs) | instantiations/s per core |");
     println!("|---|---:|---:|---:|");
-    for (name, s) in [("plain wasmtime 48 (default allocator, instantiate_pre)", &plain), ("stagecraft runtime (pooling, CoW, scratch pool)", &ours)] {
+    for (name, s) in [
+        ("plain wasmtime 48 (default allocator, instantiate_pre)", &plain),
+        ("stagecraft runtime (pooling, CoW, scratch pool)", &ours),
+    ] {
         println!("| {name} | {:.1} | {:.1} | {:.0} |", us(s.p50), us(s.p99), 1.0 / s.p50.as_secs_f64());
     }
-    println!("| stagecraft, {cores} concurrent callers | | | {:.0} (total {:.0}/s) |", parallel / cores as f64, parallel);
+    println!(
+        "| stagecraft, {cores} concurrent callers | | | {:.0} (total {:.0}/s) |",
+        parallel / cores as f64,
+        parallel
+    );
     println!("p50 ratio plain/stagecraft: {:.1}x\n", plain.p50.as_secs_f64() / ours.p50.as_secs_f64());
 
     // --- upscale throughput -------------------------------------------------
@@ -243,7 +253,8 @@ mod plain {
     impl PlainHost {
         pub fn new(path: &std::path::Path) -> anyhow::Result<Self> {
             let engine = Engine::default();
-            let component = Component::from_file(&engine, path).map_err(anyhow::Error::from).context("compiling noop")?;
+            let component =
+                Component::from_file(&engine, path).map_err(anyhow::Error::from).context("compiling noop")?;
             let mut linker = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
             // The no-op never calls the stagecraft host services.

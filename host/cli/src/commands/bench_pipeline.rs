@@ -50,7 +50,12 @@ fn shapes() -> Vec<(&'static str, Vec<Node>)> {
             chains.push(Node { cost_ms: 60, deps: if j == 0 { vec![] } else { vec![start + j - 1] } });
         }
     }
-    vec![("wide (16 x 100 ms)", wide), ("deep (chain of 8 x 50 ms)", deep), ("fan-out/fan-in (1 -> 8 -> 1)", diamond), ("4 uneven chains", chains)]
+    vec![
+        ("wide (16 x 100 ms)", wide),
+        ("deep (chain of 8 x 50 ms)", deep),
+        ("fan-out/fan-in (1 -> 8 -> 1)", diamond),
+        ("4 uneven chains", chains),
+    ]
 }
 
 fn yaml(nodes: &[Node], iterations_per_ms: f64) -> String {
@@ -135,9 +140,8 @@ pub async fn run(host: &HostArgs, args: PipelineBenchArgs) -> anyhow::Result<()>
     println!("| shape | steps | work (s) | critical path (s) | lower bound (s) | makespan, parallel (s) | vs bound | makespan, sequential (s) | speedup | step time, parallel / alone | vs bound from parallel step times | best schedule vs bound, nominal |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, nodes) in shapes() {
-        let pipeline = orchestrator
-            .load_pipeline(&yaml(&nodes, per_ms), "bench.yaml")
-            .map_err(|d| anyhow::anyhow!("{d}"))?;
+        let pipeline =
+            orchestrator.load_pipeline(&yaml(&nodes, per_ms), "bench.yaml").map_err(|d| anyhow::anyhow!("{d}"))?;
         let nominal = critical_path_ms(&nodes) as f64 / 1e3;
         let work_ms: u64 = nodes.iter().map(|n| n.cost_ms).sum();
         let nominal_bound = (critical_path_ms(&nodes) as f64).max(work_ms as f64 / cores as f64);
@@ -146,7 +150,8 @@ pub async fn run(host: &HostArgs, args: PipelineBenchArgs) -> anyhow::Result<()>
         let (mut ratios, mut inflation, mut own_ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.runs {
             let makespan = |parallel: bool| {
-                let options = RunOptions { parallel: Some(parallel), max_workers: Some(cores), ..RunOptions::default() };
+                let options =
+                    RunOptions { parallel: Some(parallel), max_workers: Some(cores), ..RunOptions::default() };
                 orchestrator.run(&pipeline, RunInput::default(), options, None)
             };
             let sequential = makespan(false).await;
@@ -166,7 +171,8 @@ pub async fn run(host: &HostArgs, args: PipelineBenchArgs) -> anyhow::Result<()>
             // cores' slowdown from running side by side is taken out.
             let own_work = p.sequential_estimate.as_secs_f64();
             inflation.push(own_work / w);
-            own_ratios.push(p.makespan.as_secs_f64() / p.critical_path_duration.as_secs_f64().max(own_work / cores as f64));
+            own_ratios
+                .push(p.makespan.as_secs_f64() / p.critical_path_duration.as_secs_f64().max(own_work / cores as f64));
             work.push(w);
             cp.push(c);
             bound.push(b);

@@ -88,18 +88,48 @@ fn cases(r: &References) -> Vec<Case> {
     let s = r.size;
     let product = format!("product {s}x{s} JPEG");
     let logo = format!("logo {s}x{s} PNG");
-    let case = |stage, what: &str, inputs, params, megapixels| Case { stage, what: what.to_owned(), inputs, params, megapixels };
+    let case = |stage, what: &str, inputs, params, megapixels| Case {
+        stage,
+        what: what.to_owned(),
+        inputs,
+        params,
+        megapixels,
+    };
     vec![
         case("noop", "nothing", vec![], json!({}), None),
-        case("generate", &format!("prompt -> {s}x{s} PNG"), vec![], json!({"prompt": "a red sneaker", "seed": 7, "width": s, "height": s}), Some(r.mp())),
+        case(
+            "generate",
+            &format!("prompt -> {s}x{s} PNG"),
+            vec![],
+            json!({"prompt": "a red sneaker", "seed": 7, "width": s, "height": s}),
+            Some(r.mp()),
+        ),
         case("upscale", &format!("{product}, 2x"), vec![r.product()], json!({"factor": 2}), Some(r.mp())),
-        case("social_formats", &format!("{product}, 5 sizes"), vec![r.product()], json!({"formats": ["instagram_square", "story", "facebook", "twitter", "linkedin"]}), Some(r.mp())),
+        case(
+            "social_formats",
+            &format!("{product}, 5 sizes"),
+            vec![r.product()],
+            json!({"formats": ["instagram_square", "story", "facebook", "twitter", "linkedin"]}),
+            Some(r.mp()),
+        ),
         case("transparent_png", &logo, vec![r.logo()], json!({}), Some(r.mp())),
         case("distressed", &logo, vec![r.logo()], json!({"seed": 3}), Some(r.mp())),
         case("color_separations", &format!("{logo}, 4 colours"), vec![r.logo()], json!({"colors": 4}), Some(r.mp())),
         case("vector_trace", &logo, vec![r.logo()], json!({}), Some(r.mp())),
-        case("video", &format!("{product} + {logo} -> GIF"), vec![r.product(), r.logo()], json!({"fps": 10, "hold": 0.5, "crossfade": 0.3, "width": 384}), Some(2.0 * r.mp())),
-        case("segment_cells", "cells.png", vec![Artifact::new("cells.png", "image/png", r.cells_png.clone())], json!({}), Some(r.cells_mp)),
+        case(
+            "video",
+            &format!("{product} + {logo} -> GIF"),
+            vec![r.product(), r.logo()],
+            json!({"fps": 10, "hold": 0.5, "crossfade": 0.3, "width": 384}),
+            Some(2.0 * r.mp()),
+        ),
+        case(
+            "segment_cells",
+            "cells.png",
+            vec![Artifact::new("cells.png", "image/png", r.cells_png.clone())],
+            json!({}),
+            Some(r.cells_mp),
+        ),
         case("report_csv", "2 images", vec![r.product(), r.logo()], json!({"title": "bench"}), None),
         case("report_html", "2 images", vec![r.product(), r.logo()], json!({"title": "bench"}), None),
         case("report_xlsx", "2 images", vec![r.product(), r.logo()], json!({"title": "bench"}), None),
@@ -156,7 +186,9 @@ pub async fn run(host: &HostArgs, args: StagesBenchArgs) -> anyhow::Result<()> {
     if !skipped.is_empty() {
         println!("\nnot measured: {}", skipped.join(", "));
     }
-    println!("generate_http is not in the table: it waits on a remote service (its tests run it against a loopback server).");
+    println!(
+        "generate_http is not in the table: it waits on a remote service (its tests run it against a loopback server)."
+    );
     if args.native.is_none() {
         println!("native column: run scripts/bench-stages (or pass --native target/plugins-native/release/stage-bench-native)");
     }

@@ -2,8 +2,8 @@
 
 use crate::host::HostArgs;
 use anyhow::Context;
-use stagecraft_runtime::{InvokeOptions, StageEvent, StageInput};
 use stagecraft_orchestrator::output::safe_file_name;
+use stagecraft_runtime::{InvokeOptions, StageEvent, StageInput};
 use std::path::{Path, PathBuf};
 
 pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str, out: &Path) -> anyhow::Result<()> {

@@ -121,7 +121,9 @@ impl Bars {
                     bar.finish_with_message(format!("done in {:.3}s", duration.as_secs_f64()));
                 }
                 Event::Failed { step, error, .. } => self.bar(step).abandon_with_message(format!("FAILED: {error}")),
-                Event::Skipped { step, reason, .. } => self.bar(step).abandon_with_message(format!("skipped: {reason}")),
+                Event::Skipped { step, reason, .. } => {
+                    self.bar(step).abandon_with_message(format!("skipped: {reason}"))
+                }
                 Event::Cancelled { step, reason, .. } => {
                     self.bar(step).abandon_with_message(format!("cancelled: {reason}"))
                 }
@@ -147,7 +149,9 @@ impl Bars {
 /// Warnings, errors and failed attempts: worth a line in either mode.
 fn note(event: &RunEvent) -> Option<String> {
     match event {
-        RunEvent::Log(l) if matches!(l.level, "warn" | "error") => Some(format!("{:<9} {}: {}", l.level, l.step, l.message)),
+        RunEvent::Log(l) if matches!(l.level, "warn" | "error") => {
+            Some(format!("{:<9} {}: {}", l.level, l.step, l.message))
+        }
         RunEvent::AttemptFailed(a) => Some(format!(
             "attempt {} of {} failed{}: {}",
             a.attempt,

@@ -10,7 +10,11 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
     };
     let list = models.list();
     if json {
-        let failed: Vec<_> = models.failures().into_iter().map(|(name, error)| serde_json::json!({"name": name, "error": error})).collect();
+        let failed: Vec<_> = models
+            .failures()
+            .into_iter()
+            .map(|(name, error)| serde_json::json!({"name": name, "error": error}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"models": list, "failed": failed}))?);
         return Ok(());
     }

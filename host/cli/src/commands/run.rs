@@ -68,12 +68,8 @@ pub async fn run(host: &HostArgs, args: RunArgs) -> anyhow::Result<()> {
             on_ctrl_c.cancel();
         }
     });
-    let options = RunOptions {
-        parallel: args.parallel,
-        max_workers: args.max_workers,
-        cancel,
-        ..RunOptions::default()
-    };
+    let options =
+        RunOptions { parallel: args.parallel, max_workers: args.max_workers, cancel, ..RunOptions::default() };
     let input = RunInput { text: args.input.clone(), files };
     let live = Arc::new(Live::for_stderr(pipeline.steps().iter().map(|s| s.name.as_str())));
     let observer = {
@@ -128,9 +124,8 @@ fn print_table(report: &Value) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: &[String]| {
-        cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
-    };
+    let line =
+        |cells: &[String]| cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
     println!("{}", line(&header.map(String::from)));
     println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
     for row in &rows {

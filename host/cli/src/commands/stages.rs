@@ -25,7 +25,11 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
         println!("{:<20} {:<9} {:<14} {:<28} {}", s.info.name, s.info.version, &s.digest[..12], io, s.info.description);
     }
     match runtime.models() {
-        Some(models) => println!("\nmodels: {} loaded from {} (see `stagecraft models`)", models.list().len(), models.dir().display()),
+        Some(models) => println!(
+            "\nmodels: {} loaded from {} (see `stagecraft models`)",
+            models.list().len(),
+            models.dir().display()
+        ),
         None => println!("\nmodels: none (no model repository; pass --models DIR)"),
     }
     Ok(())

@@ -95,7 +95,11 @@ async fn measure(models: &Arc<Models>, mode: &'static str, a: &Args) -> anyhow::
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let repo = tempfile::tempdir()?;
-    let layers = vec![Dense::seeded(a.width, a.width, 1), Dense::seeded(a.width, a.width, 2), Dense::seeded(a.width, a.width, 3)];
+    let layers = vec![
+        Dense::seeded(a.width, a.width, 1),
+        Dense::seeded(a.width, a.width, 2),
+        Dense::seeded(a.width, a.width, 3),
+    ];
     let onnx = onnx_build::mlp("x", "y", &layers);
     for (name, max_batch, delay) in [("batched", 32, a.delay_ms), ("single", 1, 0.0)] {
         let config = json!({
@@ -110,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "MLP {w}x{w} x3 (fp32, tract CPU), {} callers, {} s per mode, {} instance(s), batch delay {} ms",
-        a.callers, a.seconds, a.instances, a.delay_ms,
+        a.callers,
+        a.seconds,
+        a.instances,
+        a.delay_ms,
         w = a.width
     );
     let single = measure(&models, "single", &a).await?;

@@ -18,7 +18,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (mut rounds, mut size, mut dir) = (10usize, 256usize, PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let (mut rounds, mut size, mut dir) =
+        (10usize, 256usize, PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
@@ -35,7 +36,10 @@ fn main() -> anyhow::Result<()> {
         Ok(e) => println!("CUDA: {}", e.summary),
         Err(why) => println!("CUDA: unavailable: {why}"),
     }
-    println!("tract: {} threads; input {size}x{size}; {rounds} rounds per cell, median\n", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "tract: {} threads; input {size}x{size}; {rounds} rounds per cell, median\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!(
         "{:<8} {:>5} {:>12} {:>12} {:>12} {:>12} {:>8} {:>12}",
         "model", "batch", "tract ms", "tract img/s", "cuda ms", "cuda img/s", "speedup", "max |diff|"
@@ -46,7 +50,9 @@ fn main() -> anyhow::Result<()> {
         let onnx = folder.join("model.onnx");
         let tract = Engine::load(&onnx, &config)?;
         let gpu = match &cuda {
-            Ok(engine) => Some(GpuPath::load(engine, gpu::lower(&onnx).map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?),
+            Ok(engine) => Some(
+                GpuPath::load(engine, gpu::lower(&onnx).map_err(anyhow::Error::msg)?).map_err(anyhow::Error::msg)?,
+            ),
             Err(_) => None,
         };
         for batch in [1usize, 8] {

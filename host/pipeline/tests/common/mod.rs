@@ -89,11 +89,7 @@ struct DropGuard {
 impl Drop for DropGuard {
     fn drop(&mut self) {
         if !self.done {
-            self.log
-                .lock()
-                .unwrap()
-                .marks
-                .push((self.name.clone(), Mark::Dropped, Instant::now()));
+            self.log.lock().unwrap().marks.push((self.name.clone(), Mark::Dropped, Instant::now()));
         }
     }
 }
@@ -101,38 +97,18 @@ impl Drop for DropGuard {
 impl Fake {
     pub fn new(behaviors: impl IntoIterator<Item = (&'static str, Behavior)>) -> Self {
         Fake {
-            behaviors: Arc::new(
-                behaviors
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            ),
+            behaviors: Arc::new(behaviors.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
             log: Default::default(),
         }
     }
 
     /// Every step sleeps `d`.
     pub fn sleeping(names: &[&'static str], d: Duration) -> Self {
-        Self::new(names.iter().map(|n| {
-            (
-                *n,
-                Behavior {
-                    sleep: d,
-                    ..Default::default()
-                },
-            )
-        }))
+        Self::new(names.iter().map(|n| (*n, Behavior { sleep: d, ..Default::default() })))
     }
 
     pub fn marks(&self, step: &str) -> Vec<Mark> {
-        self.log
-            .lock()
-            .unwrap()
-            .marks
-            .iter()
-            .filter(|m| m.0 == step)
-            .map(|m| m.1.clone())
-            .collect()
+        self.log.lock().unwrap().marks.iter().filter(|m| m.0 == step).map(|m| m.1.clone()).collect()
     }
 
     pub fn time(&self, step: &str, mark: Mark) -> Instant {
@@ -147,25 +123,12 @@ impl Fake {
     }
 
     pub fn received(&self, step: &str) -> ReadyStep<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .received
-            .get(step)
-            .cloned()
-            .unwrap_or_else(|| panic!("{step} never ran"))
+        self.log.lock().unwrap().received.get(step).cloned().unwrap_or_else(|| panic!("{step} never ran"))
     }
 
     /// Steps in the order they started.
     pub fn start_order(&self) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .marks
-            .iter()
-            .filter(|m| m.1 == Mark::Start)
-            .map(|m| m.0.clone())
-            .collect()
+        self.log.lock().unwrap().marks.iter().filter(|m| m.1 == Mark::Start).map(|m| m.0.clone()).collect()
     }
 
     /// The most steps that were running at once, from the recorded marks.
@@ -186,10 +149,7 @@ impl Fake {
 }
 
 impl StepRunner<String> for Fake {
-    fn run_step(
-        &self,
-        step: ReadyStep<String>,
-    ) -> BoxFuture<'static, Result<StepOutput<String>, StepFailure>> {
+    fn run_step(&self, step: ReadyStep<String>) -> BoxFuture<'static, Result<StepOutput<String>, StepFailure>> {
         let b = self.behaviors.get(&step.name).cloned().unwrap_or_default();
         let log = self.log.clone();
         Box::pin(async move {
@@ -199,17 +159,10 @@ impl StepRunner<String> for Fake {
                 l.marks.push((name.clone(), Mark::Start, Instant::now()));
                 l.received.insert(name.clone(), step);
             }
-            let mut guard = DropGuard {
-                name: name.clone(),
-                log: log.clone(),
-                done: false,
-            };
+            let mut guard = DropGuard { name: name.clone(), log: log.clone(), done: false };
             tokio::time::sleep(b.sleep).await;
             guard.done = true;
-            log.lock()
-                .unwrap()
-                .marks
-                .push((name.clone(), Mark::End, Instant::now()));
+            log.lock().unwrap().marks.push((name.clone(), Mark::End, Instant::now()));
             if b.panic {
                 panic!("boom in {name}");
             }
@@ -230,12 +183,8 @@ pub async fn run_with(
 ) -> (RunOutcome<String>, Vec<Event>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    options.observer = Some(Arc::new(move |e: &Event| {
-        sink.lock().unwrap().push(e.clone())
-    }));
-    let outcome = Engine::new(fake.clone())
-        .run(pipeline, input, options)
-        .await;
+    options.observer = Some(Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone())));
+    let outcome = Engine::new(fake.clone()).run(pipeline, input, options).await;
     let events = events.lock().unwrap().clone();
     (outcome, events)
 }
@@ -245,19 +194,9 @@ pub async fn run(pipeline: &Pipeline, fake: &Fake) -> (RunOutcome<String>, Vec<E
 }
 
 pub fn status(outcome: &RunOutcome<String>, step: &str) -> StepStatus {
-    outcome
-        .report
-        .step(step)
-        .unwrap_or_else(|| panic!("no step {step}"))
-        .status
+    outcome.report.step(step).unwrap_or_else(|| panic!("no step {step}")).status
 }
 
 pub fn error(outcome: &RunOutcome<String>, step: &str) -> String {
-    outcome
-        .report
-        .step(step)
-        .unwrap()
-        .error
-        .clone()
-        .unwrap_or_default()
+    outcome.report.step(step).unwrap().error.clone().unwrap_or_default()
 }

@@ -110,7 +110,8 @@ struct Tally {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(args.connections).build_http::<Full<Bytes>>();
+    let client =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(args.connections).build_http::<Full<Bytes>>();
     let stop = Arc::new(AtomicBool::new(false));
     // Digest the loaders should look for, and when it was first seen.
     let wanted: Arc<Mutex<Option<WantedVersion>>> = Arc::default();
@@ -144,7 +145,8 @@ async fn main() {
                 match client.request(req).await {
                     Ok(res) => {
                         let status = res.status();
-                        let digest = res.headers().get("x-stagecraft-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        let digest =
+                            res.headers().get("x-stagecraft-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
                         let ok = res.into_body().collect().await.is_ok();
                         tally.latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
                         if !status.is_success() || !ok {
@@ -185,7 +187,13 @@ async fn main() {
             let (status, text) = match res {
                 Ok(r) => {
                     let s = r.status();
-                    (s, String::from_utf8_lossy(&r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default()).into_owned())
+                    (
+                        s,
+                        String::from_utf8_lossy(
+                            &r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default(),
+                        )
+                        .into_owned(),
+                    )
                 }
                 Err(e) => {
                     eprintln!("swap {n}: upload failed: {e}");
@@ -227,7 +235,11 @@ async fn main() {
     all.latencies_us.sort_unstable();
     let pct = |p: f64| {
         let v = &all.latencies_us;
-        if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0 }
+        if v.is_empty() {
+            0.0
+        } else {
+            v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        }
     };
     let n = all.latencies_us.len();
     println!("url           {}", args.url);

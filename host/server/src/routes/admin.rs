@@ -128,7 +128,11 @@ pub async fn metrics(State(app): State<App>) -> Response {
         ("stagecraft_instantiations_total", "Component instances created.", one(app.runtime.instantiations() as f64)),
         ("stagecraft_jobs", "Jobs in the store by state.", jobs),
         ("stagecraft_invoke_cache_hits_total", "Synchronous invocations answered from memory.", one(cache_hits as f64)),
-        ("stagecraft_invoke_cache_misses_total", "Synchronous invocations looked up and run.", one(cache_misses as f64)),
+        (
+            "stagecraft_invoke_cache_misses_total",
+            "Synchronous invocations looked up and run.",
+            one(cache_misses as f64),
+        ),
         ("stagecraft_invoke_cache_answers", "Answers kept in the invoke cache.", one(cache_answers as f64)),
         ("stagecraft_invoke_cache_bytes", "Bytes kept in the invoke cache.", one(cache_bytes as f64)),
     ];

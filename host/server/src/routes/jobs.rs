@@ -41,7 +41,12 @@ fn from_json(body: &[u8]) -> ApiResult<RunRequest> {
     let pipeline = match pipeline {
         Value::String(s) => s.clone(),
         Value::Object(_) => pipeline.to_string(),
-        _ => return Err(ApiError::bad_request("invalid_request", "'pipeline' must be a string (YAML or JSON) or an object")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "'pipeline' must be a string (YAML or JSON) or an object",
+            ))
+        }
     };
     let input = match value.get("input") {
         None | Some(Value::Null) => None,

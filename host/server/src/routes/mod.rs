@@ -64,8 +64,9 @@ pub async fn multipart(request: Request) -> ApiResult<Form> {
                 out.files.push(Artifact::new(file_name, media_type, data.to_vec()));
             }
             None => {
-                let text = String::from_utf8(data.to_vec())
-                    .map_err(|_| ApiError::bad_request("bad_request", format!("form field '{name}' is not UTF-8 text")))?;
+                let text = String::from_utf8(data.to_vec()).map_err(|_| {
+                    ApiError::bad_request("bad_request", format!("form field '{name}' is not UTF-8 text"))
+                })?;
                 out.fields.push((name, text));
             }
         }

@@ -6,20 +6,20 @@
 
 use super::{body_bytes, content_type, multipart, parse_params};
 use crate::error::{ApiError, ApiResult};
+use crate::invoke_cache::{Answer, CacheUse};
 use crate::jobs::artifact_link;
+use crate::store::ArtifactMeta;
 use crate::{reply, App};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
-use crate::store::ArtifactMeta;
 use bytes::Bytes;
-use crate::invoke_cache::{Answer, CacheUse};
+use serde_json::{json, Value};
 use stagecraft_orchestrator::blobs::is_digest;
-use stagecraft_orchestrator::ResultCache;
 use stagecraft_orchestrator::runner::to_failure;
+use stagecraft_orchestrator::ResultCache;
 use stagecraft_runtime::{Artifact, InvokeOptions, StageInput, StageOutput};
 use stagecraft_scheduler::{RetryPolicy, SubmitError, TaskError, TaskSpec};
 use std::collections::HashMap;
@@ -33,7 +33,8 @@ pub async fn invoke(
     request: Request,
 ) -> ApiResult<Response> {
     let multipart_reply = reply::negotiate(request.headers());
-    let cache_use = if app.invoke_cache.enabled() { CacheUse::from_headers(request.headers()) } else { CacheUse::Bypass };
+    let cache_use =
+        if app.invoke_cache.enabled() { CacheUse::from_headers(request.headers()) } else { CacheUse::Bypass };
     let version = app
         .runtime
         .stage(&name)
@@ -49,7 +50,8 @@ pub async fn invoke(
         let artifacts = if body.is_empty() {
             Vec::new()
         } else {
-            let file = query.get("name").cloned().unwrap_or_else(|| format!("input.{}", Artifact::extension_for(&media_type)));
+            let file =
+                query.get("name").cloned().unwrap_or_else(|| format!("input.{}", Artifact::extension_for(&media_type)));
             vec![Artifact::new(file, media_type, body.to_vec())]
         };
         (params, artifacts)
@@ -65,16 +67,17 @@ pub async fn invoke(
 
     let mut options = InvokeOptions::default();
     if let Some(t) = query.get("timeout") {
-        let secs: f64 = t
-            .parse()
-            .ok()
-            .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .ok_or_else(|| ApiError::bad_request("invalid_timeout", format!("timeout must be seconds in (0, 3600], got '{t}'")))?;
+        let secs: f64 =
+            t.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
+                ApiError::bad_request("invalid_timeout", format!("timeout must be seconds in (0, 3600], got '{t}'"))
+            })?;
         options = options.with_timeout(std::time::Duration::from_secs_f64(secs));
     }
     let input = StageInput::new(artifacts, params);
     let error: Arc<Mutex<Option<ApiError>>> = Arc::default();
-    let spec = TaskSpec::new(name.clone()).label(format!("http invoke {name}")).retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
+    let spec = TaskSpec::new(name.clone())
+        .label(format!("http invoke {name}"))
+        .retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
     let work = {
         let runtime = app.runtime.clone();
         let error = error.clone();
@@ -93,7 +96,9 @@ pub async fn invoke(
     let started = Instant::now();
     let handle = app.orchestrator.scheduler().submit(spec, work).map_err(|e| match e {
         SubmitError::QueueFull { max } => ApiError::queue_full(max, app.config.retry_after_secs),
-        SubmitError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),
+        SubmitError::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+        }
     })?;
     let result = handle.await;
     app.metrics.record_stage(&name, result.outcome.is_ok(), started.elapsed());
@@ -105,8 +110,12 @@ pub async fn invoke(
                 TaskError::Failed { failure, .. } => {
                     ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", failure.to_string())
                 }
-                TaskError::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "the invocation was cancelled"),
-                TaskError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"),
+                TaskError::Cancelled => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "the invocation was cancelled")
+                }
+                TaskError::ShuttingDown => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+                }
             }));
         }
     };
@@ -125,14 +134,23 @@ pub async fn invoke(
 /// artifacts kept in memory and written to disk in the background, so the
 /// answer waits for no disk write; see `recent`), or multipart with the
 /// bytes. `cache` goes to `x-stagecraft-cache`: hit, miss or off.
-fn answer_response(app: &App, multipart_reply: Option<reply::Multipart>, answer: &Answer, cache: &'static str) -> Response {
+fn answer_response(
+    app: &App,
+    multipart_reply: Option<reply::Multipart>,
+    answer: &Answer,
+    cache: &'static str,
+) -> Response {
     let mut response = match multipart_reply {
         None => {
             let links = answer
                 .artifacts
                 .iter()
                 .map(|a| {
-                    let meta = ArtifactMeta { digest: a.digest().to_owned(), name: a.name.clone(), media_type: a.media_type.clone() };
+                    let meta = ArtifactMeta {
+                        digest: a.digest().to_owned(),
+                        name: a.name.clone(),
+                        media_type: a.media_type.clone(),
+                    };
                     app.recent.add(meta, a.data.clone());
                     artifact_link(&a.name, &a.media_type, a.data.len(), a.digest())
                 })
@@ -179,7 +197,8 @@ fn multipart_response(kind: reply::Multipart, output: &Answer) -> Response {
         reply::Multipart::Mixed => ("inline; name=\"report\"".to_owned(), "attachment"),
         reply::Multipart::FormData => ("form-data; name=\"report\"".to_owned(), "form-data; name=\"artifact\""),
     };
-    let mut parts = vec![reply::Part { disposition: report_disposition, media_type: "application/json", data: &report }];
+    let mut parts =
+        vec![reply::Part { disposition: report_disposition, media_type: "application/json", data: &report }];
     parts.extend(output.artifacts.iter().map(|a| reply::Part {
         disposition: reply::disposition(artifact_kind, &a.name),
         media_type: &a.media_type,
@@ -216,13 +235,17 @@ pub async fn models(State(app): State<App>) -> Json<Value> {
     let Some(models) = app.runtime.models() else {
         return Json(json!({ "models": [], "failed": [], "repository": null }));
     };
-    let failed: Vec<Value> = models.failures().into_iter().map(|(name, error)| json!({ "name": name, "error": error })).collect();
+    let failed: Vec<Value> =
+        models.failures().into_iter().map(|(name, error)| json!({ "name": name, "error": error })).collect();
     Json(json!({ "models": models.list(), "failed": failed, "repository": models.dir() }))
 }
 
 pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> ApiResult<Response> {
     if !is_digest(&digest) {
-        return Err(ApiError::bad_request("invalid_digest", format!("'{digest}' is not a sha256 digest (64 hex digits)")));
+        return Err(ApiError::bad_request(
+            "invalid_digest",
+            format!("'{digest}' is not a sha256 digest (64 hex digits)"),
+        ));
     }
     let (meta, data) = match app.recent.get(&digest) {
         Some((meta, data)) => (Some(meta), data),

@@ -10,9 +10,9 @@ pub mod separate;
 
 pub use separate::{separate, Params, Separation};
 
+use stagecraft_imaging::color;
 use stagecraft_sdk::images;
 use stagecraft_sdk::prelude::*;
-use stagecraft_imaging::color;
 
 pub struct ColorSeparations;
 
@@ -40,7 +40,10 @@ impl Stage for ColorSeparations {
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let params = input.params;
         params.validate().map_err(StageError::invalid_input)?;
-        input.artifacts.first().ok_or_else(|| StageError::invalid_input("color_separations needs an image artifact (PNG or JPEG)"))?;
+        input
+            .artifacts
+            .first()
+            .ok_or_else(|| StageError::invalid_input("color_separations needs an image artifact (PNG or JPEG)"))?;
 
         let mut output = Output::new();
         let mut results = Vec::new();
@@ -90,7 +93,10 @@ impl Stage for ColorSeparations {
                 ));
             }
             if let Some(d) = sep.min_delta_e().filter(|&d| d < 5.0) {
-                warnings.push(format!("{}: two separations are nearly the same colour (ΔE {:.1}); fewer colours may suit", artifact.name, d));
+                warnings.push(format!(
+                    "{}: two separations are nearly the same colour (ΔE {:.1}); fewer colours may suit",
+                    artifact.name, d
+                ));
             }
             results.push(json!({
                 "source": artifact.name,
@@ -143,10 +149,23 @@ mod tests {
 
     #[test]
     fn run_produces_layers_composite_and_palette() {
-        let img = image::RgbaImage::from_fn(40, 30, |x, _| if x < 20 { image::Rgba([255, 0, 0, 255]) } else { image::Rgba([0, 0, 255, 255]) });
-        let out = ColorSeparations::run(Input { artifacts: vec![artifact("logo.png", png(&img))], params: Params { colors: 2, ..Params::default() } }).unwrap();
+        let img = image::RgbaImage::from_fn(40, 30, |x, _| {
+            if x < 20 {
+                image::Rgba([255, 0, 0, 255])
+            } else {
+                image::Rgba([0, 0, 255, 255])
+            }
+        });
+        let out = ColorSeparations::run(Input {
+            artifacts: vec![artifact("logo.png", png(&img))],
+            params: Params { colors: 2, ..Params::default() },
+        })
+        .unwrap();
         let names: Vec<&str> = out.artifacts.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["logo-composite.png", "logo-sep-01-0000ff.png", "logo-sep-02-ff0000.png", "logo-palette.json"]);
+        assert_eq!(
+            names,
+            ["logo-composite.png", "logo-sep-01-0000ff.png", "logo-sep-02-ff0000.png", "logo-palette.json"]
+        );
         assert_eq!(out.metadata["colors"], 2);
         let palette: serde_json::Value = serde_json::from_slice(&out.artifacts[3].data).unwrap();
         assert_eq!(palette["source"], "logo.png");
@@ -157,12 +176,27 @@ mod tests {
     fn invalid_inputs() {
         let err = ColorSeparations::run(Input { artifacts: vec![], params: Params::default() }).err().unwrap();
         assert!(matches!(err, StageError::InvalidInput(_)));
-        let err = ColorSeparations::run(Input { artifacts: vec![artifact("x.png", b"not a png".to_vec())], params: Params::default() }).err().unwrap();
+        let err = ColorSeparations::run(Input {
+            artifacts: vec![artifact("x.png", b"not a png".to_vec())],
+            params: Params::default(),
+        })
+        .err()
+        .unwrap();
         assert!(matches!(err, StageError::InvalidInput(ref m) if m.contains("x.png")), "{err:?}");
         let clear = image::RgbaImage::new(4, 4);
-        let err = ColorSeparations::run(Input { artifacts: vec![artifact("clear.png", png(&clear))], params: Params::default() }).err().unwrap();
+        let err = ColorSeparations::run(Input {
+            artifacts: vec![artifact("clear.png", png(&clear))],
+            params: Params::default(),
+        })
+        .err()
+        .unwrap();
         assert!(matches!(err, StageError::InvalidInput(ref m) if m.contains("alpha")), "{err:?}");
-        let err = ColorSeparations::run(Input { artifacts: vec![artifact("a.png", png(&clear))], params: Params { colors: 1, ..Params::default() } }).err().unwrap();
+        let err = ColorSeparations::run(Input {
+            artifacts: vec![artifact("a.png", png(&clear))],
+            params: Params { colors: 1, ..Params::default() },
+        })
+        .err()
+        .unwrap();
         assert!(matches!(err, StageError::InvalidInput(ref m) if m.contains("colors")), "{err:?}");
     }
 }

@@ -144,8 +144,12 @@ impl Separation {
         } else {
             None
         };
-        let indices: Vec<u8> =
-            self.quantized.labels.iter().map(|&l| if l == TRANSPARENT { transparent.unwrap_or(0) } else { l }).collect();
+        let indices: Vec<u8> = self
+            .quantized
+            .labels
+            .iter()
+            .map(|&l| if l == TRANSPARENT { transparent.unwrap_or(0) } else { l })
+            .collect();
         indexed_png(self.width(), self.height(), &palette, transparent, &indices)
     }
 
@@ -202,7 +206,13 @@ pub fn round(v: f64, digits: i32) -> f64 {
 }
 
 /// Encodes an indexed-colour PNG at the smallest bit depth that holds the palette.
-fn indexed_png(width: u32, height: u32, palette: &[[u8; 3]], transparent: Option<u8>, indices: &[u8]) -> Result<Vec<u8>, String> {
+fn indexed_png(
+    width: u32,
+    height: u32,
+    palette: &[[u8; 3]],
+    transparent: Option<u8>,
+    indices: &[u8],
+) -> Result<Vec<u8>, String> {
     let depth: u8 = match palette.len() {
         0..=2 => 1,
         3..=4 => 2,
@@ -312,7 +322,12 @@ mod tests {
             assert_eq!(layer, sep.layer_rgba(i), "layer {i}");
         }
         // Odd widths exercise the bit packing.
-        let small = RgbaImage::from_fn(13, 5, |x, y| if (x + y) % 3 == 0 { Rgba([0, 0, 0, 255]) } else { Rgba([255, 255, 0, 255]) });
+        let small =
+            RgbaImage::from_fn(
+                13,
+                5,
+                |x, y| if (x + y) % 3 == 0 { Rgba([0, 0, 0, 255]) } else { Rgba([255, 255, 0, 255]) },
+            );
         let sep = separate(&small, &Params { colors: 2, ..Params::default() });
         let back = image::load_from_memory(&sep.composite_png().unwrap()).unwrap().to_rgba8();
         assert_eq!(back, small);

@@ -13,8 +13,8 @@
 
 use image::RgbaImage;
 use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
-use stagecraft_sdk::round4;
 use stagecraft_sdk::prelude::*;
+use stagecraft_sdk::round4;
 
 pub const MAX_PIXELS: u64 = 50_000_000;
 
@@ -307,7 +307,8 @@ pub fn distress(img: &mut RgbaImage, o: &Options) -> Report {
         let dominant = rng.range(0.0, std::f32::consts::PI);
         let diag = (w.min(h)) as f32;
         for i in 0..count {
-            let angle = if i % 5 == 4 { rng.range(0.0, std::f32::consts::PI) } else { dominant + rng.range(-0.35, 0.35) };
+            let angle =
+                if i % 5 == 4 { rng.range(0.0, std::f32::consts::PI) } else { dominant + rng.range(-0.35, 0.35) };
             let len = rng.range(0.06, 0.4) * diag;
             let (cx, cy) = (rng.range(0.0, w as f32), rng.range(0.0, h as f32));
             let (dx, dy) = (angle.cos() * len * 0.5, angle.sin() * len * 0.5);
@@ -346,7 +347,6 @@ pub fn distress(img: &mut RgbaImage, o: &Options) -> Report {
     let alpha_removed = if before == 0 { 0.0 } else { (before - after) as f32 / before as f32 };
     Report { alpha_removed, scratches, speckles }
 }
-
 
 struct Distressed;
 
@@ -488,7 +488,11 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        let p = |v: serde_json::Value| serde_json::from_value::<Params>(v).map_err(|e| e.to_string()).and_then(|p| Options::from_params(&p).map_err(|e| e.to_string()));
+        let p = |v: serde_json::Value| {
+            serde_json::from_value::<Params>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Options::from_params(&p).map_err(|e| e.to_string()))
+        };
         assert!(p(json!({})).is_ok());
         assert!(p(json!({"intensity": 1.5})).is_err());
         assert!(p(json!({"scale": 0})).is_err());

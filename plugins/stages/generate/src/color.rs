@@ -223,11 +223,7 @@ const WORDS: &[(&str, [u8; 3])] = &[
 
 /// Lower-case alphanumeric words of a prompt.
 pub fn words(prompt: &str) -> Vec<String> {
-    prompt
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect()
+    prompt.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
 }
 
 /// The five colours an image is built from.
@@ -265,10 +261,10 @@ impl Palette {
         };
         // A harmony for the colours the prompt did not name.
         let offsets: [f32; 2] = match rng.below(4) {
-            0 => [30.0, -30.0],   // analogous
-            1 => [180.0, 150.0],  // complementary
-            2 => [120.0, 240.0],  // triadic
-            _ => [150.0, 210.0],  // split complementary
+            0 => [30.0, -30.0],  // analogous
+            1 => [180.0, 150.0], // complementary
+            2 => [120.0, 240.0], // triadic
+            _ => [150.0, 210.0], // split complementary
         };
         let s = base_s.max(0.35);
         let secondary = match named.get(1) {

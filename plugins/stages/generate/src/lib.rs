@@ -158,9 +158,10 @@ pub fn plan(p: &Params) -> Result<Vec<Spec>, StageError> {
     }
     let color = match (&p.color, p.background) {
         (None, _) => None,
-        (Some(c), Background::Plain) => Some(parse_hex(c).ok_or_else(|| {
-            StageError::invalid_input(format!("color {c:?} is not a #rrggbb hex colour"))
-        })?),
+        (Some(c), Background::Plain) => Some(
+            parse_hex(c)
+                .ok_or_else(|| StageError::invalid_input(format!("color {c:?} is not a #rrggbb hex colour")))?,
+        ),
         (Some(_), other) => {
             return Err(StageError::invalid_input(format!(
                 "color applies only to background \"plain\" (background is {:?})",
@@ -454,14 +455,31 @@ mod tests {
     #[ignore]
     fn gallery() {
         let dir = std::env::var("STAGECRAFT_SAMPLE_DIR").unwrap_or_else(|_| ".".into());
-        let prompts = ["a red perfume bottle", "teal gift box", "gold ring", "purple gem", "a birthday cake", "orange soda can", "a blue planet", "quiet harbour"];
+        let prompts = [
+            "a red perfume bottle",
+            "teal gift box",
+            "gold ring",
+            "purple gem",
+            "a birthday cake",
+            "orange soda can",
+            "a blue planet",
+            "quiet harbour",
+        ];
         let (w, h) = (240u32, 180u32);
         let mut sheet = image::RgbImage::new(w * 4, h * prompts.len() as u32);
         for (i, p) in prompts.iter().enumerate() {
             let mut col = 0;
             for style in [Style::Product, Style::Logo] {
                 for bg in [Background::White, Background::Random] {
-                    let s = Spec { prompt: p.to_string(), seed: i as u64, width: w, height: h, background: bg, color: None, style };
+                    let s = Spec {
+                        prompt: p.to_string(),
+                        seed: i as u64,
+                        width: w,
+                        height: h,
+                        background: bg,
+                        color: None,
+                        style,
+                    };
                     let r = render(&s);
                     image::imageops::replace(&mut sheet, &r.image, (col * w) as i64, (i as u32 * h) as i64);
                     col += 1;

@@ -122,13 +122,36 @@ fn glyph(c: char) -> &'static [&'static [(f32, f32)]] {
         'L' => &[&[(0.0, 0.0), (0.0, 6.0), (4.0, 6.0)]],
         'M' => &[&[(0.0, 6.0), (0.0, 0.0), (2.0, 3.5), (4.0, 0.0), (4.0, 6.0)]],
         'N' => &[&[(0.0, 6.0), (0.0, 0.0), (4.0, 6.0), (4.0, 0.0)]],
-        'O' | '0' => &[&[(1.0, 0.0), (3.0, 0.0), (4.0, 1.0), (4.0, 5.0), (3.0, 6.0), (1.0, 6.0), (0.0, 5.0), (0.0, 1.0), (1.0, 0.0)]],
+        'O' | '0' => &[&[
+            (1.0, 0.0),
+            (3.0, 0.0),
+            (4.0, 1.0),
+            (4.0, 5.0),
+            (3.0, 6.0),
+            (1.0, 6.0),
+            (0.0, 5.0),
+            (0.0, 1.0),
+            (1.0, 0.0),
+        ]],
         'P' => &[&[(0.0, 6.0), (0.0, 0.0), (3.0, 0.0), (4.0, 1.0), (4.0, 2.5), (3.0, 3.5), (0.0, 3.5)]],
         'Q' => &[
-            &[(1.0, 0.0), (3.0, 0.0), (4.0, 1.0), (4.0, 5.0), (3.0, 6.0), (1.0, 6.0), (0.0, 5.0), (0.0, 1.0), (1.0, 0.0)],
+            &[
+                (1.0, 0.0),
+                (3.0, 0.0),
+                (4.0, 1.0),
+                (4.0, 5.0),
+                (3.0, 6.0),
+                (1.0, 6.0),
+                (0.0, 5.0),
+                (0.0, 1.0),
+                (1.0, 0.0),
+            ],
             &[(2.5, 4.5), (4.2, 6.3)],
         ],
-        'R' => &[&[(0.0, 6.0), (0.0, 0.0), (3.0, 0.0), (4.0, 1.0), (4.0, 2.5), (3.0, 3.5), (0.0, 3.5)], &[(2.0, 3.5), (4.0, 6.0)]],
+        'R' => &[
+            &[(0.0, 6.0), (0.0, 0.0), (3.0, 0.0), (4.0, 1.0), (4.0, 2.5), (3.0, 3.5), (0.0, 3.5)],
+            &[(2.0, 3.5), (4.0, 6.0)],
+        ],
         'S' => &[&[
             (4.0, 1.0),
             (3.0, 0.0),
@@ -189,7 +212,18 @@ fn glyph(c: char) -> &'static [&'static [(f32, f32)]] {
             (4.0, 4.0),
             (3.0, 3.0),
         ]],
-        '9' => &[&[(4.0, 3.0), (1.0, 3.0), (0.0, 2.0), (0.0, 1.0), (1.0, 0.0), (3.0, 0.0), (4.0, 1.0), (4.0, 5.0), (3.0, 6.0), (0.5, 6.0)]],
+        '9' => &[&[
+            (4.0, 3.0),
+            (1.0, 3.0),
+            (0.0, 2.0),
+            (0.0, 1.0),
+            (1.0, 0.0),
+            (3.0, 0.0),
+            (4.0, 1.0),
+            (4.0, 5.0),
+            (3.0, 6.0),
+            (0.5, 6.0),
+        ]],
         _ => &[],
     }
 }
@@ -282,7 +316,8 @@ impl Mark {
         let badges = [Badge::Circle, Badge::RoundedSquare, Badge::Hexagon, Badge::Diamond, Badge::Shield];
         let badge = badges[rng.below(badges.len())];
         let text = initials(prompt);
-        let mut emblems = vec![Emblem::Star, Emblem::Peaks, Emblem::Rings, Emblem::Chevrons, Emblem::Leaf, Emblem::Bolt];
+        let mut emblems =
+            vec![Emblem::Star, Emblem::Peaks, Emblem::Rings, Emblem::Chevrons, Emblem::Leaf, Emblem::Bolt];
         if !text.is_empty() {
             // Initials are the most logo-like choice: weight them up.
             emblems.extend([Emblem::Monogram, Emblem::Monogram, Emblem::Monogram]);
@@ -333,7 +368,9 @@ impl Mark {
     fn emblem_sd(&self, p: P2) -> f32 {
         let r = self.radius;
         match self.emblem {
-            Emblem::Monogram => self.strokes.iter().map(|s| sd_polyline(p, s)).fold(f32::MAX, f32::min) - self.stroke_w * 0.5,
+            Emblem::Monogram => {
+                self.strokes.iter().map(|s| sd_polyline(p, s)).fold(f32::MAX, f32::min) - self.stroke_w * 0.5
+            }
             Emblem::Star => sd_star(p.rot(self.tilt * 0.3), r * 0.5, self.star_points, 3.0),
             Emblem::Peaks => {
                 let base = -r * 0.3;

@@ -159,13 +159,40 @@ impl Kind {
     /// A subject named by the prompt's words, if any.
     pub fn from_words(words: &[String]) -> Option<Kind> {
         const KEYS: &[(&[&str], Kind)] = &[
-            (&["bottle", "perfume", "wine", "beer", "potion", "vase", "serum", "shampoo", "flask", "lotion", "oil"], Kind::Bottle),
+            (
+                &["bottle", "perfume", "wine", "beer", "potion", "vase", "serum", "shampoo", "flask", "lotion", "oil"],
+                Kind::Bottle,
+            ),
             (&["ball", "sphere", "orb", "planet", "globe", "pearl", "bubble", "moon", "egg", "marble"], Kind::Orb),
             (&["box", "gift", "present", "package", "parcel", "crate", "cube", "block", "packaging"], Kind::Gift),
-            (&["ring", "donut", "doughnut", "wheel", "tire", "tyre", "bagel", "torus", "halo", "jewelry", "jewellery"], Kind::Ring),
-            (&["cake", "stack", "tower", "macaron", "burger", "pancake", "pancakes", "coins", "tiers", "cosmetics"], Kind::Stack),
+            (
+                &[
+                    "ring",
+                    "donut",
+                    "doughnut",
+                    "wheel",
+                    "tire",
+                    "tyre",
+                    "bagel",
+                    "torus",
+                    "halo",
+                    "jewelry",
+                    "jewellery",
+                ],
+                Kind::Ring,
+            ),
+            (
+                &["cake", "stack", "tower", "macaron", "burger", "pancake", "pancakes", "coins", "tiers", "cosmetics"],
+                Kind::Stack,
+            ),
             (&["gem", "diamond", "crystal", "jewel", "ruby", "sapphire", "prism", "pyramid", "gemstone"], Kind::Gem),
-            (&["can", "soda", "cup", "mug", "tin", "candle", "jar", "tube", "battery", "cylinder", "drink", "coffee", "tea"], Kind::Can),
+            (
+                &[
+                    "can", "soda", "cup", "mug", "tin", "candle", "jar", "tube", "battery", "cylinder", "drink",
+                    "coffee", "tea",
+                ],
+                Kind::Can,
+            ),
         ];
         for w in words {
             let singular = w.strip_suffix('s').unwrap_or(w);
@@ -243,7 +270,12 @@ impl Subject {
         let metal = mixc(lin(palette.primary), [0.9, 0.88, 0.85], 0.2);
         let gloss = rng.range(0.0, 1.0);
         let mats = [
-            Material { albedo: lin(palette.primary), metallic: false, shine: 40.0 + 200.0 * gloss, f0: 0.04 + 0.05 * gloss },
+            Material {
+                albedo: lin(palette.primary),
+                metallic: false,
+                shine: 40.0 + 200.0 * gloss,
+                f0: 0.04 + 0.05 * gloss,
+            },
             Material { albedo: lin(palette.secondary), metallic: false, shine: 30.0, f0: 0.03 },
             Material { albedo: lin(palette.accent), metallic: false, shine: 80.0, f0: 0.05 },
             Material { albedo: metal, metallic: true, shine: 120.0, f0: 0.8 },
@@ -459,7 +491,10 @@ impl<'a> Shot<'a> {
         let azimuth = rng.range(-30.0, 30.0f32).to_radians();
         let target = v3(0.0, subject.height * 0.46, 0.0);
         // Fill about 62% of the shorter side with the subject.
-        let extent = subject.height.max(subject.width * 0.95).max(subject.side.map_or(0.0, |(c, r)| 2.0 * (c.x.abs() + r) * 0.8));
+        let extent = subject
+            .height
+            .max(subject.width * 0.95)
+            .max(subject.side.map_or(0.0, |(c, r)| 2.0 * (c.x.abs() + r) * 0.8));
         let dist = extent * 0.5 / (0.62 * tan_half) + 0.5;
         let dir = v3(azimuth.sin() * elevation.cos(), elevation.sin(), azimuth.cos() * elevation.cos());
         let eye = target + dir * dist;
@@ -552,7 +587,7 @@ impl<'a> Shot<'a> {
         let rd = (self.fwd + self.right * (sx * self.tan_half) + self.up * (sy * self.tan_half)).norm();
         let ro = self.eye;
         let ang = pix * self.tan_half; // radians per pixel, near the axis
-        // The ground: soft shadow of the key light and contact occlusion.
+                                       // The ground: soft shadow of the key light and contact occlusion.
         let mut backdrop = bg;
         if rd.y < 0.0 {
             let t = -ro.y / rd.y;

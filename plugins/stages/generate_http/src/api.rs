@@ -26,10 +26,7 @@ pub fn openai_body(model: &str, prompt: &str, n: u32, size: &str) -> Value {
 
 /// `data[i].b64_json` (or `data[i].url`) of an OpenAI images response.
 pub fn openai_images(response: &Value) -> Result<Vec<ImageRef>, String> {
-    let data = response
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or("the response has no `data` array")?;
+    let data = response.get("data").and_then(Value::as_array).ok_or("the response has no `data` array")?;
     data.iter()
         .enumerate()
         .map(|(i, item)| {
@@ -85,14 +82,20 @@ pub fn extract_path(response: &Value, path: &str) -> Result<Vec<String>, String>
                     let index: usize = segment
                         .parse()
                         .map_err(|_| format!("`{walked}` is an array: `{segment}` must be an index or `*`"))?;
-                    next.push(items.get(index).ok_or_else(|| {
-                        format!("`{walked}` has {} elements, no index {index}", items.len())
-                    })?);
+                    next.push(
+                        items
+                            .get(index)
+                            .ok_or_else(|| format!("`{walked}` has {} elements, no index {index}", items.len()))?,
+                    );
                 }
                 (_, Value::Object(map)) => {
                     next.push(map.get(segment).ok_or_else(|| {
                         let keys: Vec<&str> = map.keys().map(String::as_str).take(10).collect();
-                        format!("no `{segment}` under `{}` (keys: {})", if walked.is_empty() { "$" } else { &walked }, keys.join(", "))
+                        format!(
+                            "no `{segment}` under `{}` (keys: {})",
+                            if walked.is_empty() { "$" } else { &walked },
+                            keys.join(", ")
+                        )
                     })?);
                 }
                 (_, other) => return Err(format!("`{walked}` is {}, not an object or array", kind(other))),
@@ -160,7 +163,10 @@ mod tests {
     #[test]
     fn openai_response_forms() {
         let r = json!({"data": [{"b64_json": "AAA"}, {"url": "http://x/y.png"}]});
-        assert_eq!(openai_images(&r).unwrap(), vec![ImageRef::Base64("AAA".into()), ImageRef::Url("http://x/y.png".into())]);
+        assert_eq!(
+            openai_images(&r).unwrap(),
+            vec![ImageRef::Base64("AAA".into()), ImageRef::Url("http://x/y.png".into())]
+        );
         assert!(openai_images(&json!({"data": [{}]})).unwrap_err().contains("data[0]"));
         assert!(openai_images(&json!({})).is_err());
     }

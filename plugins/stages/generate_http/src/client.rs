@@ -86,7 +86,12 @@ pub enum TransportError {
 
 /// Off wasm32 there is no `wasi:http` host to send through.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn send(method: &str, url: &Url, _headers: &[(&str, &str)], _body: Option<&[u8]>) -> Result<Response, TransportError> {
+pub fn send(
+    method: &str,
+    url: &Url,
+    _headers: &[(&str, &str)],
+    _body: Option<&[u8]>,
+) -> Result<Response, TransportError> {
     Err(TransportError::Failed(format!("{method} {url}: no wasi:http outside a WebAssembly host")))
 }
 
@@ -94,13 +99,21 @@ pub fn send(method: &str, url: &Url, _headers: &[(&str, &str)], _body: Option<&[
 mod wasi_transport {
     use super::{Response, TransportError, Url, MAX_RESPONSE_BYTES};
     use wasip2::http::outgoing_handler;
-    use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
+    use wasip2::http::types::{
+        ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    };
     use wasip2::io::streams::StreamError;
 
     /// Sends one request and reads the whole response.
-    pub fn send(method: &str, url: &Url, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, TransportError> {
+    pub fn send(
+        method: &str,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, TransportError> {
         let failed = |what: &str| TransportError::Failed(format!("{what} ({method} {url})"));
-        let list: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        let list: Vec<(String, Vec<u8>)> =
+            headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
         let fields = Fields::from_list(&list).map_err(|e| failed(&format!("invalid request header: {e:?}")))?;
         let request = OutgoingRequest::new(fields);
         let method = match method {
@@ -109,7 +122,9 @@ mod wasi_transport {
             other => Method::Other(other.to_owned()),
         };
         request.set_method(&method).map_err(|()| failed("invalid method"))?;
-        request.set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http })).map_err(|()| failed("invalid scheme"))?;
+        request
+            .set_scheme(Some(if url.https { &Scheme::Https } else { &Scheme::Http }))
+            .map_err(|()| failed("invalid scheme"))?;
         request.set_authority(Some(&url.authority)).map_err(|()| failed("invalid host"))?;
         request.set_path_with_query(Some(&url.path_and_query)).map_err(|()| failed("invalid path"))?;
         let outgoing = request.body().map_err(|()| failed("request body taken twice"))?;
@@ -142,9 +157,7 @@ mod wasi_transport {
                 None => future.subscribe().block(),
             }
         };
-        let response = response
-            .map_err(|()| failed("response taken twice"))?
-            .map_err(|e| code_error(e, url))?;
+        let response = response.map_err(|()| failed("response taken twice"))?.map_err(|e| code_error(e, url))?;
         if let Some(e) = body_error {
             return Err(e);
         }

@@ -168,14 +168,19 @@ impl Stage for GenerateHttp {
         for (i, image) in refs.into_iter().enumerate() {
             progress(0.5 + 0.5 * i as f32 / total as f32, &format!("decoding image {} of {total}", i + 1));
             let bytes = match image {
-                ImageRef::Base64(text) => base64::engine::general_purpose::STANDARD
-                    .decode(text.trim())
-                    .map_err(|e| StageError::failed(format!("image {} from {target} is not valid base64: {e}", i + 1)))?,
+                ImageRef::Base64(text) => {
+                    base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| {
+                        StageError::failed(format!("image {} from {target} is not valid base64: {e}", i + 1))
+                    })?
+                }
                 ImageRef::Url(link) => download(&p, &link, &mut stats)?,
             };
-            let (format, w, h) = check_image(&bytes).map_err(|e| StageError::failed(format!("image {} from {target}: {e}", i + 1)))?;
+            let (format, w, h) =
+                check_image(&bytes).map_err(|e| StageError::failed(format!("image {} from {target}: {e}", i + 1)))?;
             let name = format!("image-{}.{}", i + 1, format.extension());
-            images.push(json!({"name": name, "width": w, "height": h, "media_type": format.media_type(), "bytes": bytes.len()}));
+            images.push(
+                json!({"name": name, "width": w, "height": h, "media_type": format.media_type(), "bytes": bytes.len()}),
+            );
             output = output.artifact(name, format.media_type(), bytes);
         }
         progress(1.0, "done");
@@ -214,23 +219,36 @@ fn validate(p: &Params) -> Result<(Option<u32>, Option<u32>), StageError> {
         .filter(|&(w, h)| (1..=8192).contains(&w) && (1..=8192).contains(&h));
     match parsed {
         Some((w, h)) => Ok((Some(w), Some(h))),
-        None => Err(StageError::invalid_input(format!("`size` must be WIDTHxHEIGHT (1 to 8192 each) or auto, got {:?}", p.size))),
+        None => Err(StageError::invalid_input(format!(
+            "`size` must be WIDTHxHEIGHT (1 to 8192 each) or auto, got {:?}",
+            p.size
+        ))),
     }
 }
 
 /// POSTs JSON with retries and parses the JSON answer.
-fn post_json(p: &Params, url: &Url, body: &serde_json::Value, stats: &mut Stats) -> Result<serde_json::Value, StageError> {
+fn post_json(
+    p: &Params,
+    url: &Url,
+    body: &serde_json::Value,
+    stats: &mut Stats,
+) -> Result<serde_json::Value, StageError> {
     let body = serde_json::to_vec(body).map_err(|e| StageError::failed(format!("encoding the request: {e}")))?;
     let headers = [("content-type", "application/json"), ("accept", "application/json")];
     let response = with_retries(p, stats, url, || client::send("POST", url, &headers, Some(&body)))?;
     serde_json::from_slice(&response.body).map_err(|e| {
-        StageError::failed(format!("{url} answered {} with a body that is not JSON ({e}): {}", response.status, api::server_message(&response.body)))
+        StageError::failed(format!(
+            "{url} answered {} with a body that is not JSON ({e}): {}",
+            response.status,
+            api::server_message(&response.body)
+        ))
     })
 }
 
 /// GETs an image URL from a response, with retries.
 fn download(p: &Params, link: &str, stats: &mut Stats) -> Result<Vec<u8>, StageError> {
-    let url = Url::parse(link).map_err(|e| StageError::failed(format!("the service returned an unusable image URL: {e}")))?;
+    let url =
+        Url::parse(link).map_err(|e| StageError::failed(format!("the service returned an unusable image URL: {e}")))?;
     let response = with_retries(p, stats, &url, || client::send("GET", &url, &[("accept", "image/*")], None))?;
     Ok(response.body)
 }
@@ -269,10 +287,10 @@ fn with_retries(
                 }
                 retry::Class::Unauthorized => {
                     return Err(StageError::failed(format!(
-                        "{url} refused the credentials ({}): {}; check the API key in the host's HTTP grant for this stage",
-                        response.status,
-                        api::server_message(&response.body)
-                    )))
+                    "{url} refused the credentials ({}): {}; check the API key in the host's HTTP grant for this stage",
+                    response.status,
+                    api::server_message(&response.body)
+                )))
                 }
                 retry::Class::Unexpected => {
                     return Err(StageError::failed(format!(
@@ -282,7 +300,8 @@ fn with_retries(
                     )))
                 }
                 retry::Class::Retry => {
-                    last_problem = format!("{url} answered {}: {}", response.status, api::server_message(&response.body));
+                    last_problem =
+                        format!("{url} answered {}: {}", response.status, api::server_message(&response.body));
                     retry::retry_after(response.header("retry-after").as_deref())
                         .unwrap_or_else(|| retry::backoff(attempt, p.backoff_ms))
                 }
@@ -310,7 +329,8 @@ fn check_image(bytes: &[u8]) -> Result<(stagecraft_sdk::images::Format, u32, u32
         Ok(other) => return Err(format!("{other:?} images are not supported (PNG or JPEG only)")),
         Err(_) => return Err(format!("not a PNG or JPEG image ({} bytes)", bytes.len())),
     };
-    let decoded = image::load_from_memory(bytes).map_err(|e| format!("the {} does not decode: {e}", format.media_type()))?;
+    let decoded =
+        image::load_from_memory(bytes).map_err(|e| format!("the {} does not decode: {e}", format.media_type()))?;
     Ok((format, decoded.width(), decoded.height()))
 }
 
@@ -341,9 +361,7 @@ mod tests {
     fn rejects_non_images() {
         assert!(check_image(b"hello").unwrap_err().contains("not a PNG"));
         let mut png = Vec::new();
-        image::RgbImage::new(3, 2)
-            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
+        image::RgbImage::new(3, 2).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
         assert_eq!(check_image(&png).unwrap().1, 3);
         assert!(check_image(&png[..png.len() / 2]).is_err(), "a truncated PNG does not decode");
     }

@@ -222,7 +222,8 @@ mod tests {
 
     #[test]
     fn step_rows_round_trip_through_a_csv_reader() {
-        let out = ReportCsv::run(Input { artifacts: sample::artifacts(), params: params(Some(sample::steps())) }).unwrap();
+        let out =
+            ReportCsv::run(Input { artifacts: sample::artifacts(), params: params(Some(sample::steps())) }).unwrap();
         assert_eq!(out.artifacts[0].name, "report.csv");
         assert_eq!(out.artifacts[1].name, "artifacts.csv");
         let rows = read(&out.artifacts[0].data, b',');
@@ -243,7 +244,10 @@ mod tests {
         assert_eq!(rows[3][5], "");
         let arts = read(&out.artifacts[1].data, b',');
         assert_eq!(arts[0], ARTIFACT_HEADER);
-        assert_eq!(arts[1], ["fox.png", "image/png", &sample::artifacts()[0].data.len().to_string(), "64", "48", "generate"]);
+        assert_eq!(
+            arts[1],
+            ["fox.png", "image/png", &sample::artifacts()[0].data.len().to_string(), "64", "48", "generate"]
+        );
         assert_eq!(arts[2][0], "notes <b>.txt");
         assert_eq!(out.metadata["summary"]["steps"], 3);
         assert_eq!(out.metadata["rows"], 3);
@@ -254,7 +258,11 @@ mod tests {
         let mut p = params(None);
         p.delimiter = Delimiter::Semicolon;
         let mut inputs = sample::artifacts();
-        inputs.push(Artifact { name: "=HYPERLINK(\"x\");1".into(), media_type: "text/plain".into(), data: vec![1, 2, 3] });
+        inputs.push(Artifact {
+            name: "=HYPERLINK(\"x\");1".into(),
+            media_type: "text/plain".into(),
+            data: vec![1, 2, 3],
+        });
         let out = ReportCsv::run(Input { artifacts: inputs, params: p }).unwrap();
         assert_eq!(out.artifacts.len(), 1);
         let rows = read(&out.artifacts[0].data, b';');

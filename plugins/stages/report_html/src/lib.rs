@@ -79,7 +79,10 @@ pub fn esc(s: &str) -> String {
 fn is_text(media_type: &str) -> bool {
     let m = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     m.starts_with("text/")
-        || matches!(m.as_str(), "application/json" | "application/xml" | "application/yaml" | "application/x-yaml" | "application/csv")
+        || matches!(
+            m.as_str(),
+            "application/json" | "application/xml" | "application/yaml" | "application/x-yaml" | "application/csv"
+        )
         || m.ends_with("+json")
         || m.ends_with("+xml")
 }
@@ -174,12 +177,29 @@ impl Page<'_> {
             if let Some(d) = s.duration_ms {
                 cards.push(("Duration".into(), esc(&reporting::human_ms(d))));
             }
-            cards.push(("Attempts".into(), format!("{}{}", s.attempts, if s.retried_steps > 0 { format!(" <small>({} retried)</small>", s.retried_steps) } else { String::new() })));
+            cards.push((
+                "Attempts".into(),
+                format!(
+                    "{}{}",
+                    s.attempts,
+                    if s.retried_steps > 0 {
+                        format!(" <small>({} retried)</small>", s.retried_steps)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
             if let Some((name, ms)) = &s.slowest {
-                cards.push(("Slowest".into(), format!("{} <small>{}</small>", esc(name), esc(&reporting::human_ms(*ms)))));
+                cards.push((
+                    "Slowest".into(),
+                    format!("{} <small>{}</small>", esc(name), esc(&reporting::human_ms(*ms))),
+                ));
             }
         }
-        cards.push(("Artifacts".into(), format!("{} <small>{}</small>", s.artifacts, esc(&reporting::human_bytes(s.artifact_bytes)))));
+        cards.push((
+            "Artifacts".into(),
+            format!("{} <small>{}</small>", s.artifacts, esc(&reporting::human_bytes(s.artifact_bytes))),
+        ));
         h.push_str(r#"<section class="cards">"#);
         for (k, v) in cards {
             let _ = write!(h, r#"<div class="card"><div class="k">{k}</div><div class="v">{v}</div></div>"#);
@@ -198,12 +218,7 @@ impl Page<'_> {
         h.push_str(r#"<table class="steps"><thead><tr><th class="num">#</th><th>Step</th><th>Stage</th><th>Status</th><th class="num">Attempts</th><th>Duration</th><th>Artifacts</th></tr></thead><tbody>"#);
         for (i, s) in steps.iter().enumerate() {
             let status = reporting::status_of(s);
-            let _ = write!(
-                h,
-                r#"<tr><td class="num">{}</td><td><b>{}</b>"#,
-                i + 1,
-                esc(&s.name)
-            );
+            let _ = write!(h, r#"<tr><td class="num">{}</td><td><b>{}</b>"#, i + 1, esc(&s.name));
             if let Some(t) = &s.started_at {
                 let _ = write!(h, r#"<div class="ver">{}</div>"#, esc(t));
             }
@@ -251,7 +266,11 @@ impl Page<'_> {
         if self.rows.is_empty() {
             return;
         }
-        let _ = write!(h, r#"<section><h2>Artifacts</h2><div class="gallery" style="--thumb:{}px">"#, self.params.thumbnail_px);
+        let _ = write!(
+            h,
+            r#"<section><h2>Artifacts</h2><div class="gallery" style="--thumb:{}px">"#,
+            self.params.thumbnail_px
+        );
         let b64 = base64::engine::general_purpose::STANDARD;
         let rows = std::mem::take(&mut self.rows);
         for r in &rows {
@@ -283,7 +302,10 @@ impl Page<'_> {
                 (Some(_), None) => h.push_str(r#"<div class="thumb none">no preview</div>"#),
                 (None, _) => h.push_str(r#"<div class="thumb none">not attached</div>"#),
             }
-            let mut caption = vec![esc(if r.media_type.is_empty() { "unknown type" } else { &r.media_type }), esc(&reporting::human_bytes(r.bytes))];
+            let mut caption = vec![
+                esc(if r.media_type.is_empty() { "unknown type" } else { &r.media_type }),
+                esc(&reporting::human_bytes(r.bytes)),
+            ];
             if let (Some(w), Some(hh)) = (r.width, r.height) {
                 caption.push(format!("{w}×{hh}"));
             }
@@ -312,7 +334,11 @@ pub fn render(artifacts: &[Artifact], params: &Params) -> (String, usize, Vec<St
     page.cards(&mut h);
     page.steps(&mut h);
     page.artifacts(&mut h);
-    let _ = write!(h, "<footer>Written by stagecraft report_html {}.</footer>\n</main></body></html>\n", env!("CARGO_PKG_VERSION"));
+    let _ = write!(
+        h,
+        "<footer>Written by stagecraft report_html {}.</footer>\n</main></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
     (h, page.embedded, page.not_embedded)
 }
 
@@ -331,7 +357,9 @@ impl Stage for ReportHtml {
         let params = input.params;
         params.validate().map_err(StageError::invalid_input)?;
         if params.steps.is_none() && input.artifacts.is_empty() {
-            return Err(StageError::invalid_input("nothing to report: pass the run summary in params.steps, or input artifacts to show"));
+            return Err(StageError::invalid_input(
+                "nothing to report: pass the run summary in params.steps, or input artifacts to show",
+            ));
         }
         let (html, embedded, not_embedded) = render(&input.artifacts, &params);
         let steps = params.steps.as_ref().map_or(0, |s| s.len());
@@ -417,7 +445,9 @@ mod tests {
     fn invalid_inputs() {
         let err = ReportHtml::run(Input { artifacts: vec![], params: params(json!({})) }).err().unwrap();
         assert!(matches!(err, StageError::InvalidInput(_)));
-        let err = ReportHtml::run(Input { artifacts: vec![], params: params(json!({"steps": [], "thumbnail_px": 5})) }).err().unwrap();
+        let err = ReportHtml::run(Input { artifacts: vec![], params: params(json!({"steps": [], "thumbnail_px": 5})) })
+            .err()
+            .unwrap();
         assert!(matches!(err, StageError::InvalidInput(ref m) if m.contains("thumbnail_px")));
         assert!(serde_json::from_value::<Params>(json!({"thumbnails": 5})).is_err());
     }

@@ -9,7 +9,10 @@
 //! 1980-01-01) rather than the clock.
 
 use image::GenericImageView;
-use rust_xlsxwriter::{Color, DocProperties, ExcelDateTime, Format, FormatAlign, FormatBorder, Formula, Image, Workbook, Worksheet, XlsxError};
+use rust_xlsxwriter::{
+    Color, DocProperties, ExcelDateTime, Format, FormatAlign, FormatBorder, Formula, Image, Workbook, Worksheet,
+    XlsxError,
+};
 use stagecraft_reporting::{self as reporting, ArtifactRow, ImageKind, RunInfo, Step};
 use stagecraft_sdk::prelude::*;
 
@@ -37,8 +40,19 @@ fn default_thumb() -> u32 {
     96
 }
 
-pub const STEP_HEADER: [&str; 11] =
-    ["#", "Step", "Stage", "Version", "Status", "Attempts", "Duration (ms)", "Started", "Error", "Params (JSON)", "Artifacts"];
+pub const STEP_HEADER: [&str; 11] = [
+    "#",
+    "Step",
+    "Stage",
+    "Version",
+    "Status",
+    "Attempts",
+    "Duration (ms)",
+    "Started",
+    "Error",
+    "Params (JSON)",
+    "Artifacts",
+];
 pub const ARTIFACT_HEADER: [&str; 8] = ["Name", "Media type", "Bytes", "Size", "Width", "Height", "Step", "Thumbnail"];
 
 /// Excel's limit on the text in one cell.
@@ -115,7 +129,8 @@ fn header(ws: &mut Worksheet, cols: &[&str], st: &Styles) -> Result<(), XlsxErro
 
 /// Width in characters that fits the longest line of the column, clamped.
 fn fit_width(texts: impl Iterator<Item = String>, min: usize, max: usize) -> f64 {
-    texts.map(|t| t.lines().map(|l| l.chars().count()).max().unwrap_or(0)).max().unwrap_or(0).clamp(min, max) as f64 + 2.0
+    texts.map(|t| t.lines().map(|l| l.chars().count()).max().unwrap_or(0)).max().unwrap_or(0).clamp(min, max) as f64
+        + 2.0
 }
 
 fn steps_sheet(ws: &mut Worksheet, steps: Option<&[Step]>, st: &Styles) -> Result<(), XlsxError> {
@@ -171,8 +186,18 @@ fn steps_sheet(ws: &mut Worksheet, steps: Option<&[Step]>, st: &Styles) -> Resul
         }
         let attempts: u64 = steps.iter().map(|s| s.attempts.unwrap_or(0) as u64).sum();
         let ms: f64 = steps.iter().filter_map(|s| s.duration_ms).sum();
-        ws.write_formula_with_format(t, 5, Formula::new(format!("=SUM(F2:F{})", last + 1)).set_result(attempts.to_string()), &st.total_int)?;
-        ws.write_formula_with_format(t, 6, Formula::new(format!("=SUM(G2:G{})", last + 1)).set_result(ms.to_string()), &st.total_ms)?;
+        ws.write_formula_with_format(
+            t,
+            5,
+            Formula::new(format!("=SUM(F2:F{})", last + 1)).set_result(attempts.to_string()),
+            &st.total_int,
+        )?;
+        ws.write_formula_with_format(
+            t,
+            6,
+            Formula::new(format!("=SUM(G2:G{})", last + 1)).set_result(ms.to_string()),
+            &st.total_ms,
+        )?;
         ws.autofilter(0, 0, last, STEP_HEADER.len() as u16 - 1)?;
     }
     // Column widths from the content.
@@ -230,7 +255,8 @@ fn artifacts_sheet(ws: &mut Worksheet, rows: &[ArtifactRow], thumb_px: u32, st: 
         if let Some(png) = png {
             match Image::new_from_buffer(&png) {
                 Ok(img) => {
-                    let img = img.set_scale_to_size(thumb_px as f64, thumb_px as f64, true).set_alt_text(a.name.clone());
+                    let img =
+                        img.set_scale_to_size(thumb_px as f64, thumb_px as f64, true).set_alt_text(a.name.clone());
                     ws.set_row_height_pixels(r, thumb_px + 8)?;
                     ws.insert_image_with_offset(r, 7, &img, 4, 4)?;
                     thumbs += 1;
@@ -257,7 +283,13 @@ fn artifacts_sheet(ws: &mut Worksheet, rows: &[ArtifactRow], thumb_px: u32, st: 
     Ok(thumbs)
 }
 
-fn summary_sheet(ws: &mut Worksheet, title: &str, params: &Params, summary: &reporting::Summary, st: &Styles) -> Result<(), XlsxError> {
+fn summary_sheet(
+    ws: &mut Worksheet,
+    title: &str,
+    params: &Params,
+    summary: &reporting::Summary,
+    st: &Styles,
+) -> Result<(), XlsxError> {
     ws.set_name("Summary")?;
     ws.write_string_with_format(0, 0, clip(title), &st.title)?;
     let run = params.run.clone().unwrap_or_default();
@@ -332,7 +364,8 @@ impl Stage for ReportXlsx {
     type Params = Params;
     const NAME: &'static str = "report_xlsx";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Writes an Excel workbook of a pipeline run: a Steps sheet (status, attempts, durations with totals, \
+    const DESCRIPTION: &'static str =
+        "Writes an Excel workbook of a pipeline run: a Steps sheet (status, attempts, durations with totals, \
          params as JSON text, artifacts), an Artifacts sheet with image thumbnails embedded, and a Summary sheet";
     const ACCEPTS: &'static [&'static str] = &["*/*"];
     const PRODUCES: &'static [&'static str] = &[XLSX];
@@ -340,11 +373,16 @@ impl Stage for ReportXlsx {
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let params = input.params;
         if !(16..=512).contains(&params.thumbnail_px) {
-            return Err(StageError::invalid_input(format!("thumbnail_px must be between 16 and 512, got {}", params.thumbnail_px)));
+            return Err(StageError::invalid_input(format!(
+                "thumbnail_px must be between 16 and 512, got {}",
+                params.thumbnail_px
+            )));
         }
         reporting::validate(params.run.as_ref(), params.steps.as_deref()).map_err(StageError::invalid_input)?;
         if params.steps.is_none() && input.artifacts.is_empty() {
-            return Err(StageError::invalid_input("nothing to report: pass the run summary in params.steps, or input artifacts to list"));
+            return Err(StageError::invalid_input(
+                "nothing to report: pass the run summary in params.steps, or input artifacts to list",
+            ));
         }
         let (bytes, thumbs) = workbook(&input.artifacts, &params)?;
         Ok(Output::new()
@@ -423,7 +461,8 @@ mod tests {
 
     #[test]
     fn large_images_are_scaled_down_and_output_is_deterministic() {
-        let inputs = vec![Artifact { name: "big.png".into(), media_type: "image/png".into(), data: sample::png(900, 300) }];
+        let inputs =
+            vec![Artifact { name: "big.png".into(), media_type: "image/png".into(), data: sample::png(900, 300) }];
         let p = params(json!({"thumbnail_px": 50}));
         let a = ReportXlsx::run(Input { artifacts: inputs.clone(), params: p.clone() }).unwrap();
         let b = ReportXlsx::run(Input { artifacts: inputs, params: p }).unwrap();
@@ -440,7 +479,10 @@ mod tests {
     fn invalid_inputs() {
         let err = ReportXlsx::run(Input { artifacts: vec![], params: params(json!({})) }).err().unwrap();
         assert!(matches!(err, StageError::InvalidInput(_)));
-        let err = ReportXlsx::run(Input { artifacts: vec![], params: params(json!({"steps": [], "thumbnail_px": 4096})) }).err().unwrap();
+        let err =
+            ReportXlsx::run(Input { artifacts: vec![], params: params(json!({"steps": [], "thumbnail_px": 4096})) })
+                .err()
+                .unwrap();
         assert!(matches!(err, StageError::InvalidInput(ref m) if m.contains("thumbnail_px")));
         assert!(serde_json::from_value::<Params>(json!({"steps": [], "sheet": "x"})).is_err());
     }

@@ -119,7 +119,10 @@ impl Stage for SegmentCells {
 pub fn to_gray(image: &DynamicImage) -> GrayImage {
     let sixteen = matches!(
         image,
-        DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) | DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_)
+        DynamicImage::ImageLuma16(_)
+            | DynamicImage::ImageLumaA16(_)
+            | DynamicImage::ImageRgb16(_)
+            | DynamicImage::ImageRgba16(_)
     );
     let (width, height) = (image.width(), image.height());
     if sixteen {
@@ -143,10 +146,7 @@ fn check_result(gray: &GrayImage, r: &SegmentationResult) -> Result<(), StageErr
         )));
     }
     if r.cells.len() > u16::MAX as usize {
-        return Err(StageError::failed(format!(
-            "{} cells do not fit a 16-bit label image",
-            r.cells.len()
-        )));
+        return Err(StageError::failed(format!("{} cells do not fit a 16-bit label image", r.cells.len())));
     }
     Ok(())
 }

@@ -204,7 +204,10 @@ pub fn plan(p: &Params) -> Result<(Vec<Target>, Pad), StageError> {
         }
         for (what, v) in [("width", c.width), ("height", c.height)] {
             if !(16..=4096).contains(&v) {
-                return Err(StageError::invalid_input(format!("custom size {:?}: {what} {v} is out of range 16..=4096", c.name)));
+                return Err(StageError::invalid_input(format!(
+                    "custom size {:?}: {what} {v} is out of range 16..=4096",
+                    c.name
+                )));
             }
         }
         if targets.iter().any(|t| t.name == c.name) {
@@ -223,17 +226,20 @@ pub fn plan(p: &Params) -> Result<(Vec<Target>, Pad), StageError> {
     if !(1..=100).contains(&p.quality) {
         return Err(StageError::invalid_input(format!("quality {} is out of range 1..=100", p.quality)));
     }
-    let pad = match (p.mode, p.pad_color.as_deref()) {
-        (Mode::Fill, Some(_)) => {
-            return Err(StageError::invalid_input("pad_color applies to modes \"pad\" and \"fit\", not \"fill\" (nothing is padded)"))
-        }
-        (_, Some(s)) if s.trim().eq_ignore_ascii_case("auto") => Pad::Auto,
-        (_, Some(s)) => Pad::Color(parse_color(s).ok_or_else(|| {
-            StageError::invalid_input(format!("pad_color {s:?} is not #rrggbb, #rrggbbaa or auto"))
-        })?),
-        (Mode::Fit, None) if p.format == Format::Png => Pad::Transparent,
-        (_, None) => Pad::Color([255, 255, 255, 255]),
-    };
+    let pad =
+        match (p.mode, p.pad_color.as_deref()) {
+            (Mode::Fill, Some(_)) => {
+                return Err(StageError::invalid_input(
+                    "pad_color applies to modes \"pad\" and \"fit\", not \"fill\" (nothing is padded)",
+                ))
+            }
+            (_, Some(s)) if s.trim().eq_ignore_ascii_case("auto") => Pad::Auto,
+            (_, Some(s)) => Pad::Color(parse_color(s).ok_or_else(|| {
+                StageError::invalid_input(format!("pad_color {s:?} is not #rrggbb, #rrggbbaa or auto"))
+            })?),
+            (Mode::Fit, None) if p.format == Format::Png => Pad::Transparent,
+            (_, None) => Pad::Color([255, 255, 255, 255]),
+        };
     let pad = match (p.mode, pad) {
         (Mode::Fit, Pad::Color(_) | Pad::Auto) if p.format == Format::Png => Pad::Transparent,
         (_, pad) => pad,
@@ -400,11 +406,7 @@ impl Stage for SocialFormats {
             }
         }
         progress(1.0, "done");
-        Ok(out
-            .meta("mode", p.mode)
-            .meta("count", listing.len())
-            .meta("outputs", listing)
-            .meta("warnings", warnings))
+        Ok(out.meta("mode", p.mode).meta("count", listing.len()).meta("outputs", listing).meta("warnings", warnings))
     }
 }
 

@@ -15,8 +15,8 @@
 
 use image::{Rgba, RgbaImage};
 use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
-use stagecraft_sdk::round4;
 use stagecraft_sdk::prelude::*;
+use stagecraft_sdk::round4;
 
 pub const MAX_PIXELS: u64 = 50_000_000;
 
@@ -87,7 +87,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { tolerance: 10.0, feather: 1.0, background: None, enclosed: false, trim: false, padding: 0, shadow: Shadow::Keep }
+        Options {
+            tolerance: 10.0,
+            feather: 1.0,
+            background: None,
+            enclosed: false,
+            trim: false,
+            padding: 0,
+            shadow: Shadow::Keep,
+        }
     }
 }
 
@@ -118,12 +126,13 @@ impl Options {
         if p.padding > 0 && !p.trim {
             return Err(StageError::invalid_input("padding applies only with trim: true"));
         }
-        let background = match &p.background {
-            None => None,
-            Some(s) => Some(parse_hex(s).ok_or_else(|| {
-                StageError::invalid_input(format!("background {s:?} is not a #rrggbb hex colour"))
-            })?),
-        };
+        let background =
+            match &p.background {
+                None => None,
+                Some(s) => Some(parse_hex(s).ok_or_else(|| {
+                    StageError::invalid_input(format!("background {s:?} is not a #rrggbb hex colour"))
+                })?),
+            };
         Ok(Options {
             tolerance: p.tolerance,
             feather: p.feather,
@@ -323,7 +332,11 @@ pub fn cut_out(img: &RgbaImage, o: &Options) -> Result<Cutout, String> {
                 .filter(|(x, y, p)| (*x == 0 || *y == 0 || *x == w - 1 || *y == h - 1) && p[3] >= 128)
                 .map(|(_, _, p)| delta_e(lab(&lut, rgb(p)), l) <= o.tolerance.max(2.0))
                 .collect();
-            let conf = if border.is_empty() { 0.0 } else { border.iter().filter(|b| **b).count() as f32 / border.len() as f32 };
+            let conf = if border.is_empty() {
+                0.0
+            } else {
+                border.iter().filter(|b| **b).count() as f32 / border.len() as f32
+            };
             Some((c, conf))
         }
         None => estimate_background(img, o.tolerance),
@@ -414,7 +427,10 @@ pub fn cut_out(img: &RgbaImage, o: &Options) -> Result<Cutout, String> {
     let mut out = img.clone();
     let bg = estimate.map(|(c, _)| c);
     let rgb_dist = |p: &Rgba<u8>, b: [u8; 3]| {
-        ((p[0] as f32 - b[0] as f32).powi(2) + (p[1] as f32 - b[1] as f32).powi(2) + (p[2] as f32 - b[2] as f32).powi(2)).sqrt()
+        ((p[0] as f32 - b[0] as f32).powi(2)
+            + (p[1] as f32 - b[1] as f32).powi(2)
+            + (p[2] as f32 - b[2] as f32).powi(2))
+        .sqrt()
     };
     let mut partial = 0usize;
     let mut clear = 0usize;
@@ -489,7 +505,12 @@ pub fn cut_out(img: &RgbaImage, o: &Options) -> Result<Cutout, String> {
         };
         let pad = o.padding;
         let mut canvas = RgbaImage::new(bw + 2 * pad, bh + 2 * pad);
-        image::imageops::replace(&mut canvas, &image::imageops::crop_imm(&out, bx, by, bw, bh).to_image(), pad as i64, pad as i64);
+        image::imageops::replace(
+            &mut canvas,
+            &image::imageops::crop_imm(&out, bx, by, bw, bh).to_image(),
+            pad as i64,
+            pad as i64,
+        );
         out = canvas;
     }
     Ok(Cutout {
@@ -531,12 +552,7 @@ fn soft_shadow(img: &RgbaImage, removed: &[bool], b: [u8; 3], tolerance: f32) ->
     };
     let neighbours = |i: usize| {
         let (x, y) = (i % w, i / w);
-        [
-            (x > 0).then(|| i - 1),
-            (x + 1 < w).then(|| i + 1),
-            (y > 0).then(|| i - w),
-            (y + 1 < h).then(|| i + w),
-        ]
+        [(x > 0).then(|| i - 1), (x + 1 < w).then(|| i + 1), (y > 0).then(|| i - w), (y + 1 < h).then(|| i + w)]
     };
     let mut queue = Vec::new();
     for i in 0..w * h {
@@ -590,7 +606,6 @@ fn neighbours4(i: usize, w: usize, h: usize, mut visit: impl FnMut(usize)) {
     }
 }
 
-
 struct TransparentPng;
 
 impl Stage for TransparentPng {
@@ -629,7 +644,8 @@ impl Stage for TransparentPng {
                 ));
             }
             if cut.removed == 0.0 {
-                warnings.push(format!("{}: nothing matched the background colour; the image is unchanged", artifact.name));
+                warnings
+                    .push(format!("{}: nothing matched the background colour; the image is unchanged", artifact.name));
             }
             let (w, h) = cut.image.dimensions();
             let data = encode(&image::DynamicImage::ImageRgba8(cut.image), Format::Png, 90)?;
@@ -765,7 +781,8 @@ mod tests {
     fn background_colour_can_be_given() {
         // Green background with a red square; the border is half red so the
         // estimate would be unsure, but the given colour is used.
-        let img = RgbaImage::from_fn(40, 40, |x, _| if x < 20 { Rgba([0, 255, 0, 255]) } else { Rgba([255, 0, 0, 255]) });
+        let img =
+            RgbaImage::from_fn(40, 40, |x, _| if x < 20 { Rgba([0, 255, 0, 255]) } else { Rgba([255, 0, 0, 255]) });
         let cut = cut_out(&img, &Options { background: Some([0, 255, 0]), ..Options::default() }).unwrap();
         assert_eq!(cut.image.get_pixel(5, 5)[3], 0);
         assert_eq!(cut.image.get_pixel(30, 5)[3], 255);
@@ -794,7 +811,11 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        let p = |v: serde_json::Value| serde_json::from_value::<Params>(v).map_err(|e| e.to_string()).and_then(|p| Options::from_params(&p).map_err(|e| e.to_string()));
+        let p = |v: serde_json::Value| {
+            serde_json::from_value::<Params>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Options::from_params(&p).map_err(|e| e.to_string()))
+        };
         assert!(p(json!({})).is_ok());
         assert!(p(json!({"tolerance": 101})).is_err());
         assert!(p(json!({"feather": -1})).is_err());

@@ -11,9 +11,9 @@ mod model;
 mod resize;
 pub mod tiles;
 
+use image::{DynamicImage, GenericImageView};
 use stagecraft_sdk::images::{self, Format};
 use stagecraft_sdk::prelude::*;
-use image::{DynamicImage, GenericImageView};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

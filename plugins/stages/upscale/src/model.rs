@@ -56,7 +56,11 @@ pub fn upscale(
     }
     let (mw, mh) = (planes.width as u32, planes.height as u32);
     let rgb = tiles::planes_to_u8(&planes);
-    let rgb = if (mw, mh) == (nw, nh) { rgb } else { resize::lanczos3(&rgb, mw, mh, 3, nw, nh).map_err(StageError::failed)? };
+    let rgb = if (mw, mh) == (nw, nh) {
+        rgb
+    } else {
+        resize::lanczos3(&rgb, mw, mh, 3, nw, nh).map_err(StageError::failed)?
+    };
     let image = if alpha {
         let a: Vec<u8> = rgba.pixels().map(|px| px.0[3]).collect();
         let a = lanczos_gray(&a, w, h, nw, nh)?;
@@ -72,9 +76,7 @@ pub fn upscale(
 fn run_model(model: &str, b: &tiles::Batch) -> Result<Vec<f32>, InferenceError> {
     let dims = [b.n as u32, b.channels as u32, b.height as u32, b.width as u32];
     let outputs = inference::infer(model, &[inference::f32_tensor("input", &dims, b.data)])?;
-    let out = outputs
-        .first()
-        .ok_or_else(|| InferenceError::Failed(format!("model '{model}' returned no tensor")))?;
+    let out = outputs.first().ok_or_else(|| InferenceError::Failed(format!("model '{model}' returned no tensor")))?;
     let want = [b.n as u32, b.channels as u32, 2 * b.height as u32, 2 * b.width as u32];
     if out.dimensions != want {
         return Err(InferenceError::Failed(format!(

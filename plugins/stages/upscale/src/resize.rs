@@ -22,12 +22,9 @@ pub fn lanczos3(
         4 => PixelType::U8x4,
         n => return Err(format!("unsupported channel count {n}")),
     };
-    let src = ImageRef::new(width, height, pixels, pixel_type)
-        .map_err(|e| format!("source image: {e}"))?;
+    let src = ImageRef::new(width, height, pixels, pixel_type).map_err(|e| format!("source image: {e}"))?;
     let mut dst = Image::new(new_width, new_height, pixel_type);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(|e| format!("resize: {e}"))?;
+    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("resize: {e}"))?;
     Ok(dst.into_vec())
 }

@@ -135,13 +135,7 @@ mod tests {
 
     #[test]
     fn areas_add_up_to_the_pixel_count() {
-        let (m, w, h) = mask(&[
-            "..####....#",
-            ".#....#..##",
-            ".#.##.#....",
-            ".#....#.#.#",
-            "..####...#.",
-        ]);
+        let (m, w, h) = mask(&["..####....#", ".#....#..##", ".#.##.#....", ".#....#.#.#", "..####...#."]);
         let c = trace(&m, w, h);
         let total: i64 = c.iter().map(|c| c.area).sum();
         assert_eq!(total, m.iter().filter(|&&b| b).count() as i64);

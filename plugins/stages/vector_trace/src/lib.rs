@@ -30,7 +30,10 @@ impl Stage for VectorTrace {
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let params = input.params;
         params.validate().map_err(StageError::invalid_input)?;
-        input.artifacts.first().ok_or_else(|| StageError::invalid_input("vector_trace needs an image artifact (PNG or JPEG)"))?;
+        input
+            .artifacts
+            .first()
+            .ok_or_else(|| StageError::invalid_input("vector_trace needs an image artifact (PNG or JPEG)"))?;
         let mut output = Output::new();
         let mut results = Vec::new();
         let mut stems: Vec<String> = Vec::new();

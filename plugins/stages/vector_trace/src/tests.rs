@@ -34,7 +34,8 @@ fn shapes() -> RgbaImage {
     RgbaImage::from_fn(160, 110, |x, y| {
         let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
         let disc = (fx - 45.0).powi(2) + (fy - 55.0).powi(2) < 32.0f32.powi(2);
-        let frame = (90..140).contains(&x) && (20..70).contains(&y) && !((102..128).contains(&x) && (32..58).contains(&y));
+        let frame =
+            (90..140).contains(&x) && (20..70).contains(&y) && !((102..128).contains(&x) && (32..58).contains(&y));
         let bar = (fx - fy - 20.0).abs() < 3.0 && (80.0..150.0).contains(&fx) && fy > 75.0;
         if disc || frame || bar {
             Rgba([10, 10, 10, 255])
@@ -81,11 +82,22 @@ fn simplification_reduces_nodes_and_stays_close() {
     let img = shapes();
     let tight = vectorize(&img, &Params { tolerance: 0.5, ..Params::default() }, "s");
     let loose = vectorize(&img, &Params { tolerance: 3.0, ..Params::default() }, "s");
-    assert!(loose.layers[0].segments < tight.layers[0].segments, "{} vs {}", loose.layers[0].segments, tight.layers[0].segments);
+    assert!(
+        loose.layers[0].segments < tight.layers[0].segments,
+        "{} vs {}",
+        loose.layers[0].segments,
+        tight.layers[0].segments
+    );
     let rendered: Vec<bool> = render(&loose.svg, 160, 110).iter().map(|p| p[3] >= 128).collect();
     assert!(iou(&rendered, &input_mask(&img)) > 0.93);
     // A square frame stays square: its outer boundary keeps straight edges.
-    let sq = RgbaImage::from_fn(40, 40, |x, y| if (5..35).contains(&x) && (5..35).contains(&y) { Rgba([0, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
+    let sq = RgbaImage::from_fn(40, 40, |x, y| {
+        if (5..35).contains(&x) && (5..35).contains(&y) {
+            Rgba([0, 0, 0, 255])
+        } else {
+            Rgba([0, 0, 0, 0])
+        }
+    });
     let t = vectorize(&sq, &Params::default(), "sq");
     assert!(t.svg.contains(r#"d="M5 5L35 5L35 35L5 35Z""#), "{}", t.svg);
 }
@@ -133,7 +145,13 @@ fn colors_mode_layers_render_the_right_colours() {
 
 #[test]
 fn transparent_pixels_are_background() {
-    let img = RgbaImage::from_fn(30, 30, |x, y| if (10..20).contains(&x) && (10..20).contains(&y) { Rgba([200, 0, 0, 255]) } else { Rgba([0, 0, 0, 0]) });
+    let img = RgbaImage::from_fn(30, 30, |x, y| {
+        if (10..20).contains(&x) && (10..20).contains(&y) {
+            Rgba([200, 0, 0, 255])
+        } else {
+            Rgba([0, 0, 0, 0])
+        }
+    });
     let t = vectorize(&img, &Params { mode: Mode::Colors, colors: Some(2), ..Params::default() }, "t");
     assert_eq!(t.layers.len(), 1);
     assert_eq!(t.layers[0].pixels, 100);
@@ -177,7 +195,8 @@ fn params_validation() {
     assert!(p.validate().unwrap_err().contains("#rrggbb"));
     let p: Params = serde_json::from_str(r#"{"tolerance": 50}"#).unwrap();
     assert!(p.validate().is_err());
-    let p: Params = serde_json::from_str(r#"{"mode": "colors", "colors": 6, "tolerance": 2, "smooth": false}"#).unwrap();
+    let p: Params =
+        serde_json::from_str(r#"{"mode": "colors", "colors": 6, "tolerance": 2, "smooth": false}"#).unwrap();
     assert!(p.validate().is_ok());
 }
 

@@ -114,7 +114,9 @@ impl Params {
             }
             Mode::Colors => {
                 if self.threshold.is_some() || self.invert || self.color.is_some() {
-                    return Err("threshold, invert and color apply to mode \"threshold\"; this is mode \"colors\"".into());
+                    return Err(
+                        "threshold, invert and color apply to mode \"threshold\"; this is mode \"colors\"".into()
+                    );
                 }
                 if let Some(n) = self.colors {
                     if !(2..=16).contains(&n) {
@@ -206,11 +208,8 @@ pub fn vectorize(rgba: &RgbaImage, params: &Params, title: &str) -> Traced {
                 }
             };
             threshold_used = Some(t);
-            let mask: Vec<bool> = rgba
-                .as_raw()
-                .chunks_exact(4)
-                .map(|px| opaque(px) && ((luma(px) < t) != params.invert))
-                .collect();
+            let mask: Vec<bool> =
+                rgba.as_raw().chunks_exact(4).map(|px| opaque(px) && ((luma(px) < t) != params.invert)).collect();
             let fill = params.color.as_deref().and_then(color::parse_hex).unwrap_or([0, 0, 0]);
             let pixels = mask.iter().filter(|&&b| b).count() as u64;
             layers_masks.push((color::hex(fill), pixels, mask));
@@ -240,10 +239,7 @@ pub fn vectorize(rgba: &RgbaImage, params: &Params, title: &str) -> Traced {
 
     let mut svg = String::new();
     let _ = writeln!(svg, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">"#
-    );
+    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}">"#);
     let _ = writeln!(svg, "<title>{}</title>", escape_xml(title));
     let mut layers = Vec::new();
     let mut speckles_dropped = 0;
@@ -261,7 +257,8 @@ pub fn vectorize(rgba: &RgbaImage, params: &Params, title: &str) -> Traced {
             layer.holes += (c.area < 0) as usize;
         }
         if !d.is_empty() {
-            let _ = writeln!(svg, r#"<path id="layer-{}" fill="{hex}" fill-rule="evenodd" d="{}"/>"#, n + 1, d.trim_end());
+            let _ =
+                writeln!(svg, r#"<path id="layer-{}" fill="{hex}" fill-rule="evenodd" d="{}"/>"#, n + 1, d.trim_end());
         }
         layers.push(layer);
     }
@@ -343,17 +340,17 @@ fn merge_cut_corners(verts: &mut Vec<(usize, P)>, pts: &[P], tolerance: f64, cos
         let (s0, c0) = turn(prev, v0, v1);
         let (s1, c1) = turn(v0, v1, next);
         let (_, c_total) = turn(prev, v0.add(v1).mul(0.5), next);
-        let mergeable = v0.dist(v1) <= max_edge
-            && s0 * s1 > 0.0
-            && c0 >= cos_limit
-            && c1 >= cos_limit
-            && c_total < cos_limit;
+        let mergeable =
+            v0.dist(v1) <= max_edge && s0 * s1 > 0.0 && c0 >= cos_limit && c1 >= cos_limit && c_total < cos_limit;
         if let Some(x) = mergeable.then(|| intersect(prev, v0, v1, next)).flatten() {
             if x.dist(v0) <= max_reach && x.dist(v1) <= max_reach {
                 // Dense index: the outline point nearest the corner, between the two.
                 let (i0, i1) = (verts[j].0, verts[(j + 1) % k].0);
                 let span = (i1 + n - i0) % n;
-                let idx = (0..=span).map(|o| (i0 + o) % n).min_by(|&a, &b| pts[a].dist(x).total_cmp(&pts[b].dist(x))).unwrap();
+                let idx = (0..=span)
+                    .map(|o| (i0 + o) % n)
+                    .min_by(|&a, &b| pts[a].dist(x).total_cmp(&pts[b].dist(x)))
+                    .unwrap();
                 verts[j] = (idx, x);
                 merged[j] = true;
                 verts.remove((j + 1) % k);

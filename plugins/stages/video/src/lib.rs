@@ -386,7 +386,8 @@ impl Mapper {
         out.clear();
         for (i, p) in rgb.chunks_exact(3).enumerate() {
             let (x, y) = (i % w, i / w);
-            let off = if self.spread > 0.0 { ((BAYER8[y & 7][x & 7] as f32 + 0.5) / 64.0 - 0.5) * self.spread } else { 0.0 };
+            let off =
+                if self.spread > 0.0 { ((BAYER8[y & 7][x & 7] as f32 + 0.5) / 64.0 - 0.5) * self.spread } else { 0.0 };
             let c = [0, 1, 2].map(|k| (p[k] as f32 + off).round().clamp(0.0, 255.0) as usize);
             let key = ((c[0] >> 2) << 12) | ((c[1] >> 2) << 6) | (c[2] >> 2);
             let mut idx = self.cache[key];
@@ -525,7 +526,6 @@ fn changed_box(a: &[u8], b: &[u8], w: usize, h: usize) -> Option<(usize, usize, 
     }
     (x0 != usize::MAX).then_some((x0, y0, x1, y1))
 }
-
 
 struct Video;
 
@@ -705,7 +705,11 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        let p = |v: serde_json::Value| serde_json::from_value::<Params>(v).map_err(|e| e.to_string()).and_then(|p| Options::from_params(&p).map_err(|e| e.to_string()));
+        let p = |v: serde_json::Value| {
+            serde_json::from_value::<Params>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|p| Options::from_params(&p).map_err(|e| e.to_string()))
+        };
         assert!(p(json!({})).is_ok());
         assert!(p(json!({"loop": false})).is_ok());
         assert!(p(json!({"fps": 0})).is_err());

@@ -43,7 +43,9 @@ impl Stage for Burn {
         match p.fail.as_deref() {
             None => {}
             Some("unavailable") => return Err(StageError::unavailable(format!("{} is unavailable (as asked)", p.tag))),
-            Some("invalid") => return Err(StageError::invalid_input(format!("{} refuses its input (as asked)", p.tag))),
+            Some("invalid") => {
+                return Err(StageError::invalid_input(format!("{} refuses its input (as asked)", p.tag)))
+            }
             Some(other) => return Err(StageError::failed(format!("{} failed (as asked: {other})", p.tag))),
         }
         let names: Vec<&str> = input.artifacts.iter().map(|a| a.name.as_str()).collect();

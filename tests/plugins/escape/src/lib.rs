@@ -34,8 +34,12 @@ impl Stage for Escape {
         attempt(&mut r, "list ..", std::fs::read_dir("..").map(drop));
         attempt(&mut r, "list /", std::fs::read_dir("/").map(drop));
         attempt(&mut r, "write /tmp/escape", std::fs::write("/tmp/escape", b"x"));
-        attempt(&mut r, "read via scratch subdir ../../..", std::fs::create_dir_all("/scratch/sub")
-            .and_then(|_| std::fs::read("/scratch/sub/../../../etc/passwd").map(drop)));
+        attempt(
+            &mut r,
+            "read via scratch subdir ../../..",
+            std::fs::create_dir_all("/scratch/sub")
+                .and_then(|_| std::fs::read("/scratch/sub/../../../etc/passwd").map(drop)),
+        );
         attempt(&mut r, "env HOME", std::env::var("HOME").map(drop).map_err(|e| std::io::Error::other(e)));
 
         // The scratch directory is the one place a stage may write.

@@ -11,8 +11,8 @@ wasi::http::proxy::export!(Hello);
 
 impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(_request: IncomingRequest, response_out: ResponseOutparam) {
-        let headers = Fields::from_list(&[("content-type".to_owned(), b"text/plain".to_vec())])
-            .expect("a valid header");
+        let headers =
+            Fields::from_list(&[("content-type".to_owned(), b"text/plain".to_vec())]).expect("a valid header");
         let response = OutgoingResponse::new(headers);
         let body = response.body().expect("the body of a new response");
         ResponseOutparam::set(response_out, Ok(response));
