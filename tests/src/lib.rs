@@ -44,6 +44,9 @@ pub fn test_config() -> RuntimeConfig {
         scratch_dir: home.join("scratch"),
         ..RuntimeConfig::default()
     };
+    // Fewer instance slots than a server's 1024: test binaries run several
+    // runtimes side by side, each reserving its pool's address space.
+    config.max_instances = 256;
     config.limits.timeout = std::time::Duration::from_secs(30);
     config.limits.memory_bytes = 256 << 20;
     config

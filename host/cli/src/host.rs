@@ -1,5 +1,6 @@
 //! Options shared by every subcommand that needs a runtime, and building it.
 
+use crate::capacity::CapacityArgs;
 use anyhow::Context;
 use stagecraft_inference::Models;
 use stagecraft_runtime::{Artifact, Limits, Runtime, RuntimeConfig};
@@ -39,6 +40,8 @@ pub struct HostArgs {
     /// the source tree this binary was built in, when there is one.
     #[arg(long, global = true, env = "STAGECRAFT_MODELS")]
     pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
 }
 
 impl HostArgs {
@@ -107,6 +110,7 @@ impl HostArgs {
             let (stage, grant) = stagecraft_runtime::http::parse_grant(spec, delay).context("--http-grant")?;
             config.http.insert(stage, grant);
         }
+        self.capacity.resolve()?.apply_to_runtime(&mut config)?;
         config.models = self.models()?;
         let runtime = Runtime::new(config).context("starting the runtime")?;
         let report = runtime.load_dir(&self.plugins);
@@ -114,6 +118,14 @@ impl HostArgs {
             eprintln!("warning: {} not loaded: {}", failure.path.display(), failure.reason);
         }
         Ok(runtime)
+    }
+}
+
+impl HostArgs {
+    /// The scheduler configuration from the capacity settings (in-flight
+    /// limit, per-stage limits).
+    pub fn scheduler(&self) -> anyhow::Result<stagecraft_scheduler::SchedulerConfig> {
+        Ok(self.capacity.resolve()?.scheduler())
     }
 }
 

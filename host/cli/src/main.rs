@@ -4,6 +4,7 @@
 //! command line, sets up logging, builds the runtime, and turns any error
 //! into one clear line and a non-zero exit.
 
+mod capacity;
 mod commands;
 mod host;
 

@@ -20,6 +20,8 @@ pub enum RunEvent {
     Log(LogEvent),
     /// An attempt failed; the scheduler decides whether to retry.
     AttemptFailed(AttemptFailedEvent),
+    /// The host allows fewer steps in flight than the pipeline asks for.
+    Limited(LimitedEvent),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +53,27 @@ pub struct AttemptFailedEvent {
     pub retryable: bool,
 }
 
+/// A limit of the host that cuts a run's or a group's `max_workers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitedEvent {
+    /// Always "limited".
+    pub event: &'static str,
+    /// `run` or `group NAME`.
+    pub scope: String,
+    /// The `max_workers` the pipeline asks for.
+    pub asked: usize,
+    /// What the host allows at most.
+    pub allowed: usize,
+    /// Which limit: `the limit of stage NAME` or `the host's in-flight limit`.
+    pub by: String,
+}
+
+impl LimitedEvent {
+    pub(crate) fn new(scope: &str, asked: usize, allowed: usize, by: String) -> Self {
+        Self { event: "limited", scope: scope.to_owned(), asked, allowed, by }
+    }
+}
+
 impl RunEvent {
     /// The step the event is about, if any.
     pub fn step(&self) -> Option<&str> {
@@ -59,6 +82,7 @@ impl RunEvent {
             RunEvent::Progress(p) => Some(&p.step),
             RunEvent::Log(l) => Some(&l.step),
             RunEvent::AttemptFailed(a) => Some(&a.step),
+            RunEvent::Limited(_) => None,
         }
     }
 }

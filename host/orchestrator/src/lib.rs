@@ -17,13 +17,14 @@
 pub mod blobs;
 pub mod catalog;
 pub mod events;
+mod limits;
 pub mod output;
 pub mod result_cache;
 pub mod runner;
 
 pub use blobs::BlobStore;
 pub use catalog::RuntimeCatalog;
-pub use events::{RunEvent, RunObserver};
+pub use events::{LimitedEvent, RunEvent, RunObserver};
 pub use result_cache::ResultCache;
 pub use runner::{SharedArtifact, StageRunner};
 
@@ -89,6 +90,12 @@ impl Orchestrator {
             observer: observer.clone(),
         };
         if let Some(observer) = observer {
+            let run_max_workers = options.max_workers;
+            for cut in limits::cuts(pipeline, run_max_workers, &self.scheduler) {
+                tracing::warn!(scope = %cut.scope, asked = cut.asked, allowed = cut.allowed, by = %cut.by,
+                    "the host allows fewer steps in flight than the pipeline asks for");
+                observer(&RunEvent::Limited(cut));
+            }
             let forward = observer.clone();
             options.observer = Some(Arc::new(move |e| forward(&RunEvent::Step(e.clone()))));
         }

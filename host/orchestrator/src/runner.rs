@@ -140,11 +140,15 @@ impl StageRunner {
     ) -> Result<TaskResult<stagecraft_runtime::StageOutput>, StepFailure> {
         let limits = self.runtime.config().limits;
         let retry = RetryPolicy { max_attempts: step.retries.saturating_add(1), ..self.retry };
+        // No scheduler deadline: the runtime enforces the step's, from the
+        // moment its instance gets a CPU slot (waits in host calls count,
+        // waiting for a core does not). The memory budget takes what the
+        // component has been seen to use, not its limit.
+        let timeout = step.timeout.unwrap_or(limits.timeout);
         let spec = TaskSpec::new(step.stage.clone())
             .priority(step.priority.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
-            .timeout(step.timeout.unwrap_or(limits.timeout))
             .retry(retry)
-            .memory_bytes(limits.memory_bytes)
+            .memory_bytes(self.runtime.memory_estimate(version))
             .label(format!("{}/{}", step.run_id, step.name));
         let runtime = self.runtime.clone();
         let version = version.clone();
@@ -159,10 +163,7 @@ impl StageRunner {
             let observer = observer.clone();
             let step_name = step_name.clone();
             async move {
-                let mut options = InvokeOptions::default();
-                if let Some(deadline) = attempt.deadline {
-                    options = options.with_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                }
+                let mut options = InvokeOptions::default().with_timeout(timeout);
                 if let Some(observer) = observer.clone() {
                     let step = step_name.clone();
                     options = options.with_events(move |event| observer(&stage_event(&step, event)));

@@ -32,8 +32,16 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// Hard ceiling for any instance's memory (sizes the pooling allocator).
     pub max_memory_bytes: u64,
-    /// Component instances that may exist at once (pooling allocator slots).
+    /// Component instances that may exist at once (pooling allocator slots):
+    /// at least the scheduler's in-flight limit, since a parked instance
+    /// keeps its slot while it waits.
     pub max_instances: u32,
+    /// Instances that may *compute* at once (see [`crate::capacity`]);
+    /// default: the core count. Waiting instances hold no CPU slot.
+    pub cpu_slots: usize,
+    /// Whether waiting instances give their CPU slot back (the default) or
+    /// hold it (the behaviour before CPU slots, for comparisons).
+    pub park_policy: crate::capacity::ParkPolicy,
     /// How often the engine's epoch advances: the granularity of deadlines
     /// and of cooperative yields to the async executor.
     pub epoch_tick: Duration,
@@ -56,7 +64,12 @@ impl Default for RuntimeConfig {
             scratch_dir: base.join("scratch"),
             limits: Limits::default(),
             max_memory_bytes: 2 << 30,
-            max_instances: 256,
+            // The scheduler's default in-flight limit (1000, like Spin's
+            // pool) plus room for `describe` at load and direct callers.
+            // Slots are virtual reservations until used.
+            max_instances: 1024,
+            cpu_slots: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            park_policy: crate::capacity::ParkPolicy::default(),
             epoch_tick: Duration::from_millis(5),
             http: HashMap::new(),
             models: None,

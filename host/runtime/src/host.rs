@@ -9,6 +9,7 @@
 //! `segmentation`'s `model` option runs such a model for a per-pixel
 //! foreground probability instead of Otsu's threshold.
 
+use crate::capacity::WaitKind;
 use crate::invoke::StageEvent;
 use crate::sandbox::StoreState;
 
@@ -68,6 +69,7 @@ impl inference::Host for StoreState {
         })?;
         let span = tracing::debug_span!("infer", stage = self.events.stage(), model = %model);
         let inputs = inputs.into_iter().map(tensor_in).collect::<Result<Vec<_>, _>>()?;
+        let _parked = self.meter.waiting(WaitKind::Inference);
         let outputs =
             tracing::Instrument::instrument(models.infer(&model, inputs), span).await.map_err(|e| match e {
                 stagecraft_inference::InferError::UnknownModel(m) => E::UnknownModel(m),
@@ -161,6 +163,7 @@ impl segmentation::Host for StoreState {
         use segmentation::SegmentationError as E;
         use stagecraft_accel::SegmentError;
         let device = stagecraft_accel::device::current().map_err(|e| E::Unavailable(e.clone()))?;
+        let _parked = self.meter.waiting(WaitKind::Segmentation);
         let probability = match &options.model {
             Some(model) => Some(foreground_probability(self.models.as_ref(), model, &image).await?),
             None => None,

@@ -21,6 +21,7 @@
 //! API keys come from host configuration only: [`HttpGrant::with_key_from_env`]
 //! reads `STAGECRAFT_HTTP_<STAGE>_KEY` (or a variable the operator names).
 
+use crate::capacity::{InvocationMeter, OpenRequest};
 use anyhow::Context;
 use http::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -34,6 +35,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+/// Requests one stage may have in flight when its grant does not say:
+/// sized for fan-out, not for one core per call. The workloads we replace
+/// run 10 to 32 hosted calls at once; 64 leaves room for two such pipelines
+/// side by side, while staying under the concurrency that hosted image APIs
+/// typically allow one key (more is refused upstream as 429 anyway). An
+/// operator raises it per grant (`--http-max-connections STAGE=N`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
 /// What one stage may do over outgoing HTTP.
 #[derive(Clone)]
 pub struct HttpGrant {
@@ -44,7 +53,8 @@ pub struct HttpGrant {
     pub headers: Vec<(String, String)>,
     /// Minimum time between the starts of two requests of this stage.
     pub rate_limit_delay: Duration,
-    /// Requests of this stage in flight at once (each holds a connection).
+    /// Requests of this stage in flight at once (each holds a connection);
+    /// more wait in line for one. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
 }
 
@@ -62,13 +72,13 @@ impl std::fmt::Debug for HttpGrant {
 
 impl HttpGrant {
     /// A grant for these hosts, with no injected headers, no rate limit and
-    /// 8 connections.
+    /// [`DEFAULT_MAX_CONNECTIONS`] connections.
     pub fn new<S: Into<String>>(hosts: impl IntoIterator<Item = S>) -> Self {
         Self {
             allowed_hosts: hosts.into_iter().map(Into::into).collect(),
             headers: Vec::new(),
             rate_limit_delay: Duration::ZERO,
-            max_connections: 8,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -180,9 +190,10 @@ impl HttpPolicy {
     }
 
     /// The hooks for one invocation of `stage` (refusing everything when it
-    /// has no grant).
-    pub(crate) fn hooks_for(&self, stage: &str) -> StageHttpHooks {
-        StageHttpHooks { stage: Arc::from(stage), grant: self.grants.get(stage).cloned() }
+    /// has no grant); its open requests are counted on `meter`, so a wait
+    /// on them shows as parked on HTTP.
+    pub(crate) fn hooks_for(&self, stage: &str, meter: Arc<InvocationMeter>) -> StageHttpHooks {
+        StageHttpHooks { stage: Arc::from(stage), grant: self.grants.get(stage).cloned(), meter: Some(meter) }
     }
 }
 
@@ -220,12 +231,15 @@ impl GrantState {
         })
     }
 
-    /// Waits for the rate limit and a connection slot, injects the headers
-    /// and sends through the pool.
+    /// Waits for a connection slot (a queue: over the limit a request waits,
+    /// never fails) and the rate limit, injects the headers and sends through
+    /// the pool. `open` (the invocation's count of open requests) is held
+    /// until the response body is dropped, like the connection slot.
     async fn send(
         self: Arc<Self>,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
+        open: Option<OpenRequest>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         let permit = self.connections.clone().acquire_owned().await.map_err(|_| HttpError::ConnectionLimitReached)?;
         if !self.grant.rate_limit_delay.is_zero() {
@@ -264,7 +278,7 @@ impl GrantState {
         // The connection slot is held until the guest drops the body.
         Ok(response.map(move |body| {
             body.map_frame(move |frame| {
-                let _held = &permit;
+                let _held = (&permit, &open);
                 frame
             })
             .map_err(HttpError::Hyper)
@@ -277,12 +291,13 @@ impl GrantState {
 pub struct StageHttpHooks {
     stage: Arc<str>,
     grant: Option<Arc<GrantState>>,
+    meter: Option<Arc<InvocationMeter>>,
 }
 
 impl StageHttpHooks {
     /// Hooks that refuse every request (the state before a grant is looked up).
     pub fn denied(stage: &str) -> Self {
-        Self { stage: Arc::from(stage), grant: None }
+        Self { stage: Arc::from(stage), grant: None, meter: None }
     }
 }
 
@@ -314,8 +329,9 @@ impl WasiHttpHooks for StageHttpHooks {
                 "outgoing HTTP request refused: host not on the stage's allowlist");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let open = self.meter.as_ref().map(|m| m.http_request());
         Box::new(async move {
-            let response = grant.send(request, options).await?;
+            let response = grant.send(request, options, open).await?;
             let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })

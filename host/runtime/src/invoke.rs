@@ -2,6 +2,7 @@
 //! fresh store with its own limits and scratch directory, running `run`
 //! under an epoch deadline, with the failure classified.
 
+use crate::capacity::InvocationMeter;
 use crate::config::Limits;
 use crate::error::InvokeError;
 use crate::host::bindings::{stagecraft::stage::types as wit, PluginPre};
@@ -68,18 +69,21 @@ impl EventSink {
 struct DeadlineExceeded;
 
 /// Builds a store with limits and a deadline; every epoch tick before the
-/// deadline yields to the executor, so long stages share threads fairly.
+/// deadline yields to the executor, so long stages share threads fairly
+/// (and the CPU-slot wrapper learns that the instance is still computing).
 fn new_store(
     rt: &Runtime,
     stage: &str,
     limits: Limits,
     sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>,
     scratch: &std::path::Path,
-) -> anyhow::Result<Store<StoreState>> {
+    meter: Arc<InvocationMeter>,
+) -> anyhow::Result<(Store<StoreState>, Instant)> {
     let events = EventSink { stage: Arc::from(stage), sink };
     let mut state = StoreState::new(scratch, limits.memory_bytes, events)?;
-    state.http_hooks = rt.inner.http.hooks_for(stage);
+    state.http_hooks = rt.inner.http.hooks_for(stage, meter.clone());
     state.models = rt.inner.config.models.clone();
+    state.meter = meter.clone();
     let mut store = Store::new(rt.inner.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
     let deadline = Instant::now() + limits.timeout;
@@ -88,17 +92,32 @@ fn new_store(
         if Instant::now() >= deadline {
             Err(wasmtime::Error::new(DeadlineExceeded))
         } else {
+            meter.epoch_yield();
             Ok(UpdateDeadline::Yield(1))
         }
     });
-    Ok(store)
+    Ok((store, deadline))
 }
 
+/// Runs one invocation on the runtime's CPU slots: it queues for a slot
+/// before its instance exists, and gives the slot back whenever it waits
+/// in a host call (see [`crate::capacity`]).
 pub(crate) async fn invoke(
     rt: &Runtime,
     version: &Arc<StageVersion>,
     input: StageInput,
     options: InvokeOptions,
+) -> Result<StageOutput, InvokeError> {
+    let meter = Arc::new(InvocationMeter::default());
+    rt.inner.cpu.run(meter.clone(), run_instance(rt, version, input, options, meter)).await
+}
+
+async fn run_instance(
+    rt: &Runtime,
+    version: &Arc<StageVersion>,
+    input: StageInput,
+    options: InvokeOptions,
+    meter: Arc<InvocationMeter>,
 ) -> Result<StageOutput, InvokeError> {
     let defaults = rt.inner.config.limits;
     let limits = Limits {
@@ -108,8 +127,10 @@ pub(crate) async fn invoke(
     let span = tracing::debug_span!("invoke", stage = %version.info.name, version = %version.info.version);
     async move {
         let scratch = rt.inner.scratch.acquire().map_err(InvokeError::Host)?;
-        let mut store =
-            new_store(rt, &version.info.name, limits, options.on_event, scratch.path()).map_err(InvokeError::Host)?;
+        // The deadline starts now, with the first CPU slot, and covers
+        // waiting in host calls as well as computing.
+        let (mut store, deadline) = new_store(rt, &version.info.name, limits, options.on_event, scratch.path(), meter)
+            .map_err(InvokeError::Host)?;
         let params = if input.params.is_null() { "{}".to_owned() } else { input.params.to_string() };
         let wit_input = wit::StageInput {
             artifacts: input
@@ -119,12 +140,17 @@ pub(crate) async fn invoke(
                 .collect(),
             params,
         };
-        let result = async {
+        let call = async {
             let plugin = version.pre.instantiate_async(&mut store).await?;
             rt.inner.engine.count_instantiation();
             plugin.stagecraft_stage_stage().call_run(&mut store, &wit_input).await
-        }
-        .await;
+        };
+        // Epoch checks stop a stage that computes; this stops one that waits.
+        let result = match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
+        };
+        rt.saw_memory(&version.digest, store.data().limiter.peak_linear());
         match result {
             Ok(Ok(out)) => Ok(StageOutput {
                 artifacts: out
@@ -179,7 +205,7 @@ fn parse_metadata(text: &str) -> serde_json::Value {
 pub(crate) fn describe(rt: &Runtime, pre: &PluginPre<StoreState>) -> anyhow::Result<StageInfo> {
     let scratch = rt.inner.scratch.acquire()?;
     let limits = Limits { timeout: Duration::from_secs(10), ..rt.inner.config.limits };
-    let mut store = new_store(rt, "describe", limits, None, scratch.path())?;
+    let (mut store, _) = new_store(rt, "describe", limits, None, scratch.path(), Default::default())?;
     let info = block_on(async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin.stagecraft_stage_stage().call_describe(&mut store).await

@@ -12,6 +12,7 @@
 //! call [`Runtime::invoke`].
 
 pub mod cache;
+pub mod capacity;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod sandbox;
 pub mod types;
 pub mod wasi_nn;
 
+pub use capacity::{CapacityStatus, ParkPolicy, WaitKind};
 pub use config::{Limits, RuntimeConfig};
 pub use error::InvokeError;
 pub use http::HttpGrant;
@@ -31,6 +33,11 @@ pub use registry::{LoadFailure, LoadReport, StageVersion};
 pub use types::{Artifact, StageInfo, StageInput, StageOutput};
 
 use std::path::Path;
+
+/// The least an invocation is budgeted at: an instance's pooled slot keeps
+/// about 1 MiB resident, plus its stack, tables and the host's copies of
+/// its input and output.
+pub const MIN_MEMORY_ESTIMATE: u64 = 4 << 20;
 use std::sync::Arc;
 
 /// A loaded set of stages, ready to invoke. Cheap to share (`Arc` inside).
@@ -47,6 +54,10 @@ struct Inner {
     registry: registry::Registry,
     scratch: sandbox::ScratchPool,
     http: http::HttpPolicy,
+    cpu: Arc<capacity::CpuSlots>,
+    /// The largest linear memory seen per component digest (`describe` and
+    /// every invocation): what the scheduler budgets an invocation at.
+    memory_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Runtime {
@@ -57,6 +68,7 @@ impl Runtime {
         let scratch = sandbox::ScratchPool::new(&config.scratch_dir)?;
         let linker = registry::linker(engine.engine())?;
         let http = http::HttpPolicy::new(&config.http)?;
+        let cpu = Arc::new(capacity::CpuSlots::new(config.cpu_slots, config.park_policy));
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -66,6 +78,8 @@ impl Runtime {
                 registry: registry::Registry::default(),
                 scratch,
                 http,
+                cpu,
+                memory_seen: Default::default(),
             }),
         })
     }
@@ -148,6 +162,27 @@ impl Runtime {
     /// The model repository the `inference` import serves, if any.
     pub fn models(&self) -> Option<&Arc<stagecraft_inference::Models>> {
         self.inner.config.models.as_ref()
+    }
+
+    /// CPU slots in use, invocations queued for one, and instances parked
+    /// by what they wait on (see [`capacity`]).
+    pub fn capacity(&self) -> CapacityStatus {
+        self.inner.cpu.status()
+    }
+
+    /// What an invocation of `version` is expected to hold in memory, for
+    /// the scheduler's budget: the largest linear memory seen from this
+    /// component (at `describe` and in every invocation so far), at least
+    /// [`MIN_MEMORY_ESTIMATE`]; the per-call limit caps what it may really take.
+    pub fn memory_estimate(&self, version: &StageVersion) -> u64 {
+        let seen = self.inner.memory_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.get(&version.digest).copied().unwrap_or(0).max(MIN_MEMORY_ESTIMATE)
+    }
+
+    pub(crate) fn saw_memory(&self, digest: &str, bytes: u64) {
+        let mut seen = self.inner.memory_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = seen.entry(digest.to_owned()).or_insert(0);
+        *entry = (*entry).max(bytes);
     }
 
     /// Number of component instances created since start.

@@ -32,6 +32,8 @@ pub struct StoreState {
     pub(crate) http_hooks: crate::http::StageHttpHooks,
     /// The runtime's model repository, for the `inference` import.
     pub(crate) models: Option<std::sync::Arc<stagecraft_inference::Models>>,
+    /// Tells the invocation's CPU-slot wrapper what the instance waits on.
+    pub(crate) meter: std::sync::Arc<crate::capacity::InvocationMeter>,
 }
 
 impl StoreState {
@@ -51,6 +53,7 @@ impl StoreState {
             events,
             http: WasiHttpCtx::new(),
             models: None,
+            meter: Default::default(),
         })
     }
 }
@@ -103,6 +106,11 @@ impl MemoryLimiter {
         }
         self.host += bytes;
         Ok(())
+    }
+
+    /// The largest linear memory granted so far, in bytes.
+    pub(crate) fn peak_linear(&self) -> u64 {
+        self.linear
     }
 
     /// Returns what [`MemoryLimiter::charge_host`] took once the resource is gone.

@@ -248,6 +248,7 @@ impl StoreState {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| (ErrorCode::InvalidArgument, m))?;
         let span = tracing::debug_span!("wasi_nn.compute", stage = self.events.stage(), model = %model);
+        let _parked = self.meter.waiting(crate::capacity::WaitKind::WasiNn);
         tracing::Instrument::instrument(models.infer(model, inputs), span)
             .await
             .map_err(|e| (code_of(&e), e.to_string()))

@@ -53,7 +53,7 @@ mod scheduler;
 mod status;
 mod task;
 
-pub use config::{available_cores, SchedulerConfig};
+pub use config::{available_cores, SchedulerConfig, DEFAULT_IN_FLIGHT};
 pub use counters::{CounterSnapshot, Counters};
 pub use events::{FinishStatus, TaskEvent, TaskEventKind};
 pub use handle::{CancelHandle, TaskHandle};

@@ -291,6 +291,22 @@ impl Scheduler {
         self.inner.dispatch();
     }
 
+    /// The limit of tasks in flight for `stage` (its pool's, else the
+    /// default stage limit), and the global in-flight limit.
+    pub fn limits_for(&self, stage: &str) -> (usize, usize) {
+        let st = self.inner.lock();
+        let stage_limit = match st.stages.get(stage) {
+            Some(pool) => pool.limit,
+            None => st
+                .stage_configs
+                .get(stage)
+                .and_then(|c| c.limit)
+                .unwrap_or(self.inner.limits.default_stage_limit)
+                .max(1),
+        };
+        (stage_limit, self.inner.limits.max_workers)
+    }
+
     /// Whether new tasks are accepted (false once shutdown began).
     pub fn is_running(&self) -> bool {
         self.inner.lock().accepting

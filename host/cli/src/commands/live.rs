@@ -152,6 +152,9 @@ fn note(event: &RunEvent) -> Option<String> {
         RunEvent::Log(l) if matches!(l.level, "warn" | "error") => {
             Some(format!("{:<9} {}: {}", l.level, l.step, l.message))
         }
+        RunEvent::Limited(l) => {
+            Some(format!("limited   {}: max_workers {} asked, {} allowed by {}", l.scope, l.asked, l.allowed, l.by))
+        }
         RunEvent::AttemptFailed(a) => Some(format!(
             "attempt {} of {} failed{}: {}",
             a.attempt,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use stagecraft_orchestrator::output::write_run;
 use stagecraft_orchestrator::{Orchestrator, ResultCache, RunEvent};
 use stagecraft_pipeline::{CancellationToken, RunInput, RunOptions, RunStatus};
-use stagecraft_scheduler::{Scheduler, SchedulerConfig};
+use stagecraft_scheduler::Scheduler;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,7 +48,7 @@ pub async fn run(host: &HostArgs, args: RunArgs) -> anyhow::Result<()> {
 
     let runtime = Arc::new(host.runtime()?);
     let cache = (!args.no_cache).then(|| ResultCache::new(host.home().join("results")));
-    let orchestrator = Orchestrator::new(runtime, Scheduler::new(SchedulerConfig::default()), cache);
+    let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), cache);
     let file = args.pipeline.display().to_string();
     let pipeline = match orchestrator.load_pipeline(&source, &file) {
         Ok(p) => p,

@@ -3,7 +3,6 @@
 
 use crate::host::HostArgs;
 use anyhow::Context;
-use stagecraft_scheduler::SchedulerConfig;
 use stagecraft_server::{Server, ServerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +22,8 @@ pub struct ServeArgs {
     /// Tasks allowed to wait for a slot before requests get 429.
     #[arg(long)]
     max_queue: Option<usize>,
-    /// Tasks running at once.
-    #[arg(long)]
+    /// The same as the global `--max-in-flight` (kept for old scripts).
+    #[arg(long, hide = true)]
     max_workers: Option<usize>,
     /// Pipeline jobs running at once (later ones wait, queued).
     #[arg(long, default_value_t = 4)]
@@ -45,7 +44,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     config.max_body_bytes = args.max_body_mb << 20;
     config.invoke_cache_bytes = args.invoke_cache_mb << 20;
-    let mut scheduler = SchedulerConfig::default();
+    let mut scheduler = host.scheduler()?;
     if let Some(n) = args.max_queue {
         scheduler.max_queue = n;
     }

@@ -14,7 +14,25 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     // Where the host's segmentation import runs (--device / STAGECRAFT_DEVICE).
-    println!("segmentation device: {}\n", host.device()?);
+    println!("segmentation device: {}", host.device()?);
+    let capacity = host.capacity.resolve()?;
+    println!(
+        "capacity: {} CPU slots (instances computing), {} in flight (instances existing){}",
+        capacity.cpu_slots,
+        capacity.max_in_flight,
+        if capacity.park_policy == stagecraft_runtime::ParkPolicy::HoldWhileWaiting {
+            "; waiting instances hold their CPU slot (--waiting-holds-cpu)"
+        } else {
+            "; waiting instances hold no CPU slot"
+        }
+    );
+    for (stage, n) in &capacity.stage_limits {
+        println!("  stage limit: {stage} {n} in flight");
+    }
+    for (stage, n) in &capacity.http_per_stage {
+        println!("  outgoing HTTP: {stage} {n} requests in flight");
+    }
+    println!();
     if stages.is_empty() {
         println!("no stages loaded from {}", host.plugins.display());
         return Ok(());

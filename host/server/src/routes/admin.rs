@@ -77,7 +77,28 @@ pub async fn rollback(State(app): State<App>, Path(name): Path<String>, headers:
 }
 
 pub async fn queue(State(app): State<App>) -> Json<Value> {
-    Json(serde_json::to_value(app.orchestrator.scheduler().status()).unwrap_or(Value::Null))
+    // The scheduler's view (in flight, queued, per-stage pools) plus the
+    // runtime's: CPU slots busy, invocations queued for one, and instances
+    // parked by what they wait on.
+    let mut status = serde_json::to_value(app.orchestrator.scheduler().status()).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut status {
+        map.insert("capacity".into(), capacity_json(&app.runtime.capacity()));
+    }
+    Json(status)
+}
+
+fn capacity_json(c: &stagecraft_runtime::CapacityStatus) -> Value {
+    let parked: serde_json::Map<String, Value> = c.parked.iter().map(|(k, n)| (k.as_str().into(), json!(n))).collect();
+    json!({
+        "cpu_slots": c.cpu_slots,
+        "cpu_busy": c.cpu_busy,
+        "cpu_queued": c.cpu_queued,
+        "parked": parked,
+        "parked_total": c.parked_total,
+        "parks_total": c.parks,
+        "preemptions_total": c.preemptions,
+        "policy": c.policy,
+    })
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -114,13 +135,20 @@ pub async fn metrics(State(app): State<App>) -> Response {
         .map(|(state, n)| (format!("state=\"{state}\""), n as f64))
         .collect();
     let one = |v: f64| vec![(String::new(), v)];
+    let capacity = app.runtime.capacity();
+    let parked: Vec<(String, f64)> =
+        capacity.parked.iter().map(|(k, n)| (format!("wait=\"{}\"", k.as_str()), *n as f64)).collect();
     let (cache_hits, cache_misses) = app.invoke_cache.counts();
     let (cache_answers, cache_bytes) = app.invoke_cache.occupancy();
     let gauges = [
         ("stagecraft_queue_size", "Tasks waiting for a slot.", one(status.queue_size as f64)),
         ("stagecraft_queue_max", "Maximum queue size.", one(status.max_queue_size as f64)),
-        ("stagecraft_running_tasks", "Tasks holding a slot.", one(status.running_tasks as f64)),
-        ("stagecraft_max_workers", "Global worker limit.", one(status.max_workers as f64)),
+        ("stagecraft_running_tasks", "Tasks in flight (holding an in-flight slot).", one(status.running_tasks as f64)),
+        ("stagecraft_max_workers", "In-flight limit (instances existing at once).", one(status.max_workers as f64)),
+        ("stagecraft_cpu_slots", "Instances that may compute at once.", one(capacity.cpu_slots as f64)),
+        ("stagecraft_cpu_slots_busy", "CPU slots held by computing instances.", one(capacity.cpu_busy as f64)),
+        ("stagecraft_cpu_queued", "Invocations waiting for a CPU slot.", one(capacity.cpu_queued as f64)),
+        ("stagecraft_instances_parked", "Instances waiting in a host call, holding no CPU slot.", parked),
         ("stagecraft_tasks_completed_total", "Tasks completed.", one(status.completed as f64)),
         ("stagecraft_tasks_failed_total", "Tasks failed.", one(status.failed as f64)),
         ("stagecraft_pool_slots_in_use", "Slots in use per stage pool.", slots),

@@ -1,6 +1,7 @@
 //! `burn`: a stage with a known cost, for scheduler tests and the makespan
 //! benchmark. It burns `iterations` rounds of integer work (CPU, not
-//! sleep, so parallel steps really compete for cores), lists the inputs it
+//! sleep, so parallel steps really compete for cores; `sleep_ms` adds a
+//! known wait that holds no CPU), lists the inputs it
 //! was given in order, and can be told to fail in each of the WIT ways.
 
 use stagecraft_sdk::prelude::*;
@@ -14,6 +15,9 @@ struct Params {
     /// Name of the output artifact (`<tag>.txt`).
     #[serde(default = "default_tag")]
     tag: String,
+    /// Milliseconds to sleep (a WASI wait, no CPU) before burning.
+    #[serde(default)]
+    sleep_ms: u64,
     /// Fail instead of succeeding: `unavailable` (retryable), `invalid` or `failed`.
     #[serde(default)]
     fail: Option<String>,
@@ -35,6 +39,9 @@ impl Stage for Burn {
 
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let p = &input.params;
+        if p.sleep_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(p.sleep_ms));
+        }
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..p.iterations {
             // Opaque to the optimiser, so the loop is not folded away.
