@@ -161,6 +161,20 @@ async fn wait_for(runtime: &Runtime, what: &str, until: impl Fn(&CapacityStatus)
     }
 }
 
+/// Starts `n` `burn` invocations at once, the i-th with `params(i)`.
+fn spawn_burns(
+    rt: &Arc<Runtime>,
+    n: usize,
+    params: impl Fn(usize) -> Value,
+) -> Vec<tokio::task::JoinHandle<Result<stagecraft_runtime::StageOutput, InvokeError>>> {
+    (0..n)
+        .map(|i| {
+            let (rt, input) = (rt.clone(), burn(params(i)));
+            tokio::spawn(async move { rt.invoke("burn", input, Default::default()).await })
+        })
+        .collect()
+}
+
 fn parked(status: &CapacityStatus, kind: WaitKind) -> usize {
     status.parked.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
 }
@@ -168,14 +182,7 @@ fn parked(status: &CapacityStatus, kind: WaitKind) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_instance_gives_its_cpu_slot_back() {
     let rt = runtime(1, ParkPolicy::ReleaseWhileWaiting, HashMap::new());
-    let calls: Vec<_> = (0..4)
-        .map(|i| {
-            let rt = rt.clone();
-            tokio::spawn(async move {
-                rt.invoke("burn", burn(json!({"sleep_ms": 1500, "tag": format!("w{i}")})), Default::default()).await
-            })
-        })
-        .collect();
+    let calls = spawn_burns(&rt, 4, |i| json!({"sleep_ms": 1500, "tag": format!("w{i}")}));
     // Four sleepers on ONE CPU slot, all parked at once, none holding it.
     let seen = wait_for(&rt, "4 parked instances", |s| s.parked_total == 4).await;
     assert_eq!(parked(&seen, WaitKind::Io), 4, "a WASI sleep parks as io: {seen:?}");
@@ -191,14 +198,7 @@ async fn a_parked_instance_gives_its_cpu_slot_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_comparison_switch_keeps_waiting_instances_on_their_slot() {
     let rt = runtime(1, ParkPolicy::HoldWhileWaiting, HashMap::new());
-    let calls: Vec<_> = (0..3)
-        .map(|i| {
-            let rt = rt.clone();
-            tokio::spawn(async move {
-                rt.invoke("burn", burn(json!({"sleep_ms": 1000, "tag": format!("h{i}")})), Default::default()).await
-            })
-        })
-        .collect();
+    let calls = spawn_burns(&rt, 3, |i| json!({"sleep_ms": 1000, "tag": format!("h{i}")}));
     let seen = wait_for(&rt, "one parked holder and two queued", |s| s.parked_total == 1 && s.cpu_queued == 2).await;
     assert_eq!(seen.cpu_busy, 1, "{seen:?}");
     for call in calls {
@@ -210,19 +210,7 @@ async fn the_comparison_switch_keeps_waiting_instances_on_their_slot() {
 async fn cpu_bound_work_never_runs_on_more_than_the_slots() {
     let rt = runtime(2, ParkPolicy::ReleaseWhileWaiting, HashMap::new());
     let instantiated_before = rt.instantiations();
-    let calls: Vec<_> = (0..6)
-        .map(|i| {
-            let rt = rt.clone();
-            tokio::spawn(async move {
-                rt.invoke(
-                    "burn",
-                    burn(json!({"iterations": 200_000_000u64, "tag": format!("c{i}")})),
-                    Default::default(),
-                )
-                .await
-            })
-        })
-        .collect();
+    let calls = spawn_burns(&rt, 6, |i| json!({"iterations": 200_000_000u64, "tag": format!("c{i}")}));
     let (mut most_busy, mut most_queued, mut most_instances) = (0, 0, 0);
     while !calls.iter().all(|c| c.is_finished()) {
         let s = rt.capacity();

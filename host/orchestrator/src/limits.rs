@@ -24,15 +24,14 @@ pub(crate) fn cuts(pipeline: &Pipeline, run_max_workers: Option<usize>, schedule
         for &s in &group.steps {
             *per_stage.entry(pipeline.steps()[s].stage.as_str()).or_default() += 1;
         }
-        let mut in_flight_cut = false;
+        let in_flight = scheduler.in_flight_limit();
+        if in_flight < asked.min(group.steps.len()) {
+            out.push(LimitedEvent::new(&scope, asked, in_flight, "the host's in-flight limit".to_owned()));
+        }
         for (stage, steps) in per_stage {
-            let wanted = asked.min(steps);
-            let (stage_limit, in_flight) = scheduler.limits_for(stage);
-            if stage_limit < wanted && stage_limit < in_flight {
+            let stage_limit = scheduler.stage_limit(stage);
+            if stage_limit < asked.min(steps) && stage_limit < in_flight {
                 out.push(LimitedEvent::new(&scope, asked, stage_limit, format!("the limit of stage {stage}")));
-            } else if in_flight < asked.min(group.steps.len()) && !in_flight_cut {
-                in_flight_cut = true;
-                out.push(LimitedEvent::new(&scope, asked, in_flight, "the host's in-flight limit".to_owned()));
             }
         }
     }

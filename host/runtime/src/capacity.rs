@@ -90,15 +90,23 @@ pub struct CapacityStatus {
     pub cpu_busy: usize,
     /// Invocations queued for a slot (new ones and ones back from a wait).
     pub cpu_queued: usize,
-    /// Instances parked in a host call, by what they wait on.
+    /// Instances parked in a host call, by what they wait on (serialized
+    /// as an object: `{"http": 3, ...}`).
+    #[serde(serialize_with = "parked_by_kind")]
     pub parked: Vec<(WaitKind, usize)>,
     /// Parked instances in all.
     pub parked_total: usize,
     /// Times an instance parked since start.
+    #[serde(rename = "parks_total")]
     pub parks: u64,
     /// Times a computing instance stepped aside for one back from a wait.
+    #[serde(rename = "preemptions_total")]
     pub preemptions: u64,
     pub policy: ParkPolicy,
+}
+
+fn parked_by_kind<S: serde::Serializer>(parked: &[(WaitKind, usize)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(parked.iter().map(|(k, n)| (k.as_str(), n)))
 }
 
 /// Where a queued invocation goes in line.

@@ -27,6 +27,13 @@ pub struct StagePoolConfig {
     pub memory_bytes: Option<u64>,
 }
 
+impl StagePoolConfig {
+    /// The stage's limit: its own, else `default_limit`; at least 1.
+    pub(crate) fn limit_or(&self, default_limit: usize) -> usize {
+        self.limit.unwrap_or(default_limit).max(1)
+    }
+}
+
 /// Live state of one stage's pool. Guarded by the scheduler's dispatch lock.
 #[derive(Debug)]
 pub(crate) struct StagePool {
@@ -42,7 +49,7 @@ pub(crate) struct StagePool {
 impl StagePool {
     pub fn new(config: &StagePoolConfig, default_limit: usize) -> Self {
         Self {
-            limit: config.limit.unwrap_or(default_limit).max(1),
+            limit: config.limit_or(default_limit),
             memory_bytes: config.memory_bytes,
             running: 0,
             dedicated_running: false,
@@ -53,7 +60,7 @@ impl StagePool {
     /// Applies a new configuration; running tasks are not touched (a lower
     /// limit takes effect as they finish).
     pub fn reconfigure(&mut self, config: &StagePoolConfig, default_limit: usize) {
-        self.limit = config.limit.unwrap_or(default_limit).max(1);
+        self.limit = config.limit_or(default_limit);
         self.memory_bytes = config.memory_bytes;
     }
 

@@ -291,20 +291,21 @@ impl Scheduler {
         self.inner.dispatch();
     }
 
-    /// The limit of tasks in flight for `stage` (its pool's, else the
-    /// default stage limit), and the global in-flight limit.
-    pub fn limits_for(&self, stage: &str) -> (usize, usize) {
+    /// The limit of tasks in flight for `stage`: its pool's, else the
+    /// default stage limit.
+    pub fn stage_limit(&self, stage: &str) -> usize {
         let st = self.inner.lock();
-        let stage_limit = match st.stages.get(stage) {
+        match st.stages.get(stage) {
             Some(pool) => pool.limit,
-            None => st
-                .stage_configs
-                .get(stage)
-                .and_then(|c| c.limit)
-                .unwrap_or(self.inner.limits.default_stage_limit)
-                .max(1),
-        };
-        (stage_limit, self.inner.limits.max_workers)
+            None => {
+                st.stage_configs.get(stage).cloned().unwrap_or_default().limit_or(self.inner.limits.default_stage_limit)
+            }
+        }
+    }
+
+    /// The global limit of tasks in flight (`max_workers`).
+    pub fn in_flight_limit(&self) -> usize {
+        self.inner.limits.max_workers
     }
 
     /// Whether new tasks are accepted (false once shutdown began).

@@ -82,23 +82,9 @@ pub async fn queue(State(app): State<App>) -> Json<Value> {
     // parked by what they wait on.
     let mut status = serde_json::to_value(app.orchestrator.scheduler().status()).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut status {
-        map.insert("capacity".into(), capacity_json(&app.runtime.capacity()));
+        map.insert("capacity".into(), serde_json::to_value(app.runtime.capacity()).unwrap_or(Value::Null));
     }
     Json(status)
-}
-
-fn capacity_json(c: &stagecraft_runtime::CapacityStatus) -> Value {
-    let parked: serde_json::Map<String, Value> = c.parked.iter().map(|(k, n)| (k.as_str().into(), json!(n))).collect();
-    json!({
-        "cpu_slots": c.cpu_slots,
-        "cpu_busy": c.cpu_busy,
-        "cpu_queued": c.cpu_queued,
-        "parked": parked,
-        "parked_total": c.parked_total,
-        "parks_total": c.parks,
-        "preemptions_total": c.preemptions,
-        "policy": c.policy,
-    })
 }
 
 pub async fn healthz() -> Json<Value> {
