@@ -230,7 +230,8 @@ fn cases() -> Vec<Case> {
         names: "deeper than 64 levels",
     });
     // Params of a synchronous invocation, in the query string and in a form.
-    for n in [65, 127, 5000] {
+    // 4000 levels: the longest a URI may be (64 KiB) allows no more.
+    for n in [65, 127, 4000] {
         let params = "%7B%22a%22%3A".repeat(n) + "1" + &"%7D".repeat(n);
         out.push(Case {
             class: "deep invoke params",
@@ -332,7 +333,7 @@ async fn hostile_requests_are_4xx_naming_the_limit_and_the_server_lives() {
     }
 
     // After all of them, a real pipeline still runs to the end.
-    let pipeline = "name: ok\nsteps:\n  - {name: a, type: noop, params: {tag: after-hostile}}\n";
+    let pipeline = "name: ok\nsteps:\n  - {name: a, type: noop}\n";
     let (status, body) =
         call(&client, Method::POST, &format!("{}/v1/pipelines/run", server.base), "application/yaml", pipeline.into())
             .await;
