@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::shorten;
+
 /// A 1-based line and column in the pipeline source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Position {
@@ -49,13 +51,19 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// Caller text (a step name, a message quoting the source) is cut to a
+    /// readable length, so a hostile file cannot make its errors huge.
     pub(crate) fn new(file: &str, pos: Position, step: Option<&str>, message: impl Into<String>) -> Self {
+        let message = message.into();
         Self {
-            file: file.to_owned(),
+            file: shorten(file, 200).into_owned(),
             line: pos.line,
             column: pos.column,
-            step: step.map(str::to_owned),
-            message: message.into(),
+            step: step.map(|s| shorten(s, 128).into_owned()),
+            message: match shorten(&message, 1000) {
+                std::borrow::Cow::Borrowed(_) => message,
+                cut => cut.into_owned(),
+            },
         }
     }
 
@@ -76,6 +84,10 @@ impl fmt::Display for Diagnostic {
 }
 
 impl std::error::Error for Diagnostic {}
+
+/// Most diagnostics reported for one file: enough to fix a real file in one
+/// pass, few enough that a hostile one gets a short answer.
+pub const MAX_DIAGNOSTICS: usize = 100;
 
 /// All the problems found in one pipeline file, in source order.
 ///
@@ -105,9 +117,24 @@ impl Diagnostics {
         self.0
     }
 
+    /// In source order, without duplicates, and at most [`MAX_DIAGNOSTICS`]
+    /// (then one more that says how many were left out).
     pub(crate) fn sorted(mut v: Vec<Diagnostic>) -> Self {
         v.sort_by_key(|d| (d.line, d.column));
         v.dedup();
+        if v.len() > MAX_DIAGNOSTICS {
+            let left_out = v.len() - MAX_DIAGNOSTICS;
+            v.truncate(MAX_DIAGNOSTICS);
+            let last = &v[MAX_DIAGNOSTICS - 1];
+            let more = Diagnostic {
+                file: last.file.clone(),
+                line: last.line,
+                column: last.column,
+                step: None,
+                message: format!("{left_out} more problem(s) not shown (at most {MAX_DIAGNOSTICS} are reported)"),
+            };
+            v.push(more);
+        }
         Self(v)
     }
 }
@@ -148,10 +175,16 @@ pub(crate) fn closest<'a, I>(word: &str, candidates: I) -> Option<String>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    // Edit distance is quadratic: a typo suggestion for a long word (only
+    // a hostile caller writes one) is not worth its cost.
+    const MAX_WORD: usize = 64;
+    if word.len() > MAX_WORD {
+        return None;
+    }
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .filter(|c| *c != word)
+        .filter(|c| *c != word && c.len() <= MAX_WORD)
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)

@@ -2,7 +2,8 @@
 //!
 //! Pure pipeline logic for stagecraft, independent of how a step is executed:
 //!
-//! 1. [`spec`]: YAML (or JSON) → [`PipelineSpec`], every node with its line and column;
+//! 1. [`spec`]: YAML (or JSON) → [`PipelineSpec`], every node with its line and column,
+//!    after [`limits`] checked the source's size and nesting without recursing;
 //! 2. [`validate`](mod@validate): spec → [`Pipeline`] (a validated DAG), all problems
 //!    reported at once as [`Diagnostics`] (`file:line:column: step 'x': message`);
 //! 3. [`template`]: `{{input}}`, `{{steps.<name>.metadata.<path>}}`, ... rendered
@@ -36,6 +37,7 @@ pub mod dag;
 pub mod diag;
 pub mod engine;
 pub mod event;
+pub mod limits;
 pub mod report;
 pub mod spec;
 pub mod template;
@@ -45,10 +47,11 @@ pub use dag::{Pipeline, PlannedGroup, PlannedStep, Settings};
 pub use diag::{Diagnostic, Diagnostics, Position};
 pub use engine::{BoxFuture, Engine, ReadyStep, RunInput, RunOptions, RunOutcome, StepFailure, StepOutput, StepRunner};
 pub use event::{channel_observer, Event, Observer};
+pub use limits::Limits;
 pub use report::{Execution, RunReport, RunStatus, StepReport, StepStatus};
 pub use spec::PipelineSpec;
 pub use tokio_util::sync::CancellationToken;
-pub use validate::{load, validate, StageCatalog};
+pub use validate::{load, load_with_limits, validate, StageCatalog};
 
 impl Pipeline {
     /// Parses and validates pipeline source; see [`load`].

@@ -24,6 +24,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde_json::{Map, Number, Value};
 
 use crate::diag::{closest, did_you_mean, Diagnostic, Diagnostics, Position};
+use crate::limits::{self, child_pointer, shorten, Limits};
 
 /// The stage name that marks a group of steps rather than a step.
 pub const GROUP_TYPE: &str = "parallel_group";
@@ -164,7 +165,12 @@ impl PipelineSpec {
     /// Parses `source` strictly: any problem (bad YAML, unknown key, wrong
     /// type) is an error. `file` names the origin in diagnostics.
     pub fn parse(source: &str, file: &str) -> Result<PipelineSpec, Diagnostics> {
-        let (spec, diags) = parse_lenient(source, file);
+        Self::parse_with_limits(source, file, &Limits::default())
+    }
+
+    /// [`PipelineSpec::parse`] under explicit size and depth [`Limits`].
+    pub fn parse_with_limits(source: &str, file: &str, limits: &Limits) -> Result<PipelineSpec, Diagnostics> {
+        let (spec, diags) = parse_lenient(source, file, limits);
         match spec {
             Some(spec) if diags.is_empty() => Ok(spec),
             _ => Err(Diagnostics::sorted(diags)),
@@ -173,9 +179,13 @@ impl PipelineSpec {
 }
 
 /// Parses what can be parsed and reports every structural problem. Returns no
-/// spec only when the text is not YAML or its root is not a mapping.
-pub(crate) fn parse_lenient(source: &str, file: &str) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
-    let mut p = Parser { file, diags: Vec::new() };
+/// spec only when the text is not YAML, its root is not a mapping, or it
+/// passes a size or depth limit (checked first, before any tree is built).
+pub(crate) fn parse_lenient(source: &str, file: &str, limits: &Limits) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
+    if let Err(d) = limits::prescan(source, file, limits) {
+        return (None, vec![d]);
+    }
+    let mut p = Parser { file, diags: Vec::new(), max_steps: limits.max_steps, nodes: 0 };
     let docs = match MarkedYaml::load_from_str(source) {
         Ok(docs) => docs,
         Err(e) => {
@@ -233,7 +243,7 @@ fn describe(node: &MarkedYaml<'_>) -> String {
         YamlData::Value(Scalar::Boolean(b)) => format!("the boolean {b}"),
         YamlData::Value(Scalar::Integer(i)) => format!("the number {i}"),
         YamlData::Value(Scalar::FloatingPoint(f)) => format!("the number {}", f.into_inner()),
-        YamlData::Value(Scalar::String(s)) => format!("the string \"{s}\""),
+        YamlData::Value(Scalar::String(s)) => format!("the string \"{}\"", shorten(s, 60)),
         YamlData::Sequence(_) => "a list".into(),
         YamlData::Mapping(_) => "a mapping".into(),
         _ => "an unsupported value".into(),
@@ -245,6 +255,10 @@ const SETTINGS_KEYS: &[&str] = &["parallel", "max_workers", "timeout", "rate_lim
 const STEP_KEYS: &[&str] = &["name", "type", "description", "params", "input_from", "retries", "timeout", "priority"];
 const GROUP_KEYS: &[&str] = &["name", "type", "description", "max_workers", "fail_fast", "timeout", "steps"];
 
+/// Longest step or group name: names appear in reports, events, file names
+/// and templates, so they stay short.
+const MAX_NAME_BYTES: usize = 128;
+
 /// A mapping entry with a string key.
 struct Entry<'a, 'i> {
     key: &'a str,
@@ -255,6 +269,9 @@ struct Entry<'a, 'i> {
 struct Parser<'f> {
     file: &'f str,
     diags: Vec<Diagnostic>,
+    /// [`Limits::max_steps`], and the steps and groups seen so far.
+    max_steps: usize,
+    nodes: usize,
 }
 
 impl Parser<'_> {
@@ -283,6 +300,7 @@ impl Parser<'_> {
             };
             if !allowed.contains(&key) {
                 let hint = did_you_mean(closest(key, allowed.iter().copied()));
+                let key = shorten(key, 60);
                 self.error(
                     pos(k),
                     step,
@@ -417,7 +435,17 @@ impl Parser<'_> {
         if items.is_empty() {
             self.error(pos(node), None, format!("'steps' of {owner} is empty"));
         }
-        items.iter().filter_map(|item| self.node(item)).collect()
+        let mut out = Vec::with_capacity(items.len().min(self.max_steps));
+        for item in items {
+            self.nodes += 1;
+            if self.nodes > self.max_steps {
+                let msg = format!("the pipeline has more than {} steps and groups (the limit)", self.max_steps);
+                self.error(pos(item), None, msg);
+                break;
+            }
+            out.extend(self.node(item));
+        }
+        out
     }
 
     fn node(&mut self, node: &MarkedYaml<'_>) -> Option<NodeSpec> {
@@ -524,6 +552,11 @@ impl Parser<'_> {
     }
 
     fn check_name(&mut self, name: &str, at: Position) {
+        if name.len() > MAX_NAME_BYTES {
+            let msg = format!("names may be at most {MAX_NAME_BYTES} characters long (the limit)");
+            self.error(at, Some(&shorten(name, 60)), msg);
+            return;
+        }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             self.error(
                 at,
@@ -568,19 +601,24 @@ impl Parser<'_> {
             return None;
         }
         let mut positions = BTreeMap::new();
-        let value = self.json(node, String::new(), &mut positions, step);
+        let value = self.json(node, Some(String::new()), &mut positions, step);
         Some(ParamsSpec { value, pos: pos(node), positions })
     }
 
-    /// Converts a YAML node to JSON, recording positions by JSON pointer.
+    /// Converts a YAML node to JSON, recording positions by JSON pointer
+    /// (None past [`limits::MAX_POINTER_BYTES`]: the node is then found at
+    /// its nearest recorded ancestor). Recursion depth is bounded by
+    /// [`Limits::max_depth`], checked before the tree was built.
     fn json(
         &mut self,
         node: &MarkedYaml<'_>,
-        pointer: String,
+        pointer: Option<String>,
         positions: &mut BTreeMap<String, Position>,
         step: Option<&str>,
     ) -> Value {
-        positions.insert(pointer.clone(), pos(node));
+        if let Some(p) = &pointer {
+            positions.insert(p.clone(), pos(node));
+        }
         match data(node) {
             YamlData::Value(Scalar::Null) => Value::Null,
             YamlData::Value(Scalar::Boolean(b)) => Value::Bool(*b),
@@ -597,7 +635,9 @@ impl Parser<'_> {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| self.json(item, format!("{pointer}/{i}"), positions, step))
+                    .map(|(i, item)| {
+                        self.json(item, child_pointer(pointer.as_deref(), &i.to_string()), positions, step)
+                    })
                     .collect(),
             ),
             YamlData::Mapping(map) => {
@@ -612,7 +652,7 @@ impl Parser<'_> {
                             continue;
                         }
                     };
-                    let child = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+                    let child = child_pointer(pointer.as_deref(), &key);
                     let value = self.json(v, child, positions, step);
                     out.insert(key, value);
                 }

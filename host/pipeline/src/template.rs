@@ -16,6 +16,8 @@
 
 use serde_json::Value;
 
+use crate::limits::{child_pointer, shorten};
+
 /// What a `{{ ... }}` refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateRef {
@@ -81,6 +83,7 @@ impl Template {
             }
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
+                let s = shorten(s, 80);
                 return Err(format!("unterminated template in \"{s}\": '{{{{' without a closing '}}}}'"));
             };
             let expr = after[..close].trim();
@@ -121,10 +124,20 @@ impl Template {
     }
 }
 
+/// Longest `{{ ... }}` expression: a step name (at most 128 characters) and
+/// a metadata path fit; error messages quote the expression.
+const MAX_EXPR_BYTES: usize = 512;
+
 const EXPECTED: &str =
     "expected input, pipeline.name, run, run.id, run.steps, steps.<name>.metadata[.<path>] or steps.<name>.artifacts";
 
 fn parse_ref(expr: &str) -> Result<TemplateRef, String> {
+    if expr.len() > MAX_EXPR_BYTES {
+        return Err(format!(
+            "template '{{{{{}}}}}' is longer than {MAX_EXPR_BYTES} characters (the limit)",
+            shorten(expr, 40)
+        ));
+    }
     match expr {
         "input" => return Ok(TemplateRef::Input),
         "pipeline.name" => return Ok(TemplateRef::PipelineName),
@@ -237,42 +250,52 @@ fn resolve(r: &TemplateRef, expr: &str, ctx: &dyn RenderContext) -> Result<Value
     }
 }
 
-/// Every template string inside `value`, with its JSON pointer.
+/// Every template string inside `value`, with its JSON pointer (the nearest
+/// ancestor's past [`crate::limits::MAX_POINTER_BYTES`]). Iterative: the
+/// value may be as deep as the caller made it.
 pub(crate) fn templated_strings(value: &Value) -> Vec<(String, &str)> {
-    fn walk<'a>(v: &'a Value, ptr: String, out: &mut Vec<(String, &'a str)>) {
+    let mut out = Vec::new();
+    let mut stack: Vec<(&Value, std::rc::Rc<str>)> = vec![(value, "".into())];
+    while let Some((v, ptr)) = stack.pop() {
+        let child = |seg: &str| child_pointer(Some(&ptr), seg).map_or_else(|| ptr.clone(), Into::into);
         match v {
-            Value::String(s) if is_templated(s) => out.push((ptr, s)),
-            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, format!("{ptr}/{i}"), out)),
+            Value::String(s) if is_templated(s) => out.push((ptr.to_string(), s.as_str())),
+            Value::Array(a) => stack.extend(a.iter().enumerate().rev().map(|(i, x)| (x, child(&i.to_string())))),
             Value::Object(m) => {
-                m.iter().for_each(|(k, x)| walk(x, format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+                let children: Vec<_> = m.iter().map(|(k, x)| (x, child(k))).collect();
+                stack.extend(children.into_iter().rev());
             }
             _ => {}
         }
     }
-    let mut out = Vec::new();
-    walk(value, String::new(), &mut out);
     out
 }
 
 /// Renders every template string inside `value`; errors name the JSON pointer.
+/// Recursion is bounded by the depth of params as written, which parsing
+/// limits ([`crate::Limits::max_depth`]); rendered values are cloned, not walked.
 pub fn render_value(value: &Value, ctx: &dyn RenderContext) -> Result<Value, String> {
-    fn walk(v: &Value, ptr: &str, ctx: &dyn RenderContext) -> Result<Value, String> {
+    fn walk(v: &Value, ptr: Option<&str>, ctx: &dyn RenderContext) -> Result<Value, String> {
         Ok(match v {
             Value::String(s) if is_templated(s) => Template::parse(s).and_then(|t| t.render(ctx)).map_err(|e| {
-                format!("params{}: {e}", if ptr.is_empty() { String::new() } else { format!(" at '{ptr}'") })
+                let at = ptr.filter(|p| !p.is_empty()).map(|p| format!(" at '{p}'")).unwrap_or_default();
+                format!("params{at}: {e}")
             })?,
             Value::Array(a) => Value::Array(
-                a.iter().enumerate().map(|(i, x)| walk(x, &format!("{ptr}/{i}"), ctx)).collect::<Result<_, _>>()?,
+                a.iter()
+                    .enumerate()
+                    .map(|(i, x)| walk(x, child_pointer(ptr, &i.to_string()).as_deref().or(ptr), ctx))
+                    .collect::<Result<_, _>>()?,
             ),
             Value::Object(m) => Value::Object(
                 m.iter()
-                    .map(|(k, x)| Ok((k.clone(), walk(x, &format!("{ptr}/{k}"), ctx)?)))
+                    .map(|(k, x)| Ok((k.clone(), walk(x, child_pointer(ptr, k).as_deref().or(ptr), ctx)?)))
                     .collect::<Result<_, String>>()?,
             ),
             other => other.clone(),
         })
     }
-    walk(value, "", ctx)
+    walk(value, Some(""), ctx)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::dag::{self, Pipeline, PlannedGroup, PlannedStep, Settings};
 use crate::diag::{closest, did_you_mean, Diagnostic, Diagnostics, Position};
+use crate::limits::Limits;
 use crate::spec::{self, NodeSpec, ParamsSpec, PipelineSpec, StepSpec};
 use crate::template::{templated_strings, Template};
 
@@ -73,8 +74,23 @@ impl<T: StageCatalog + ?Sized> StageCatalog for Arc<T> {
 /// Parses and validates pipeline source text (YAML or JSON) in one go,
 /// reporting every problem found by either phase. `file` names the origin in
 /// diagnostics.
+///
+/// The source is held to [`Limits::default`] (size, nesting depth, node and
+/// step counts); [`load_with_limits`] takes others.
 pub fn load(source: &str, file: &str, catalog: &dyn StageCatalog) -> Result<Pipeline, Diagnostics> {
-    let (spec, mut diags) = spec::parse_lenient(source, file);
+    load_with_limits(source, file, catalog, &Limits::default())
+}
+
+/// [`load`] under explicit [`Limits`]: a source past one gets a single
+/// diagnostic that names the limit (and where it was passed), before any
+/// tree is built.
+pub fn load_with_limits(
+    source: &str,
+    file: &str,
+    catalog: &dyn StageCatalog,
+    limits: &Limits,
+) -> Result<Pipeline, Diagnostics> {
+    let (spec, mut diags) = spec::parse_lenient(source, file, limits);
     let Some(spec) = spec else {
         return Err(Diagnostics::sorted(diags));
     };
@@ -253,7 +269,8 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
                     } else {
                         format!("; known stages: {}", stage_names.join(", "))
                     };
-                    b.error(stage.pos, step, format!("unknown stage '{}'{hint}{known}", stage.value));
+                    let name = crate::limits::shorten(&stage.value, 60);
+                    b.error(stage.pos, step, format!("unknown stage '{name}'{hint}{known}"));
                 }
             }
         }

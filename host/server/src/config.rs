@@ -13,7 +13,9 @@ pub struct ServerConfig {
     pub home: PathBuf,
     /// Bearer token for the admin routes; None turns them off (404).
     pub admin_token: Option<String>,
-    /// Largest request body accepted (413 past it).
+    /// Largest request body accepted (413 past it, naming the limit). 64
+    /// MiB: an invocation's or a pipeline run's input files travel in the
+    /// body (base64 in JSON); nothing else needs more than a few KiB.
     pub max_body_bytes: usize,
     /// Largest component upload accepted on `PUT /v1/stages/{name}`.
     pub max_component_bytes: usize,
@@ -35,6 +37,12 @@ pub struct ServerConfig {
     /// Memory for answers of synchronous invocations, so the same version
     /// on the same input is answered without running (0: off).
     pub invoke_cache_bytes: usize,
+    /// Size, nesting, node and step limits for a pipeline sent to
+    /// `POST /v1/pipelines/run` (400 `invalid_pipeline` past one, naming
+    /// it). Defaults: [`stagecraft_pipeline::Limits::default`] (1 MiB, 64
+    /// levels, 200,000 values, 1000 steps), which every pipeline load also
+    /// applies, so these can only be lowered here.
+    pub pipeline_limits: stagecraft_pipeline::Limits,
 }
 
 impl ServerConfig {
@@ -53,6 +61,7 @@ impl ServerConfig {
             watch_interval: std::time::Duration::from_secs(1),
             recent_artifact_bytes: 64 << 20,
             invoke_cache_bytes: 64 << 20,
+            pipeline_limits: stagecraft_pipeline::Limits::default(),
         }
     }
 }

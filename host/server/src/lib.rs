@@ -66,9 +66,16 @@ pub type App = Arc<AppState>;
 pub fn router(app: App) -> Router {
     use routes::{admin, jobs, stages};
     let component_limit = DefaultBodyLimit::max(app.config.max_component_bytes);
+    // Each body limit also travels as an extension, so a 413 names it.
+    let component_limit_named = axum::Extension(routes::BodyLimit(app.config.max_component_bytes));
     Router::new()
         .route("/v1/stages", get(stages::list))
-        .route("/v1/stages/{name}", axum::routing::put(admin::put_stage).layer(component_limit))
+        .route(
+            "/v1/stages/{name}",
+            axum::routing::put(admin::put_stage)
+                .layer::<_, std::convert::Infallible>(component_limit)
+                .layer::<_, std::convert::Infallible>(component_limit_named),
+        )
         .route("/v1/stages/{name}/invoke", post(stages::invoke))
         .route("/v1/stages/{name}/rollback", post(admin::rollback))
         .route("/v1/artifacts/{digest}", get(stages::artifact))
@@ -85,6 +92,7 @@ pub fn router(app: App) -> Router {
             error::ApiError::not_found("not_found", format!("no route for {}", uri.path()))
         })
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(axum::Extension(routes::BodyLimit(app.config.max_body_bytes)))
         .route_layer(axum::middleware::from_fn_with_state(app.metrics.clone(), metrics::track))
         .with_state(app)
 }

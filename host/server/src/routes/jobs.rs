@@ -108,12 +108,9 @@ pub async fn run(
 ) -> ApiResult<Response> {
     let run = read_run_request(&query, request).await?;
     let file = query.get("file").cloned().unwrap_or_else(|| "pipeline.yaml".to_owned());
+    super::check_pipeline_source(&app, &run.pipeline, &file)?;
     if let Err(diagnostics) = app.orchestrator.load_pipeline(&run.pipeline, &file) {
-        return Err(ApiError::bad_request(
-            "invalid_pipeline",
-            format!("the pipeline is not valid ({} problem(s)); nothing ran", diagnostics.len()),
-        )
-        .with_details(json!({ "diagnostics": diagnostics, "text": diagnostics.to_string() })));
+        return Err(super::invalid_pipeline(&diagnostics));
     }
     let id = new_job_id();
     let inputs = store_inputs(&app.jobs, &run.files)?;
