@@ -81,37 +81,22 @@ async fn serve_connection(
 ) {
     let mut buf = Vec::new();
     loop {
-        // Headers, then as much body as Content-Length says.
-        let head_end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..head_end + length);
+        let Some(request_len) = read_request(&mut stream, &mut buf).await else { return };
+        buf.drain(..request_len);
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let mut probe = [0u8; 1];
-        let hung_up = tokio::select! {
-            _ = tokio::time::sleep(delay) => false,
-            r = stream.read(&mut probe) => matches!(r, Ok(0) | Err(_)),
+        // Wait out the delay, watching for the caller to hang up; anything
+        // it sends meanwhile is kept for the next request.
+        let answer_at = tokio::time::Instant::now() + delay;
+        let hung_up = loop {
+            let mut chunk = [0u8; 4096];
+            tokio::select! {
+                _ = tokio::time::sleep_until(answer_at) => break false,
+                r = stream.read(&mut chunk) => match r {
+                    Ok(0) | Err(_) => break true,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                },
+            }
         };
         in_flight.fetch_sub(1, Ordering::SeqCst);
         if hung_up {
@@ -123,6 +108,50 @@ async fn serve_connection(
         }
         answered.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Reads until `buf` holds one whole request (headers and a body framed by
+/// `content-length` or chunked, as wasi:http sends a streamed body) and
+/// returns its length; None when the connection ends first.
+async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(len) = whole_request_len(buf) {
+            return Some(len);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The length of the first request in `buf` if it is all there.
+fn whole_request_len(buf: &[u8]) -> Option<usize> {
+    let find = |from: usize, pat: &[u8]| buf[from..].windows(pat.len()).position(|w| w == pat).map(|at| from + at);
+    let head_end = find(0, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+        // Chunks: a hex size line, that many bytes and CRLF; size 0 ends it
+        // (no trailers from our clients).
+        let mut at = head_end;
+        loop {
+            let line_end = find(at, b"\r\n")?;
+            let size_text = std::str::from_utf8(&buf[at..line_end]).ok()?.split(';').next()?.trim();
+            let size = usize::from_str_radix(size_text, 16).expect("chunk size in hex");
+            at = line_end + 2;
+            if size == 0 {
+                return (buf.len() >= at + 2).then_some(at + 2);
+            }
+            if buf.len() < at + size + 2 {
+                return None;
+            }
+            at += size + 2;
+        }
+    }
+    let length: usize = header("content-length:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    (buf.len() >= head_end + length).then_some(head_end + length)
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -427,7 +456,7 @@ async fn bench_hosted_fan_out() {
                 let (outcome, _) = run_fan_out(rt, SchedulerConfig::default(), &yaml).await;
                 times.push(started.elapsed().as_secs_f64());
                 assert_eq!(outcome.report.status, RunStatus::Succeeded);
-                assert_eq!(api.answered.load(Ordering::SeqCst), n);
+                assert_eq!(api.answered.load(Ordering::SeqCst), n, "{policy:?}, N = {n}: one answer per step");
             }
             cells.push((median(times), runs));
         }
