@@ -29,6 +29,25 @@ pub fn plugins_dir() -> &'static Path {
     })
 }
 
+/// The `stagecraft` binary: `$STAGECRAFT_BIN`, or built once per test
+/// process (incremental, so quick when up to date) into target/debug.
+pub fn stagecraft_bin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STAGECRAFT_BIN") {
+            return bin.into();
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "stagecraft", "--bin", "stagecraft"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build -p stagecraft");
+        assert!(status.success(), "cargo build -p stagecraft failed");
+        repo_root().join("target/debug/stagecraft")
+    })
+}
+
 /// The misbehaving plugins (spin, hog, escape).
 pub fn test_plugins_dir() -> PathBuf {
     plugins_dir();

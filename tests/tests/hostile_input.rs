@@ -16,7 +16,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use stagecraft_tests::{plugins_dir, repo_root};
+use stagecraft_tests::{plugins_dir, stagecraft_bin};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,21 +26,6 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The server's body limit in these tests (`--max-body-mb`).
 const MAX_BODY_MIB: usize = 8;
-
-/// Builds the `stagecraft` binary (incremental) once, or takes `$STAGECRAFT_BIN`.
-fn stagecraft_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("STAGECRAFT_BIN") {
-        return bin.into();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "stagecraft", "--bin", "stagecraft"])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build -p stagecraft");
-    assert!(status.success(), "cargo build -p stagecraft failed");
-    repo_root().join("target/debug/stagecraft")
-}
 
 /// A folder with just the noop stage, so the server starts quickly.
 fn noop_plugins(home: &Path) -> PathBuf {

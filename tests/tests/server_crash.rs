@@ -24,31 +24,15 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use stagecraft_tests::{repo_root, test_plugins_dir};
+use stagecraft_tests::{stagecraft_bin, test_plugins_dir};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Builds the `stagecraft` binary (incremental) once, or takes
-/// `$STAGECRAFT_BIN`.
-fn stagecraft_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("STAGECRAFT_BIN") {
-        return bin.into();
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "stagecraft", "--bin", "stagecraft"])
-        .current_dir(repo_root())
-        .status()
-        .expect("running cargo build -p stagecraft");
-    assert!(status.success(), "cargo build -p stagecraft failed");
-    repo_root().join("target/debug/stagecraft")
-}
 
 /// A `stagecraft serve` process and where it listens.
 struct Serve {
