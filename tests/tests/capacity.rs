@@ -5,7 +5,7 @@
 //! asserts a timing: every test counts what is in flight.
 //!
 //! The `#[ignore]`d `bench_*` tests are the capacity benchmarks (one table
-//! each): `cargo test --release --workspace --test capacity -- --ignored --nocapture`.
+//! each): `cargo test --workspace --test capacity -- --ignored --nocapture`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -401,7 +401,7 @@ async fn past_the_in_flight_limit_and_the_queue_callers_get_429() {
 }
 
 // ---------------------------------------------------------------------------
-// Benchmarks (ignored; run with --release --ignored --nocapture).
+// Benchmarks (ignored; run with --ignored --nocapture).
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -432,7 +432,7 @@ fn load_average() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: cargo test --release --workspace --test capacity -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --workspace --test capacity -- --ignored --nocapture"]
 async fn bench_hosted_fan_out() {
     let cores = stagecraft_scheduler::available_cores();
     println!("\nhosted fan-out: N generate_http steps in one parallel group (max_workers N), each answered after 1 s");
@@ -467,7 +467,7 @@ async fn bench_hosted_fan_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: cargo test --release --workspace --test capacity -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --workspace --test capacity -- --ignored --nocapture"]
 async fn bench_mixed_hosted_and_cpu_bound() {
     // 16 burns of ~0.25 s CPU each, beside 64 hosted calls of 1 s.
     let burn_iterations = 250_000_000u64;
@@ -539,7 +539,7 @@ fn rss_bytes() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: cargo test --release --workspace --test capacity -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --workspace --test capacity -- --ignored --nocapture"]
 async fn bench_http_crowd() {
     use stagecraft_server::{Server, ServerConfig};
     let callers = 1000usize;
