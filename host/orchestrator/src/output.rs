@@ -1,6 +1,12 @@
 //! Writing a finished run to a folder: each step's artifacts under
 //! `<out>/<step>/<artifact name>` and the JSON report as
 //! `<out>/report.json`, with each artifact's path beside its digest.
+//!
+//! Artifact names arrive normalised by the runtime (plain, bounded, unique
+//! within a step: `stagecraft_runtime::output`); [`safe_file_name`] still
+//! guards step names and artifacts that came from elsewhere. An artifact
+//! that cannot be written is noted in the report (`"write_error"`) and the
+//! rest are written regardless: `report.json` is always written.
 
 use crate::runner::SharedArtifact;
 use anyhow::Context;
@@ -30,16 +36,32 @@ pub fn write_run(out: &Path, outcome: &RunOutcome<SharedArtifact>) -> anyhow::Re
         let Some(output) = outcome.outputs.get(&name) else { continue };
         let dir = out.join(safe_file_name(&name));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut paths: Vec<PathBuf> = Vec::with_capacity(output.artifacts.len());
+        let mut written: Vec<Result<PathBuf, String>> = Vec::with_capacity(output.artifacts.len());
+        let mut used = std::collections::HashSet::new();
         for artifact in &output.artifacts {
-            let path = dir.join(safe_file_name(&artifact.name));
-            std::fs::write(&path, &artifact.data).with_context(|| format!("writing {}", path.display()))?;
-            paths.push(path);
+            let mut name = safe_file_name(&artifact.name);
+            // Unique already when it came from the runtime; kept so for any other source.
+            while !used.insert(name.to_ascii_lowercase()) {
+                name = format!("_{name}");
+            }
+            let path = dir.join(name);
+            written.push(match std::fs::write(&path, &artifact.data) {
+                Ok(()) => Ok(path),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot write an artifact: {e}");
+                    Err(format!("cannot write {}: {e}", path.display()))
+                }
+            });
         }
         if let Some(listed) = step["execution"]["artifacts"].as_array_mut() {
-            for (entry, path) in listed.iter_mut().zip(&paths) {
-                let relative = path.strip_prefix(out).unwrap_or(path);
-                entry["path"] = Value::String(relative.display().to_string());
+            for (entry, result) in listed.iter_mut().zip(&written) {
+                match result {
+                    Ok(path) => {
+                        let relative = path.strip_prefix(out).unwrap_or(path);
+                        entry["path"] = Value::String(relative.display().to_string());
+                    }
+                    Err(e) => entry["write_error"] = Value::String(e.clone()),
+                }
             }
         }
         step["metadata"] = output.metadata.clone();

@@ -21,6 +21,70 @@ impl Default for Limits {
     }
 }
 
+/// Per-invocation quotas on what a stage may make the host hold: disk in
+/// its scratch directory, output, messages, logs and progress. Each breach
+/// ends the call with [`InvokeError::Quota`](crate::InvokeError::Quota)
+/// naming the limit (the stage's fault, never retried), except logs and
+/// progress, whose excess is dropped (and counted) instead.
+///
+/// The defaults are sized from [`Limits::default`]: a stage holds at most
+/// 512 MiB of memory, so an honest stage cannot build an output, or a set
+/// of temporary files, much larger than half of that; anything past it is a
+/// bug or an attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Bytes a stage may write into `/scratch` in one call (every write and
+    /// every size increase counts; deleting does not give them back, so a
+    /// write-delete loop cannot churn the disk forever). 256 MiB: half the
+    /// default memory limit, room for any temporary copy of an input.
+    pub scratch_bytes: u64,
+    /// Files, directories and links a stage may create in `/scratch` in one
+    /// call. 1000: temporary files come in handfuls, 200,000 inodes do not.
+    pub scratch_files: u64,
+    /// Total bytes of one call's output artifacts (and the most the guest
+    /// may pass to the host in any one call). 256 MiB: as for `scratch_bytes`.
+    pub output_bytes: u64,
+    /// Artifacts in one output. 256: a page of thumbnails, not a file system.
+    pub artifacts: u64,
+    /// Bytes of the output's metadata JSON. 1 MiB: metadata describes the
+    /// artifacts; data belongs in an artifact.
+    pub metadata_bytes: u64,
+    /// Bytes of a stage's error message kept (the rest is cut, with a
+    /// marker). 4 KiB: an error is read by a person, on one screen.
+    pub error_bytes: usize,
+    /// Bytes of one log line or progress message kept (cut with a marker).
+    /// 4 KiB, for the same reason.
+    pub log_line_bytes: usize,
+    /// Log lines one call may send to the host's log and to callers; the
+    /// rest are dropped and counted in one last line. 1000 lines of 4 KiB
+    /// are at most 4 MiB per call.
+    pub log_lines: u32,
+    /// Log lines per second (a token bucket of this size, refilled at this
+    /// rate) so that one stage cannot flood the log in a burst either. 100/s.
+    pub log_lines_per_second: u32,
+    /// Progress reports per second that reach callers and the job store;
+    /// the reports in between are coalesced (the latest wins, and the last
+    /// one always arrives). 4/s: what a progress bar can show.
+    pub progress_per_second: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            scratch_bytes: 256 << 20,
+            scratch_files: 1000,
+            output_bytes: 256 << 20,
+            artifacts: 256,
+            metadata_bytes: 1 << 20,
+            error_bytes: 4 << 10,
+            log_line_bytes: 4 << 10,
+            log_lines: 1000,
+            log_lines_per_second: 100,
+            progress_per_second: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Where compiled components are cached (`None`: no disk cache).
@@ -30,6 +94,8 @@ pub struct RuntimeConfig {
     /// Defaults for every invocation; callers may lower or raise per call
     /// (memory up to `max_memory_bytes`).
     pub limits: Limits,
+    /// What one invocation may make the host hold (disk, output, logs).
+    pub quotas: Quotas,
     /// Hard ceiling for any instance's memory (sizes the pooling allocator).
     pub max_memory_bytes: u64,
     /// Component instances that may exist at once (pooling allocator slots):
@@ -63,6 +129,7 @@ impl Default for RuntimeConfig {
             cache_dir: Some(base.join("cache")),
             scratch_dir: base.join("scratch"),
             limits: Limits::default(),
+            quotas: Quotas::default(),
             max_memory_bytes: 2 << 30,
             // The scheduler's default in-flight limit (1000, like Spin's
             // pool) plus room for `describe` at load and direct callers.

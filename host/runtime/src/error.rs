@@ -22,9 +22,17 @@ pub enum InvokeError {
     /// The instance tried to grow its memory past the limit.
     #[error("memory limit exceeded: the stage tried to grow its memory to {requested} bytes (limit {limit} bytes)")]
     MemoryLimit { requested: u64, limit: u64 },
-    /// The plugin trapped (a panic, an out-of-bounds access...).
+    /// The plugin trapped (an out-of-bounds access, `unreachable`...).
     #[error("the stage crashed: {0}")]
     Trap(String),
+    /// The plugin panicked; the message is the panic's own, read from the
+    /// stage's stderr.
+    #[error("the stage panicked: {0}")]
+    Panicked(String),
+    /// The stage went past one of its [`Quotas`](crate::config::Quotas):
+    /// its fault, never retried.
+    #[error("{0}")]
+    Quota(crate::quota::QuotaExceeded),
     /// Something went wrong in the host around the call.
     #[error("host error: {0:#}")]
     Host(anyhow::Error),
@@ -51,6 +59,8 @@ impl InvokeError {
             Self::Timeout(_) => "timeout",
             Self::MemoryLimit { .. } => "memory_limit",
             Self::Trap(_) => "trap",
+            Self::Panicked(_) => "panic",
+            Self::Quota(_) => "quota_exceeded",
             Self::Host(_) => "host_error",
         }
     }

@@ -29,31 +29,44 @@ use bindings::stagecraft::stage::{inference, log, progress, segmentation, types}
 
 impl types::Host for StoreState {}
 
+/// Logs one line as the host's tracing event (target `stage`) and passes it
+/// to the caller. Shared with the end-of-call summary line.
+pub(crate) fn emit_log(state: &StoreState, level: log::Level, message: String) {
+    let stage = state.events.stage();
+    match level {
+        log::Level::Trace => tracing::trace!(target: "stage", stage, "{message}"),
+        log::Level::Debug => tracing::debug!(target: "stage", stage, "{message}"),
+        log::Level::Info => tracing::info!(target: "stage", stage, "{message}"),
+        log::Level::Warn => tracing::warn!(target: "stage", stage, "{message}"),
+        log::Level::Error => tracing::error!(target: "stage", stage, "{message}"),
+    }
+    let level = match level {
+        log::Level::Trace => "trace",
+        log::Level::Debug => "debug",
+        log::Level::Info => "info",
+        log::Level::Warn => "warn",
+        log::Level::Error => "error",
+    };
+    state.events.emit(StageEvent::Log { level, message });
+}
+
 impl log::Host for StoreState {
+    /// Within the log quotas ([`crate::throttle`]): past them the line is
+    /// dropped and counted.
     fn log(&mut self, level: log::Level, message: String) {
-        let stage = self.events.stage();
-        match level {
-            log::Level::Trace => tracing::trace!(target: "stage", stage, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "stage", stage, "{message}"),
-            log::Level::Info => tracing::info!(target: "stage", stage, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "stage", stage, "{message}"),
-            log::Level::Error => tracing::error!(target: "stage", stage, "{message}"),
+        if let Some(message) = self.gate.log(&message) {
+            emit_log(self, level, message);
         }
-        let level = match level {
-            log::Level::Trace => "trace",
-            log::Level::Debug => "debug",
-            log::Level::Info => "info",
-            log::Level::Warn => "warn",
-            log::Level::Error => "error",
-        };
-        self.events.emit(StageEvent::Log { level, message });
     }
 }
 
 impl progress::Host for StoreState {
+    /// Coalesced ([`crate::throttle`]): a few reports per second go on.
     fn report(&mut self, fraction: f32, message: String) {
         let fraction = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
-        self.events.emit(StageEvent::Progress { fraction, message });
+        if let Some((fraction, message)) = self.gate.progress(fraction, &message) {
+            self.events.emit(StageEvent::Progress { fraction, message });
+        }
     }
 }
 

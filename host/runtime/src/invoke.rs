@@ -80,12 +80,18 @@ fn new_store(
     meter: Arc<InvocationMeter>,
 ) -> anyhow::Result<(Store<StoreState>, Instant)> {
     let events = EventSink { stage: Arc::from(stage), sink };
-    let mut state = StoreState::new(scratch, limits.memory_bytes, events)?;
+    let quotas = &rt.inner.config.quotas;
+    let mut state = StoreState::new(scratch, limits.memory_bytes, quotas, events)?;
     state.http_hooks = rt.inner.http.hooks_for(stage, meter.clone());
     state.models = rt.inner.config.models.clone();
     state.meter = meter.clone();
     let mut store = Store::new(rt.inner.engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
+    // What the guest may hand the host in one call (the output of `run`
+    // included): just above the output quota, so that [`crate::output`]
+    // names the quota for outputs up to there, and a larger one fails in
+    // the copy, before the host allocates it ([`classify`] names it too).
+    store.set_hostcall_fuel(hostcall_fuel(quotas));
     let deadline = Instant::now() + limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -151,53 +157,96 @@ async fn run_instance(
             Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
         };
         rt.saw_memory(&version.digest, store.data().limiter.peak_linear());
+        finish_events(store.data_mut());
+        let quotas = &rt.inner.config.quotas;
+        let cut = |m: String| crate::output::truncate_message(&m, quotas.error_bytes);
         match result {
-            Ok(Ok(out)) => Ok(StageOutput {
-                artifacts: out
+            Ok(Ok(out)) => {
+                let artifacts = out
                     .artifacts
                     .into_iter()
                     .map(|a| Artifact { name: a.name, media_type: a.media_type, data: a.data })
-                    .collect(),
-                metadata: parse_metadata(&out.metadata),
-                stage: version.info.name.clone(),
-                version: version.info.version.clone(),
-                digest: version.digest.clone(),
-            }),
-            Ok(Err(wit::StageError::InvalidInput(m))) => Err(InvokeError::InvalidInput(m)),
-            Ok(Err(wit::StageError::Unavailable(m))) => Err(InvokeError::Unavailable(m)),
-            Ok(Err(wit::StageError::Failed(m))) => Err(InvokeError::Failed(m)),
-            Err(e) => Err(classify(e, limits)),
+                    .collect();
+                let (artifacts, metadata) =
+                    crate::output::finish(artifacts, &out.metadata, quotas).map_err(InvokeError::Quota)?;
+                Ok(StageOutput {
+                    artifacts,
+                    metadata,
+                    stage: version.info.name.clone(),
+                    version: version.info.version.clone(),
+                    digest: version.digest.clone(),
+                })
+            }
+            Ok(Err(wit::StageError::InvalidInput(m))) => Err(InvokeError::InvalidInput(cut(m))),
+            Ok(Err(wit::StageError::Unavailable(m))) => Err(InvokeError::Unavailable(cut(m))),
+            Ok(Err(wit::StageError::Failed(m))) => Err(InvokeError::Failed(cut(m))),
+            Err(e) => Err(classify(e, limits, quotas, &store.data().stderr)),
         }
     }
     .instrument(span)
     .await
 }
 
-/// Tells apart a deadline, a memory hog, a crash and a host failure.
-fn classify(e: wasmtime::Error, limits: Limits) -> InvokeError {
+/// The guest-to-host copy budget for one call (see [`Store::set_hostcall_fuel`]).
+fn hostcall_fuel(quotas: &crate::config::Quotas) -> usize {
+    let fuel = quotas.output_bytes.saturating_add(quotas.metadata_bytes).saturating_add(1 << 20);
+    usize::try_from(fuel).unwrap_or(usize::MAX)
+}
+
+/// Delivers what the event gate held back when the call ends: the latest
+/// progress report, and one line saying how many log lines were dropped.
+fn finish_events(state: &mut StoreState) {
+    let end = state.gate.finish();
+    if let Some((fraction, message)) = end.progress {
+        state.events.emit(StageEvent::Progress { fraction, message });
+    }
+    if let Some(summary) = end.summary {
+        crate::host::emit_log(state, crate::host::bindings::stagecraft::stage::log::Level::Warn, summary);
+    }
+}
+
+/// Tells apart a deadline, a memory hog, a quota, a panic, a crash and a
+/// host failure. A crash is one line; its wasm backtrace and the stage's
+/// stderr go to the log.
+fn classify(
+    e: wasmtime::Error,
+    limits: Limits,
+    quotas: &crate::config::Quotas,
+    stderr: &crate::stderr::StderrTail,
+) -> InvokeError {
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
         return InvokeError::Timeout(limits.timeout);
     }
     if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::MemoryLimit { requested: m.requested, limit: m.limit };
     }
+    if let Some(q) = e.downcast_ref::<crate::quota::QuotaExceeded>() {
+        return InvokeError::Quota(q.clone());
+    }
     let text = format!("{e:#}");
+    if text.contains("fuel allocated for hostcalls has been exhausted") {
+        return InvokeError::Quota(crate::quota::QuotaExceeded::new(
+            crate::quota::QuotaKind::OutputBytes,
+            quotas.output_bytes,
+        ));
+    }
     if text.contains("maximum concurrent") || text.contains("pooling allocator") {
         // Every slot is in use: transient.
         return InvokeError::Unavailable(format!("no free instance slot: {text}"));
     }
-    if e.downcast_ref::<wasmtime::Trap>().is_some() {
-        return InvokeError::Trap(text.replace('\n', " "));
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        let stderr = stderr.text();
+        if !stderr.trim().is_empty() {
+            tracing::info!(target: "stage", "stderr before the crash: {}", stderr.trim_end());
+        }
+        tracing::debug!("the stage trapped: {e:?}");
+        if let Some(message) = crate::stderr::panic_message(&stderr) {
+            return InvokeError::Panicked(crate::output::truncate_message(&message, quotas.error_bytes));
+        }
+        // The trap itself in one line; the backtrace is in the debug log.
+        return InvokeError::Trap(trap.to_string());
     }
     InvokeError::Host(e.into())
-}
-
-/// Stages should return a JSON object; anything else is kept as a string.
-fn parse_metadata(text: &str) -> serde_json::Value {
-    if text.trim().is_empty() {
-        return serde_json::Value::Object(Default::default());
-    }
-    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
 /// Calls `describe` on a fresh instance (at load time, outside any async
@@ -210,7 +259,7 @@ pub(crate) fn describe(rt: &Runtime, pre: &PluginPre<StoreState>) -> anyhow::Res
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin.stagecraft_stage_stage().call_describe(&mut store).await
     })
-    .map_err(|e| anyhow::anyhow!("{}", classify(e, limits)))?;
+    .map_err(|e| anyhow::anyhow!("{}", classify(e, limits, &rt.inner.config.quotas, &store.data().stderr)))?;
     let params_schema = serde_json::from_str(&info.params_schema)
         .map_err(|e| anyhow::anyhow!("describe() returned a params schema that is not JSON: {e}"))?;
     Ok(StageInfo {

@@ -19,16 +19,21 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod invoke;
+pub mod output;
+pub mod quota;
 pub mod registry;
 pub mod sandbox;
+pub mod stderr;
+pub mod throttle;
 pub mod types;
 pub mod wasi_nn;
 
 pub use capacity::{CapacityStatus, ParkPolicy, WaitKind};
-pub use config::{Limits, RuntimeConfig};
+pub use config::{Limits, Quotas, RuntimeConfig};
 pub use error::InvokeError;
 pub use http::HttpGrant;
 pub use invoke::{InvokeOptions, StageEvent};
+pub use quota::{QuotaExceeded, QuotaKind};
 pub use registry::{LoadFailure, LoadReport, StageVersion};
 pub use types::{Artifact, StageInfo, StageInput, StageOutput};
 

@@ -118,6 +118,9 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StoreSt
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("adding WASI to the linker")?;
+    crate::quota::add_to_linker(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("adding the scratch quota to wasi:filesystem")?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("adding wasi:http to the linker")?;

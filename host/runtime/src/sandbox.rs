@@ -6,13 +6,19 @@
 //! every invocation, opened through cap-std (so `..` and absolute paths
 //! cannot leave it). No environment, no arguments, no sockets, no host
 //! filesystem. Inputs arrive as bytes in the call, not as files. Outgoing
-//! HTTP goes only where the host granted it ([`crate::http`]).
+//! HTTP goes only where the host granted it ([`crate::http`]). What a
+//! stage writes there counts against its scratch quota ([`crate::quota`]);
+//! its stderr is kept (the tail) to explain a crash ([`crate::stderr`]).
 
+use crate::config::Quotas;
 use crate::invoke::EventSink;
+use crate::quota::ScratchUsage;
+use crate::stderr::StderrTail;
+use crate::throttle::EventGate;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -34,11 +40,19 @@ pub struct StoreState {
     pub(crate) models: Option<std::sync::Arc<stagecraft_inference::Models>>,
     /// Tells the invocation's CPU-slot wrapper what the instance waits on.
     pub(crate) meter: std::sync::Arc<crate::capacity::InvocationMeter>,
+    /// What the stage wrote into `/scratch` so far, against its quota.
+    pub(crate) scratch_usage: Arc<ScratchUsage>,
+    /// The last bytes of the stage's stderr.
+    pub(crate) stderr: StderrTail,
+    /// The log and progress quotas.
+    pub(crate) gate: EventGate,
 }
 
 impl StoreState {
-    pub fn new(scratch: &Path, memory_limit: u64, events: EventSink) -> anyhow::Result<Self> {
+    pub fn new(scratch: &Path, memory_limit: u64, quotas: &Quotas, events: EventSink) -> anyhow::Result<Self> {
+        let stderr = StderrTail::default();
         let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
         wasi.preopened_dir(scratch, GUEST_SCRATCH, FsPerms::ReadWrite)
             .map_err(anyhow::Error::from)
             .context("opening the scratch directory")?
@@ -54,6 +68,9 @@ impl StoreState {
             http: WasiHttpCtx::new(),
             models: None,
             meter: Default::default(),
+            scratch_usage: Arc::new(ScratchUsage::new(quotas.scratch_bytes, quotas.scratch_files)),
+            stderr,
+            gate: EventGate::new(*quotas),
         })
     }
 }

@@ -63,7 +63,7 @@ impl ApiError {
             "invalid_input" => StatusCode::BAD_REQUEST,
             "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             "timeout" => StatusCode::GATEWAY_TIMEOUT,
-            "memory_limit" | "failed" | "trap" => StatusCode::UNPROCESSABLE_ENTITY,
+            "memory_limit" | "failed" | "trap" | "panic" | "quota_exceeded" => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, code, message)

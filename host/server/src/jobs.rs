@@ -14,27 +14,72 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Events of a job in progress, kept for replay.
+///
+/// Bounded: past [`EVENTS_MAX`] events or [`EVENTS_MAX_BYTES`] bytes, the
+/// stages' `progress` and `log` events are dropped (and counted, in one
+/// `events_dropped` event before `job_finished`); the engine's own events
+/// (steps, attempts, the job's start and end) are always kept. The runtime
+/// already coalesces progress to a few reports per second per step, so
+/// only a long, chatty job gets here.
 pub struct LiveJob {
     /// Serialized events in order, and whether the job has ended.
-    log: Mutex<(Vec<Arc<str>>, bool)>,
+    log: Mutex<EventLog>,
     /// Bumped on every change, to wake subscribers.
     changed: watch::Sender<u64>,
     pub cancel: CancellationToken,
 }
 
+/// Most events kept per job (live and in the store).
+pub const EVENTS_MAX: usize = 10_000;
+/// Most bytes of serialized events kept per job.
+pub const EVENTS_MAX_BYTES: usize = 4 << 20;
+
+#[derive(Default)]
+struct EventLog {
+    events: Vec<Arc<str>>,
+    bytes: usize,
+    ended: bool,
+    dropped_progress: u64,
+    dropped_log: u64,
+}
+
 impl LiveJob {
     fn new() -> Self {
-        Self { log: Mutex::new((Vec::new(), false)), changed: watch::channel(0).0, cancel: CancellationToken::new() }
+        Self { log: Mutex::new(EventLog::default()), changed: watch::channel(0).0, cancel: CancellationToken::new() }
     }
 
     fn push(&self, event: Value) {
+        let kind = event.get("event").and_then(Value::as_str).unwrap_or_default();
+        let droppable = matches!(kind, "progress" | "log");
         let text: Arc<str> = event.to_string().into();
-        self.log.lock().unwrap().0.push(text);
+        {
+            let mut log = self.log.lock().unwrap();
+            if droppable && (log.events.len() >= EVENTS_MAX || log.bytes + text.len() > EVENTS_MAX_BYTES) {
+                match kind {
+                    "progress" => log.dropped_progress += 1,
+                    _ => log.dropped_log += 1,
+                }
+                return;
+            }
+            log.bytes += text.len();
+            log.events.push(text);
+        }
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// Says how many events were dropped, if any were (before `job_finished`).
+    fn push_dropped(&self) {
+        let (progress, log) = {
+            let log = self.log.lock().unwrap();
+            (log.dropped_progress, log.dropped_log)
+        };
+        if progress + log > 0 {
+            self.push(json!({ "event": "events_dropped", "progress": progress, "log": log }));
+        }
+    }
+
     fn end(&self) {
-        self.log.lock().unwrap().1 = true;
+        self.log.lock().unwrap().ended = true;
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -42,7 +87,7 @@ impl LiveJob {
     /// has ended and there are no more, `Err(false)` when more may come.
     pub fn event(&self, index: usize) -> Result<Arc<str>, bool> {
         let log = self.log.lock().unwrap();
-        log.0.get(index).cloned().ok_or(log.1)
+        log.events.get(index).cloned().ok_or(log.ended)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -50,7 +95,7 @@ impl LiveJob {
     }
 
     fn events(&self) -> Vec<Value> {
-        self.log.lock().unwrap().0.iter().filter_map(|e| serde_json::from_str(e).ok()).collect()
+        self.log.lock().unwrap().events.iter().filter_map(|e| serde_json::from_str(e).ok()).collect()
     }
 }
 
@@ -192,6 +237,7 @@ impl JobManager {
         }
         live.push(json!({ "event": "job_started", "job": id }));
         let (state, report, error) = self.execute(&record, live).await;
+        live.push_dropped();
         live.push(json!({ "event": "job_finished", "job": id, "state": state, "error": error }));
         if let Err(e) = self.store.finish(&id, state, report.as_ref(), error.as_deref(), &live.events()) {
             tracing::error!(job = %id, "cannot record the job's end: {e:#}");

@@ -27,12 +27,28 @@ pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str,
     let elapsed = started.elapsed();
 
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // Names come normalised (plain, bounded, unique) from the runtime; one
+    // that still cannot be written is reported and the others written.
+    let mut failed = Vec::new();
     for artifact in &output.artifacts {
         let path = out.join(safe_file_name(&artifact.name));
-        std::fs::write(&path, &artifact.data).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {} ({}, {} bytes)", path.display(), artifact.media_type, artifact.data.len());
+        match std::fs::write(&path, &artifact.data) {
+            Ok(()) => println!("wrote {} ({}, {} bytes)", path.display(), artifact.media_type, artifact.data.len()),
+            Err(e) => {
+                eprintln!("cannot write {}: {e}", path.display());
+                failed.push(artifact.name.clone());
+            }
+        }
     }
     println!("{} {} ran in {:.1} ms", output.stage, output.version, elapsed.as_secs_f64() * 1e3);
     println!("metadata: {}", output.metadata);
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} artifacts could not be written: {}",
+            failed.len(),
+            output.artifacts.len(),
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
