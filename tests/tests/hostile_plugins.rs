@@ -14,7 +14,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use stagecraft_runtime::{InvokeError, InvokeOptions, QuotaKind, Quotas, Runtime, StageEvent, StageInput};
-use stagecraft_tests::{repo_root, test_config, test_plugins_dir};
+use stagecraft_tests::{repo_root, stagecraft_bin, test_config, test_plugins_dir};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -193,25 +193,6 @@ async fn artifact_names_are_normalised_unique_and_remembered() {
 }
 
 // ---- the CLI ---------------------------------------------------------
-
-/// Builds the `stagecraft` binary (incremental) once, or takes `$STAGECRAFT_BIN`.
-fn stagecraft_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("STAGECRAFT_BIN") {
-            return bin.into();
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "stagecraft", "--bin", "stagecraft"])
-            .current_dir(repo_root())
-            .status()
-            .expect("running cargo build -p stagecraft");
-        assert!(status.success(), "cargo build -p stagecraft failed");
-        repo_root().join("target/debug/stagecraft")
-    })
-    .clone()
-}
 
 /// A plugins folder holding only `flood`.
 fn flood_plugins(home: &Path) -> PathBuf {
