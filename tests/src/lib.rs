@@ -38,11 +38,28 @@ pub fn stagecraft_bin() -> &'static Path {
             return bin.into();
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "stagecraft", "--bin", "stagecraft"])
-            .current_dir(repo_root())
-            .status()
-            .expect("running cargo build -p stagecraft");
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "stagecraft", "--bin", "stagecraft"]).current_dir(repo_root());
+        // Not the variables cargo set for this test: build scripts that watch
+        // them (ring watches CARGO_MANIFEST_DIR) would rerun here, and again
+        // in the next `cargo test`, recompiling rustls and all above it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_by_cargo_for_tests = name.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name.as_ref());
+            if set_by_cargo_for_tests {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build.status().expect("running cargo build -p stagecraft");
         assert!(status.success(), "cargo build -p stagecraft failed");
         repo_root().join("target/debug/stagecraft")
     })
