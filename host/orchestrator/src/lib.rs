@@ -4,11 +4,16 @@
 //! runs one sandboxed invocation, the [scheduler](stagecraft_scheduler)
 //! decides when (priority queue, per-stage pools, retries, deadlines,
 //! memory pressure) and the [pipeline engine](stagecraft_pipeline) decides
-//! what comes next in a DAG. The CLI's `run` and the HTTP service both go
-//! through [`Orchestrator`].
+//! what comes next in a DAG. Every way of running a stage goes through
+//! [`Orchestrator`]: pipelines ([`Orchestrator::run`]: `stagecraft run`,
+//! HTTP jobs) and single invocations ([`Orchestrator::invoke`]: `stagecraft
+//! invoke`, `POST /v1/stages/{name}/invoke`).
 //!
-//! * [`runner`]: each pipeline step as a scheduler task on a pinned
-//!   component version;
+//! * [`invoke`]: one invocation as a scheduler task (deadline, memory
+//!   estimate, retries, the runtime's error kept typed), for both;
+//! * [`runner`]: each pipeline step as such a task on a pinned component
+//!   version, with the result cache;
+//! * [`error`]: why an invocation produced nothing;
 //! * [`result_cache`] and [`blobs`]: the content-addressed result cache;
 //! * [`catalog`]: stage schemas for validation;
 //! * [`events`]: what callers watch while a run progresses;
@@ -16,7 +21,9 @@
 
 pub mod blobs;
 pub mod catalog;
+pub mod error;
 pub mod events;
+pub mod invoke;
 mod limits;
 pub mod output;
 pub mod result_cache;
@@ -24,12 +31,14 @@ pub mod runner;
 
 pub use blobs::BlobStore;
 pub use catalog::RuntimeCatalog;
+pub use error::{Error, Result};
 pub use events::{LimitedEvent, RunEvent, RunObserver};
+pub use invoke::{InvokeRequest, Target};
 pub use result_cache::ResultCache;
 pub use runner::{SharedArtifact, StageRunner};
 
 use stagecraft_pipeline::{Diagnostics, Engine, Pipeline, RunInput, RunOptions, RunOutcome};
-use stagecraft_runtime::Runtime;
+use stagecraft_runtime::{Runtime, StageInput, StageOutput};
 use stagecraft_scheduler::{RetryPolicy, Scheduler};
 use std::sync::Arc;
 
@@ -66,6 +75,25 @@ impl Orchestrator {
 
     pub fn cache(&self) -> Option<&ResultCache> {
         self.cache.as_deref()
+    }
+
+    /// Runs one stage on `input` as a scheduler task: queued by
+    /// `request.priority` in the stage's pool, charged `request.memory_bytes`
+    /// (default: the runtime's limit), under `request.timeout` (default: the
+    /// runtime's), retried `request.retries` times on retryable failures.
+    /// The runtime's error comes back as [`Error::Invoke`]; a full queue or a
+    /// shutdown as [`Error::Refused`].
+    pub async fn invoke(
+        &self,
+        target: impl Into<Target>,
+        input: StageInput,
+        request: InvokeRequest,
+    ) -> Result<StageOutput> {
+        let version = invoke::resolve(&self.runtime, target.into())?;
+        let inputs = input.artifacts.into_iter().map(Arc::new).collect();
+        let handle =
+            invoke::submit(&self.runtime, &self.scheduler, self.retry, &version, inputs, input.params, request)?;
+        handle.await.outcome.map_err(Error::from_task)
     }
 
     /// Parses and validates a pipeline against the stages loaded now.

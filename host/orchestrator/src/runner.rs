@@ -5,11 +5,12 @@
 
 use crate::blobs::sha256_hex;
 use crate::events::{AttemptFailedEvent, LogEvent, ProgressEvent, RunEvent, RunObserver};
+use crate::invoke::{self, InvokeRequest};
 use crate::result_cache::ResultCache;
 use serde_json::{json, Map, Value};
 use stagecraft_pipeline::{BoxFuture, Execution, ReadyStep, StepFailure, StepOutput, StepRunner};
-use stagecraft_runtime::{Artifact, InvokeError, InvokeOptions, Runtime, StageEvent, StageInput, StageVersion};
-use stagecraft_scheduler::{AttemptOutcome, Failure, RetryPolicy, Scheduler, TaskError, TaskResult, TaskSpec};
+use stagecraft_runtime::{Artifact, Runtime, StageEvent, StageVersion};
+use stagecraft_scheduler::{AttemptOutcome, Failure, RetryPolicy, Scheduler, TaskError, TaskResult};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -119,7 +120,7 @@ impl StageRunner {
             Err(TaskError::Failed { failure, attempts }) => {
                 let retryable = failure.is_retryable();
                 let message = match &failure {
-                    Failure::Permanent(m) | Failure::Retryable(m) => m.clone(),
+                    Failure::Permanent(m) | Failure::Retryable(m) => m.to_string(),
                     Failure::Timeout(d) => format!("timed out after {:.3}s", d.as_secs_f64()),
                 };
                 let message = if attempts > 1 { format!("{message} (after {attempts} attempts)") } else { message };
@@ -132,73 +133,37 @@ impl StageRunner {
         }
     }
 
-    /// Submits the step to the scheduler and waits for its last attempt.
+    /// Submits the step to the scheduler (as [`crate::invoke`] builds every
+    /// invocation) and waits for its last attempt.
     async fn submit(
         &self,
         step: &ReadyStep<SharedArtifact>,
         version: &Arc<StageVersion>,
     ) -> Result<TaskResult<stagecraft_runtime::StageOutput>, StepFailure> {
-        let limits = self.runtime.config().limits;
-        let retry = RetryPolicy { max_attempts: step.retries.saturating_add(1), ..self.retry };
-        // No scheduler deadline: the runtime enforces the step's, from the
-        // moment its instance gets a CPU slot (waits in host calls count,
-        // waiting for a core does not). The memory budget takes what the
-        // component has been seen to use, not its limit.
-        let timeout = step.timeout.unwrap_or(limits.timeout);
-        let spec = TaskSpec::new(step.stage.clone())
+        let mut request = InvokeRequest::default()
             .priority(step.priority.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
-            .retry(retry)
-            .memory_bytes(self.runtime.memory_estimate(version))
+            .retries(step.retries)
             .label(format!("{}/{}", step.run_id, step.name));
-        let runtime = self.runtime.clone();
-        let version = version.clone();
-        let inputs = step.inputs.clone();
-        let params = step.params.clone();
-        let observer = self.observer.clone();
-        let step_name: Arc<str> = Arc::from(step.name.as_str());
-        let work = move |attempt: stagecraft_scheduler::Attempt| {
-            let runtime = runtime.clone();
-            let version = version.clone();
-            let input = StageInput::new(inputs.iter().map(|a| Artifact::clone(a)).collect(), params.clone());
-            let observer = observer.clone();
-            let step_name = step_name.clone();
-            async move {
-                let mut options = InvokeOptions::default().with_timeout(timeout);
-                if let Some(observer) = observer.clone() {
-                    let step = step_name.clone();
-                    options = options.with_events(move |event| observer(&stage_event(&step, event)));
-                }
-                let result = runtime.invoke_version(&version, input, options).await;
-                result.map_err(|e| {
-                    let failure = to_failure(&e);
-                    if let Some(observer) = &observer {
-                        observer(&RunEvent::AttemptFailed(AttemptFailedEvent {
-                            event: "attempt_failed",
-                            step: step_name.to_string(),
-                            attempt: attempt.number,
-                            error: e.to_string(),
-                            retryable: failure.is_retryable(),
-                        }));
-                    }
-                    failure
-                })
-            }
-        };
-        let handle = self
-            .scheduler
-            .submit(spec, work)
+        request.timeout = step.timeout;
+        if let Some(observer) = self.observer.clone() {
+            let step_name: Arc<str> = Arc::from(step.name.as_str());
+            let events = observer.clone();
+            let step = step_name.clone();
+            request =
+                request.events(move |event| events(&stage_event(&step, event))).on_attempt_failed(move |attempt, e| {
+                    observer(&RunEvent::AttemptFailed(AttemptFailedEvent {
+                        event: "attempt_failed",
+                        step: step_name.to_string(),
+                        attempt,
+                        error: e.to_string(),
+                        retryable: e.is_retryable(),
+                    }))
+                });
+        }
+        let (inputs, params) = (step.inputs.clone(), step.params.clone());
+        let handle = invoke::submit(&self.runtime, &self.scheduler, self.retry, version, inputs, params, request)
             .map_err(|e| StepFailure::retryable(format!("the scheduler refused the step: {e}")))?;
         Ok(handle.await)
-    }
-}
-
-/// How the scheduler should treat a runtime error: `unavailable` and
-/// deadlines are retried, everything else is permanent.
-pub fn to_failure(e: &InvokeError) -> Failure {
-    match e {
-        InvokeError::Timeout(d) => Failure::Timeout(*d),
-        e if e.is_retryable() => Failure::Retryable(e.to_string()),
-        e => Failure::Permanent(e.to_string()),
     }
 }
 

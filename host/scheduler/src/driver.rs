@@ -232,5 +232,5 @@ fn panic_failure(payload: &(dyn Any + Send)) -> Failure {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned());
-    Failure::Permanent(format!("attempt panicked: {message}"))
+    Failure::Permanent(format!("attempt panicked: {message}").into())
 }

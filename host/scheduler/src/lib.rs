@@ -62,4 +62,6 @@ pub use pool::StagePoolConfig;
 pub use retry::{Backoff, Jitter, RetryPolicy};
 pub use scheduler::{Scheduler, ShutdownMode};
 pub use status::{MemoryStatus, QueueStatus, StageStatus};
-pub use task::{Attempt, AttemptOutcome, AttemptRecord, Failure, SubmitError, TaskError, TaskId, TaskResult, TaskSpec};
+pub use task::{
+    Attempt, AttemptOutcome, AttemptRecord, Cause, Failure, SubmitError, TaskError, TaskId, TaskResult, TaskSpec,
+};

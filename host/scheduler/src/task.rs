@@ -1,8 +1,10 @@
 //! Task vocabulary: what a caller submits ([`TaskSpec`]), what each attempt
-//! sees ([`Attempt`]) and returns on error ([`Failure`]), and what comes back
+//! sees ([`Attempt`]) and returns on error ([`Failure`], [`Cause`]), and what comes back
 //! ([`TaskResult`], [`AttemptRecord`], [`TaskError`], [`SubmitError`]).
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -91,21 +93,46 @@ impl TaskSpec {
 
 /// How one attempt failed. Maps from the WIT `stage-error`:
 /// `invalid-input` → `Permanent`, `unavailable` → `Retryable`.
+///
+/// The scheduler only needs the class (retry or not) and a message for
+/// logs and events; the caller's own error travels along in the [`Cause`]
+/// (see [`Failure::permanent`], [`Failure::error`]) so that whoever awaits
+/// the task gets it back typed instead of as a string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum Failure {
     /// Never retried (bad input, a stage fault that would repeat).
-    Permanent(String),
+    Permanent(Cause),
     /// Transient: retried with backoff.
-    Retryable(String),
+    Retryable(Cause),
     /// The attempt ran past its deadline: retried with backoff.
     Timeout(Duration),
 }
 
 impl Failure {
+    /// A permanent failure carrying the caller's `error` (its `Display` is
+    /// the message).
+    pub fn permanent<E: fmt::Display + Send + Sync + 'static>(error: E) -> Self {
+        Failure::Permanent(Cause::from_error(error))
+    }
+
+    /// A retryable failure carrying the caller's `error`.
+    pub fn retryable<E: fmt::Display + Send + Sync + 'static>(error: E) -> Self {
+        Failure::Retryable(Cause::from_error(error))
+    }
+
     /// Whether the retry policy may retry this failure.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Failure::Permanent(_))
+    }
+
+    /// The caller's error of type `E` this failure carries, if any (none for
+    /// [`Failure::Timeout`], a panic, or a failure built from a message).
+    pub fn error<E: Send + Sync + 'static>(&self) -> Option<Arc<E>> {
+        match self {
+            Failure::Permanent(cause) | Failure::Retryable(cause) => cause.error(),
+            Failure::Timeout(_) => None,
+        }
     }
 }
 
@@ -120,6 +147,78 @@ impl fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// Why an attempt failed: a message, and optionally the caller's error
+/// value (shared, so failures stay cheap to clone into records and events).
+/// Equality and serialization look at the message only.
+#[derive(Clone)]
+pub struct Cause {
+    message: String,
+    error: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause holding `error`, with its `Display` as the message.
+    pub fn from_error<E: fmt::Display + Send + Sync + 'static>(error: E) -> Self {
+        Self { message: error.to_string(), error: Some(Arc::new(error)) }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The caller's error, if it is an `E`.
+    pub fn error<E: Send + Sync + 'static>(&self) -> Option<Arc<E>> {
+        self.error.clone()?.downcast::<E>().ok()
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self { message, error: None }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+impl std::ops::Deref for Cause {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.message, f)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}
+
+impl Serialize for Cause {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.message)
+    }
+}
 
 /// Passed to the work closure for each attempt.
 #[derive(Debug, Clone)]
@@ -191,6 +290,16 @@ impl fmt::Display for TaskError {
 }
 
 impl std::error::Error for TaskError {}
+
+impl TaskError {
+    /// The caller's error of type `E` the last failed attempt carried, if any.
+    pub fn error<E: Send + Sync + 'static>(&self) -> Option<Arc<E>> {
+        match self {
+            TaskError::Failed { failure, .. } => failure.error(),
+            TaskError::Cancelled | TaskError::ShuttingDown => None,
+        }
+    }
+}
 
 /// What a finished task hands back.
 #[derive(Debug)]

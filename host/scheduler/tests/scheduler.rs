@@ -370,6 +370,48 @@ async fn retry_then_success() {
     assert_eq!((s.status().retried, s.status().completed), (2, 1));
 }
 
+/// The caller's own error type, as a stage runtime would return it.
+#[derive(Debug, PartialEq)]
+enum StageFault {
+    Busy(u32),
+    BadInput(&'static str),
+}
+
+impl std::fmt::Display for StageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StageFault::Busy(n) => write!(f, "busy (try {n})"),
+            StageFault::BadInput(why) => write!(f, "bad input: {why}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_error_comes_back_typed() {
+    let s = Scheduler::new(config(1));
+    let policy = RetryPolicy { max_attempts: 3, ..config(1).retry };
+    let result = s
+        .submit(TaskSpec::new("x").retry(policy), |attempt| async move {
+            if attempt.number < 2 {
+                return Err(Failure::retryable(StageFault::Busy(attempt.number)));
+            }
+            Err::<(), _>(Failure::permanent(StageFault::BadInput("empty image")))
+        })
+        .unwrap()
+        .await;
+    let error = result.outcome.unwrap_err();
+    // The retry decision and the message are the scheduler's; the value is the caller's.
+    assert_eq!(error, TaskError::Failed { failure: Failure::Permanent("bad input: empty image".into()), attempts: 2 });
+    assert_eq!(error.error::<StageFault>().as_deref(), Some(&StageFault::BadInput("empty image")));
+    assert_eq!(error.error::<String>(), None, "a different type is not there");
+    match &result.attempts[0].outcome {
+        AttemptOutcome::Failed(first) => assert_eq!(first.error::<StageFault>().as_deref(), Some(&StageFault::Busy(1))),
+        other => panic!("first attempt: {other:?}"),
+    }
+    // A failure built from a message carries no value, and says so.
+    assert_eq!(Failure::Retryable("plain".into()).error::<StageFault>(), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn permanent_failure_is_not_retried() {
     let s = Scheduler::new(config(1));

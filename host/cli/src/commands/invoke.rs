@@ -3,8 +3,11 @@
 use crate::host::HostArgs;
 use anyhow::Context;
 use stagecraft_orchestrator::output::safe_file_name;
-use stagecraft_runtime::{InvokeOptions, StageEvent, StageInput};
+use stagecraft_orchestrator::{InvokeRequest, Orchestrator};
+use stagecraft_runtime::{StageEvent, StageInput};
+use stagecraft_scheduler::Scheduler;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str, out: &Path) -> anyhow::Result<()> {
     let params: serde_json::Value =
@@ -13,17 +16,19 @@ pub async fn run(host: &HostArgs, stage: &str, inputs: &[PathBuf], params: &str,
         anyhow::bail!("--params must be a JSON object, got {params}");
     }
     let artifacts = crate::host::read_inputs(inputs)?;
-    let runtime = host.runtime()?;
+    let runtime = Arc::new(host.runtime()?);
     if runtime.stage(stage).is_none() {
         let known: Vec<_> = runtime.stages().iter().map(|s| s.info.name.clone()).collect();
         anyhow::bail!("unknown stage '{stage}' (loaded: {})", known.join(", "));
     }
-    let options = InvokeOptions::default().with_events(|event| match event {
+    // The same path as the HTTP service and pipeline steps: a scheduler task.
+    let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), None);
+    let request = InvokeRequest::default().events(|event| match event {
         StageEvent::Progress { fraction, message } => eprintln!("  {:>3.0}% {message}", fraction * 100.0),
         StageEvent::Log { level, message } => eprintln!("  [{level}] {message}"),
     });
     let started = std::time::Instant::now();
-    let output = runtime.invoke(stage, StageInput::new(artifacts, params), options).await?;
+    let output = orchestrator.invoke(stage, StageInput::new(artifacts, params), request).await?;
     let elapsed = started.elapsed();
 
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;

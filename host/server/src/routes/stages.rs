@@ -1,5 +1,6 @@
-//! Stage routes: `POST /v1/stages/{name}/invoke` (through the scheduler,
-//! so the queue limit applies; a repeated invocation is answered from the
+//! Stage routes: `POST /v1/stages/{name}/invoke` (through
+//! [`Orchestrator::invoke`](stagecraft_orchestrator::Orchestrator::invoke),
+//! so the queue limit, memory budget and deadline apply; a repeated invocation is answered from the
 //! [`crate::invoke_cache`]), `GET /v1/stages` and
 //! `GET /v1/artifacts/{digest}`, and `GET /v1/models` (the model
 //! repository's counters).
@@ -18,12 +19,11 @@ use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use stagecraft_orchestrator::blobs::is_digest;
-use stagecraft_orchestrator::runner::to_failure;
-use stagecraft_orchestrator::ResultCache;
-use stagecraft_runtime::{Artifact, InvokeOptions, StageInput, StageOutput};
-use stagecraft_scheduler::{RetryPolicy, SubmitError, TaskError, TaskSpec};
+use stagecraft_orchestrator::{Error, InvokeRequest, ResultCache};
+use stagecraft_runtime::{Artifact, StageInput};
+use stagecraft_scheduler::SubmitError;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn invoke(
@@ -65,60 +65,28 @@ pub async fn invoke(
         }
     }
 
-    let mut options = InvokeOptions::default();
+    let mut request = InvokeRequest::default().label(format!("http invoke {name}"));
     if let Some(t) = query.get("timeout") {
         let secs: f64 =
             t.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
                 ApiError::bad_request("invalid_timeout", format!("timeout must be seconds in (0, 3600], got '{t}'"))
             })?;
-        options = options.with_timeout(std::time::Duration::from_secs_f64(secs));
+        request = request.timeout(std::time::Duration::from_secs_f64(secs));
     }
-    let input = StageInput::new(artifacts, params);
-    let error: Arc<Mutex<Option<ApiError>>> = Arc::default();
-    let spec = TaskSpec::new(name.clone())
-        .label(format!("http invoke {name}"))
-        .retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
-    let work = {
-        let runtime = app.runtime.clone();
-        let error = error.clone();
-        move |_attempt| {
-            let (runtime, version, input, error) = (runtime.clone(), version.clone(), input.clone(), error.clone());
-            let options = options.clone();
-            async move {
-                runtime.invoke_version(&version, input, options).await.map_err(|e| {
-                    let failure = to_failure(&e);
-                    *error.lock().unwrap() = Some(ApiError::from_invoke(&e));
-                    failure
-                })
-            }
-        }
-    };
     let started = Instant::now();
-    let handle = app.orchestrator.scheduler().submit(spec, work).map_err(|e| match e {
-        SubmitError::QueueFull { max } => ApiError::queue_full(max, app.config.retry_after_secs),
-        SubmitError::ShuttingDown => {
+    let result = app.orchestrator.invoke(&version, StageInput::new(artifacts, params), request).await;
+    // A refused task never ran: it is not a stage outcome.
+    if !matches!(result, Err(Error::Refused(_))) {
+        app.metrics.record_stage(&name, result.is_ok(), started.elapsed());
+    }
+    let output = result.map_err(|e| match e {
+        Error::Invoke(e) => ApiError::from_invoke(&e),
+        Error::Refused(SubmitError::QueueFull { max }) => ApiError::queue_full(max, app.config.retry_after_secs),
+        Error::Refused(SubmitError::ShuttingDown) | Error::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
         }
+        Error::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "the invocation was cancelled"),
     })?;
-    let result = handle.await;
-    app.metrics.record_stage(&name, result.outcome.is_ok(), started.elapsed());
-    let output: StageOutput = match result.outcome {
-        Ok(output) => output,
-        Err(e) => {
-            let stored = error.lock().unwrap().take();
-            return Err(stored.unwrap_or_else(|| match e {
-                TaskError::Failed { failure, .. } => {
-                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", failure.to_string())
-                }
-                TaskError::Cancelled => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "the invocation was cancelled")
-                }
-                TaskError::ShuttingDown => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
-                }
-            }));
-        }
-    };
     let answer = Arc::new(Answer::from_output(output));
     let cache_state = match cache_key {
         Some(key) => {
