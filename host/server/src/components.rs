@@ -7,9 +7,14 @@
 use anyhow::Context;
 use stagecraft_runtime::{Runtime, StageVersion};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 pub struct UploadStore {
     root: PathBuf,
+    /// Held across a swap in the runtime and its record on disk, so that
+    /// concurrent uploads and rollbacks leave `current` naming the version
+    /// the runtime serves (and never race on its temporary file).
+    swaps: Mutex<()>,
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
@@ -23,7 +28,14 @@ fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 impl UploadStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), swaps: Mutex::default() }
+    }
+
+    /// One swap at a time: hold this from changing the runtime's current
+    /// version until [`record_upload`](Self::record_upload) or
+    /// [`record_rollback`](Self::record_rollback) returns.
+    pub fn swap_lock(&self) -> MutexGuard<'_, ()> {
+        self.swaps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn stage_dir(&self, stage: &str) -> PathBuf {

@@ -58,14 +58,17 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
         ));
     }
     // Kept on disk before it serves, so a crash right after cannot lose it.
+    let swap = app.uploads.swap_lock();
     app.uploads.record_upload(&version, &bytes)?;
     let version = app.runtime.activate(version);
+    drop(swap);
     tracing::info!(stage = %name, version = %version.info.version, digest = %version.digest, "new component version");
     Ok(Json(describe(&version)).into_response())
 }
 
 pub async fn rollback(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     require_admin(&app, &headers)?;
+    let _swap = app.uploads.swap_lock();
     match app.runtime.rollback(&name) {
         Ok(version) => {
             app.uploads.record_rollback(&version)?;
