@@ -872,3 +872,86 @@ async fn an_uploaded_version_survives_a_restart_and_so_does_a_rollback() {
     let h = Harness::with_config(config(home.path()), runtime()).await;
     assert_eq!(digest(&h).await, old, "the rollback is still in force after a restart");
 }
+
+#[tokio::test]
+async fn history_past_the_retention_limits_is_forgotten_and_the_newest_is_kept() {
+    use stagecraft_server::retention::{sweep, Retention};
+    let home = tempfile::tempdir().unwrap();
+    let mut config = config(home.path());
+    // Two jobs; 500 kB of blobs and cached results; sweeps only when called.
+    config.retention = Retention {
+        keep_jobs: 2,
+        keep_artifacts: 1000,
+        store_bytes: 500_000,
+        interval: Duration::from_secs(3600),
+        min_age: Duration::ZERO,
+    };
+    let h = Harness::with_config(config, runtime()).await;
+    let mut jobs = Vec::new();
+    for i in 0..4u32 {
+        // A 200 kB input of its own: a blob, then the steps' (identical)
+        // output, and the result cache's copy.
+        let data: Vec<u8> = (0..200_000u32).map(|j| ((j * 7 + i) % 251) as u8).collect();
+        let file = json!({ "name": "p.bin", "data": base64::engine::general_purpose::STANDARD.encode(&data) });
+        let r = h.run_pipeline(json!({ "pipeline": two_step_pipeline(), "files": [file] })).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let job = h.wait_job(&id).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        jobs.push((id, job, data));
+    }
+    let app = h.server.app.clone();
+    let report = tokio::task::spawn_blocking(move || sweep(&app)).await.unwrap().unwrap();
+    assert_eq!(report.jobs_removed, 2, "{report:?}");
+    assert!(report.files_removed > 0 && report.bytes_kept <= 500_000, "{report:?}");
+    for (i, (id, _, _)) in jobs.iter().enumerate() {
+        let expected = if i < 2 { StatusCode::NOT_FOUND } else { StatusCode::OK };
+        assert_eq!(h.get(&format!("/v1/jobs/{id}")).await.status, expected, "job {i}");
+    }
+    // The newest job's output is still served, whole.
+    let (_, newest, data) = jobs.last().unwrap();
+    let step = newest["report"]["steps"].as_array().unwrap().iter().find(|s| s["name"] == "second").unwrap();
+    let r = h.get(step["artifacts"][0]["url"].as_str().unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(&r.body[..], &data[..]);
+    // A second sweep finds nothing left to do.
+    let app = h.server.app.clone();
+    let again = tokio::task::spawn_blocking(move || sweep(&app)).await.unwrap().unwrap();
+    assert_eq!((again.jobs_removed, again.files_removed), (0, 0), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_and_rollbacks_never_fail_and_a_restart_serves_the_last() {
+    let home = tempfile::tempdir().unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let h = Arc::new(Harness::with_config(config(home.path()), runtime()).await);
+    // Two builds that differ by a custom section: each upload is a real swap.
+    let builds = [noop_v2(), {
+        let mut b = noop_v2();
+        *b.last_mut().unwrap() = b'3';
+        b
+    }];
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let (h, auth, body) = (h.clone(), auth.clone(), builds[i % 2].clone());
+            tokio::spawn(async move {
+                if i % 3 == 2 {
+                    h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], Bytes::new()).await
+                } else {
+                    h.call(Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], body).await
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        let r = call.await.unwrap();
+        // 409 is a rollback with no earlier version left: a fair answer.
+        assert!(matches!(r.status, StatusCode::OK | StatusCode::CONFLICT), "{}: {}", r.status, r.text());
+    }
+    let serving = digest(&h).await;
+    let h = Arc::into_inner(h).expect("no call holds the harness");
+    h.server.shutdown().await.unwrap();
+    // What is on disk is what was serving.
+    let h = Harness::with_config(config(home.path()), runtime()).await;
+    assert_eq!(digest(&h).await, serving);
+}

@@ -56,6 +56,12 @@ impl BlobStore {
     fn write(&self, digest: &str, data: &[u8]) -> anyhow::Result<()> {
         let path = self.path(digest);
         if path.is_file() {
+            // Written again: it is recent for the server's retention sweep,
+            // which removes the blobs written longest ago first.
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(());
         }
         let dir = path.parent().expect("blob paths have a parent");

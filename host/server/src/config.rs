@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// levels, 200,000 values, 1000 steps), which every pipeline load also
     /// applies, so these can only be lowered here.
     pub pipeline_limits: stagecraft_pipeline::Limits,
+    /// How many finished jobs and artifact records, and how many bytes of
+    /// blobs and cached results, the server keeps (see [`crate::retention`]).
+    pub retention: crate::retention::Retention,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             recent_artifact_bytes: 64 << 20,
             invoke_cache_bytes: 64 << 20,
             pipeline_limits: stagecraft_pipeline::Limits::default(),
+            retention: crate::retention::Retention::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod recent;
 pub mod reply;
+pub mod retention;
 pub mod routes;
 pub mod sse;
 pub mod store;
@@ -141,6 +142,7 @@ impl Server {
         let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads, recent, invoke_cache });
         let stop = CancellationToken::new();
         let service = router(app.clone());
+        retention::spawn(app.clone(), stop.clone());
         if let Some(dir) = app.config.watch_dir.clone() {
             watch::spawn(app.runtime.clone(), dir, app.config.watch_interval, stop.clone());
         }

@@ -248,6 +248,33 @@ impl JobStore {
         Ok(())
     }
 
+    /// Forgets the finished jobs past the newest `keep` (by when they
+    /// finished), with their reports and events; returns how many.
+    pub fn prune_jobs(&self, keep: usize) -> anyhow::Result<usize> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.conn()
+            .execute(
+                "DELETE FROM jobs WHERE id IN (
+                     SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled')
+                     ORDER BY finished_at DESC LIMIT -1 OFFSET ?1)",
+                params![keep],
+            )
+            .context("pruning finished jobs")
+    }
+
+    /// Forgets the artifact records (and any bytes kept in them) past the
+    /// newest `keep`, first recorded first; returns how many.
+    pub fn prune_artifacts(&self, keep: usize) -> anyhow::Result<usize> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.conn()
+            .execute(
+                "DELETE FROM artifacts WHERE rowid IN (
+                     SELECT rowid FROM artifacts ORDER BY rowid DESC LIMIT -1 OFFSET ?1)",
+                params![keep],
+            )
+            .context("pruning artifact records")
+    }
+
     /// An artifact's bytes kept in its row, if any. Checked against the
     /// digest like [`BlobStore::get`](stagecraft_orchestrator::BlobStore::get):
     /// damaged bytes are never served.

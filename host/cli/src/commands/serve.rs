@@ -33,6 +33,16 @@ pub struct ServeArgs {
     /// a caller opts out with `Cache-Control: no-cache` or `no-store`).
     #[arg(long, default_value_t = 64)]
     invoke_cache_mb: usize,
+    /// Finished jobs kept (report and events); older ones are forgotten.
+    #[arg(long, default_value_t = 10_000)]
+    keep_jobs: usize,
+    /// Artifact records kept (name, media type, small outputs' bytes).
+    #[arg(long, default_value_t = 100_000)]
+    keep_artifacts: usize,
+    /// Disk for stored artifacts and cached results, in MiB; the files
+    /// written longest ago are removed past it.
+    #[arg(long, default_value_t = 10_240)]
+    store_mb: u64,
 }
 
 pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -54,6 +64,9 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
     config.scheduler = scheduler;
     config.watch_dir = Some(host.plugins.clone());
     config.max_running_jobs = args.max_jobs.max(1);
+    config.retention.keep_jobs = args.keep_jobs;
+    config.retention.keep_artifacts = args.keep_artifacts;
+    config.retention.store_bytes = args.store_mb << 20;
     let runtime = Arc::new(host.runtime()?);
     // Changed model files are reloaded in place (checked every 2 s).
     let _model_watch = runtime.models().map(|m| m.watch(std::time::Duration::from_secs(2)));
