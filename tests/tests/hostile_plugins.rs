@@ -362,4 +362,12 @@ async fn a_progress_storm_job_leaves_the_server_at_its_baseline() {
     assert!(lines <= Quotas::default().log_lines as usize + 1, "{lines} log events");
     let grown = std::fs::metadata(&log).unwrap().len() - log_before;
     assert!(grown < 16 << 20, "the server's log grew by {} MiB", grown >> 20);
+    // The numbers docs/reliability-plugins.md quotes (`-- --nocapture`).
+    println!(
+        "progress storm: 1,000,000 reports, {progress} stored; server RSS {} MiB before, {} MiB after; \
+         log storm: 50,000 lines of 4 KiB, {lines} reached the job, the server's log grew {} KiB",
+        baseline >> 20,
+        after >> 20,
+        grown >> 10
+    );
 }

@@ -440,3 +440,133 @@ async fn the_hosted_generation_example_runs_end_to_end_through_the_grant() {
     assert!(html.contains("Hosted generation: a teal teapot") && html.contains("data:image/png;base64,"));
     assert!(!html.contains(KEY), "the key is not in the report");
 }
+
+// ---- reuse: hosted generation is not a pure function ---------------------
+
+/// A real `stagecraft serve` server (in process) over `runtime`, with these
+/// reuse rules; its address.
+async fn serve(
+    runtime: Runtime,
+    reuse: stagecraft_orchestrator::ReusePolicy,
+) -> (stagecraft_server::Server, tempfile::TempDir) {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = stagecraft_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), home.path());
+    config.reuse = reuse;
+    (stagecraft_server::Server::start(config, Arc::new(runtime)).await.unwrap(), home)
+}
+
+/// POSTs an invocation; (status, x-stagecraft-cache, x-stagecraft-cache-reason).
+async fn invoke_http(addr: SocketAddr, stage: &str, query: &str) -> (StatusCode, String, String) {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::post(format!("http://{addr}/v1/stages/{stage}/invoke{query}"))
+        .body(Full::new(Bytes::from_static(b"caller input")))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let (cache, reason) = (header("x-stagecraft-cache"), header("x-stagecraft-cache-reason"));
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    (status, cache, reason)
+}
+
+fn query(params: &Value) -> String {
+    let text = params.to_string();
+    let encoded: String = text
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    format!("?params={encoded}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_generation_reaches_the_api_every_time_unless_someone_opts_in() {
+    use stagecraft_orchestrator::{ReusePolicy, StageReuse};
+    let api = Server::start(|req, _, _| openai_ok(req)).await;
+    let params = json!({"api": "openai", "base_url": api.url(), "prompt": "a cat", "size": "16x16"});
+    let (server, _home) = serve(runtime_with(granted(&api)), ReusePolicy::default()).await;
+    // Three takes of "a cat": three requests at the API, each answer `off`
+    // and saying why.
+    for _ in 0..3 {
+        let (status, cache, reason) = invoke_http(server.addr, "generate_http", &query(&params)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cache, "off");
+        assert!(reason.contains("calls out over HTTP") && reason.contains("--reuse generate_http=always"), "{reason}");
+    }
+    assert_eq!(api.seen().len(), 3, "every call reached the hosted API");
+    // The caller opts in: the second identical call is a hit.
+    let opt_in = format!("{}&cache=true", query(&params));
+    let first = invoke_http(server.addr, "generate_http", &opt_in).await;
+    assert_eq!((first.0, first.1.as_str()), (StatusCode::OK, "miss"), "{first:?}");
+    assert_eq!(invoke_http(server.addr, "generate_http", &opt_in).await.1, "hit");
+    assert_eq!(api.seen().len(), 4);
+    server.shutdown().await.unwrap();
+
+    // An operator allows reuse for a fixed seed only.
+    let reuse = ReusePolicy::default().with_stage("generate_http", StageReuse::Seeded);
+    let (server, _home) = serve(runtime_with(granted(&api)), reuse).await;
+    let before = api.seen().len();
+    let (_, cache, reason) = invoke_http(server.addr, "generate_http", &query(&params)).await;
+    assert_eq!(cache, "off");
+    assert!(reason.contains("fixed `seed`"), "{reason}");
+    let seeded = json!({"api": "openai", "base_url": api.url(), "prompt": "a cat", "size": "16x16", "seed": 7});
+    assert_eq!(invoke_http(server.addr, "generate_http", &query(&seeded)).await.1, "miss");
+    assert_eq!(invoke_http(server.addr, "generate_http", &query(&seeded)).await.1, "hit");
+    assert_eq!(api.seen().len(), before + 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pure_stages_are_still_reused_and_steps_say_hit_miss_or_off_and_why() {
+    use stagecraft_orchestrator::{Orchestrator, ResultCache};
+    use stagecraft_pipeline::{RunInput, RunOptions, RunStatus};
+    use stagecraft_scheduler::{Scheduler, SchedulerConfig};
+    let api = Server::start(|req, _, _| openai_ok(req)).await;
+    let runtime = runtime_with(granted(&api));
+    runtime.install_file(stagecraft_tests::plugins_dir().join("noop.wasm")).unwrap();
+    // Over HTTP, a pure stage: miss, then hit.
+    let (server, _home) = serve(runtime_with(granted(&api)), Default::default()).await;
+    server.app.runtime.install_file(stagecraft_tests::plugins_dir().join("noop.wasm")).unwrap();
+    assert_eq!(invoke_http(server.addr, "noop", "").await.1, "miss");
+    assert_eq!(invoke_http(server.addr, "noop", "").await.1, "hit");
+    assert_eq!(invoke_http(server.addr, "noop", "?cache=false").await.1, "off");
+    server.shutdown().await.unwrap();
+
+    // In a pipeline: the hosted step runs every time unless `cache: true`.
+    let home = tempfile::tempdir().unwrap();
+    let orchestrator = Orchestrator::new(
+        Arc::new(runtime),
+        Scheduler::new(SchedulerConfig::default()),
+        Some(ResultCache::new(home.path().join("results"))),
+    );
+    let params = json!({"api": "openai", "base_url": api.url(), "prompt": "a cat", "size": "16x16"});
+    let yaml = format!(
+        "name: takes\nsteps:\n  - {{ name: take, type: generate_http, params: {params} }}\n  \
+         - {{ name: kept, type: generate_http, cache: true, params: {params} }}\n  \
+         - {{ name: copy, type: noop, input_from: take }}\n"
+    );
+    let pipeline = orchestrator.load_pipeline(&yaml, "takes.yaml").unwrap_or_else(|d| panic!("{d}"));
+    let mut states = Vec::new();
+    let mut reports = String::new();
+    for _ in 0..2 {
+        let outcome = orchestrator.run(&pipeline, RunInput::default(), RunOptions::default(), None).await;
+        assert_eq!(outcome.report.status, RunStatus::Succeeded);
+        let report = outcome.report.to_json();
+        reports += &report.to_string();
+        let cache_of = |step: &str| {
+            let s = report["steps"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap().clone();
+            (s["execution"]["cache"].as_str().unwrap().to_owned(), s["execution"]["cache_off_reason"].clone())
+        };
+        states.push([cache_of("take"), cache_of("kept"), cache_of("copy")]);
+    }
+    // take: off both times (with the reason); kept: miss, then hit; copy
+    // (pure): miss, then hit, since this API answers the same bytes.
+    assert_eq!(states[0][0].0, "off");
+    assert!(states[0][0].1.as_str().unwrap().contains("calls out over HTTP"), "{:?}", states[0][0]);
+    assert_eq!([&states[0][1].0, &states[1][1].0], ["miss", "hit"]);
+    assert_eq!(states[1][0].0, "off");
+    assert_eq!([&states[0][2].0, &states[1][2].0], ["miss", "hit"]);
+    assert_eq!(api.seen().len(), 3, "take ran twice, kept once");
+    // The grant's key is the host's: not in any cache key or report.
+    assert!(reports.contains("cache_key") && !reports.contains(KEY));
+}

@@ -40,11 +40,28 @@ pub struct HostArgs {
     /// the source tree this binary was built in, when there is one.
     #[arg(long, global = true, env = "STAGECRAFT_MODELS")]
     pub models: Option<PathBuf>,
+    /// Whether a stage's stored results answer repeated calls:
+    /// `STAGE=auto|always|never|seeded` (repeatable). auto (the default)
+    /// reuses only stages that are pure functions (no outgoing HTTP, not
+    /// declared non-deterministic); seeded reuses calls with a `seed`.
+    #[arg(long = "reuse", global = true, value_name = "STAGE=RULE")]
+    pub reuse: Vec<String>,
     #[command(flatten)]
     pub capacity: CapacityArgs,
 }
 
 impl HostArgs {
+    /// The operators' reuse rules from `--reuse`.
+    pub fn reuse(&self) -> anyhow::Result<stagecraft_orchestrator::ReusePolicy> {
+        let mut policy = stagecraft_orchestrator::ReusePolicy::default();
+        for rule in &self.reuse {
+            let (stage, rule) = rule.split_once('=').with_context(|| format!("--reuse {rule}: expected STAGE=RULE"))?;
+            let rule = rule.parse().map_err(|e: String| anyhow::anyhow!("--reuse {stage}={rule}: {e}"))?;
+            policy = policy.with_stage(stage, rule);
+        }
+        Ok(policy)
+    }
+
     /// The folder for caches and scratch space: `--home`, else
     /// `$STAGECRAFT_HOME`, else `<tmp>/stagecraft`.
     pub fn home(&self) -> PathBuf {

@@ -27,6 +27,7 @@ pub mod invoke;
 mod limits;
 pub mod output;
 pub mod result_cache;
+pub mod reuse;
 pub mod runner;
 
 pub use blobs::BlobStore;
@@ -35,6 +36,7 @@ pub use error::{Error, Result};
 pub use events::{LimitedEvent, RunEvent, RunObserver};
 pub use invoke::{InvokeRequest, Target};
 pub use result_cache::ResultCache;
+pub use reuse::{Reuse, ReusePolicy, StageReuse};
 pub use runner::{SharedArtifact, StageRunner};
 
 use stagecraft_pipeline::{Diagnostics, Engine, Pipeline, RunInput, RunOptions, RunOutcome};
@@ -48,6 +50,7 @@ pub struct Orchestrator {
     runtime: Arc<Runtime>,
     scheduler: Scheduler,
     cache: Option<Arc<ResultCache>>,
+    reuse: Arc<ReusePolicy>,
     retry: RetryPolicy,
 }
 
@@ -55,7 +58,19 @@ impl Orchestrator {
     /// An orchestrator over `runtime` and `scheduler`; `cache` None turns
     /// the result cache off.
     pub fn new(runtime: Arc<Runtime>, scheduler: Scheduler, cache: Option<ResultCache>) -> Self {
-        Self { runtime, scheduler, cache: cache.map(Arc::new), retry: RetryPolicy::default() }
+        Self { runtime, scheduler, cache: cache.map(Arc::new), reuse: Arc::default(), retry: RetryPolicy::default() }
+    }
+
+    /// Sets the operators' per-stage reuse rules (see [`reuse`]).
+    #[must_use]
+    pub fn with_reuse(mut self, reuse: ReusePolicy) -> Self {
+        self.reuse = Arc::new(reuse);
+        self
+    }
+
+    /// Whether results of a stage may be reused, for every cache in front of it.
+    pub fn reuse(&self) -> &ReusePolicy {
+        &self.reuse
     }
 
     /// Sets the backoff (base, cap, jitter) used for step retries; each
@@ -78,9 +93,9 @@ impl Orchestrator {
     }
 
     /// Runs one stage on `input` as a scheduler task: queued by
-    /// `request.priority` in the stage's pool, charged `request.memory_bytes`
-    /// (default: the runtime's limit), under `request.timeout` (default: the
-    /// runtime's), retried `request.retries` times on retryable failures.
+    /// `request.priority` in the stage's pool, charged the component's
+    /// memory estimate, under `request.timeout` (default: the runtime's),
+    /// retried `request.retries` times on retryable failures.
     /// The runtime's error comes back as [`Error::Invoke`]; a full queue or a
     /// shutdown as [`Error::Refused`].
     pub async fn invoke(
@@ -114,6 +129,7 @@ impl Orchestrator {
             runtime: self.runtime.clone(),
             scheduler: self.scheduler.clone(),
             cache: self.cache.clone(),
+            reuse: self.reuse.clone(),
             retry: self.retry,
             observer: observer.clone(),
         };

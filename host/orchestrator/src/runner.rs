@@ -24,6 +24,7 @@ pub struct StageRunner {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) scheduler: Scheduler,
     pub(crate) cache: Option<Arc<ResultCache>>,
+    pub(crate) reuse: Arc<crate::ReusePolicy>,
     pub(crate) retry: RetryPolicy,
     pub(crate) observer: Option<RunObserver>,
 }
@@ -51,15 +52,23 @@ impl StageRunner {
         details.insert("version".into(), json!(version.info.version));
         details.insert("digest".into(), json!(version.digest));
 
-        let cache_key = self
-            .cache
-            .as_ref()
-            .map(|_| ResultCache::key(&version.digest, &step.params, step.inputs.iter().map(Arc::as_ref)));
+        // The report says `hit`, `miss` or `off`, and why off.
+        let reuse = match &self.cache {
+            None => crate::Reuse::Off("the result cache is off (--no-cache)".to_owned()),
+            Some(_) => self.reuse.decide(&version, &step.params, step.cache),
+        };
+        if let Some(reason) = reuse.reason() {
+            details.insert("cache".into(), json!("off"));
+            details.insert("cache_off_reason".into(), json!(reason));
+        }
+        let cache_key =
+            reuse.is_on().then(|| ResultCache::key(&version.digest, &step.params, step.inputs.iter().map(Arc::as_ref)));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             details.insert("cache_key".into(), json!(key));
             match cache.get(key) {
                 Ok(Some(hit)) => {
                     tracing::debug!("result cache hit");
+                    details.insert("cache".into(), json!("hit"));
                     details.insert("artifacts".into(), artifact_list(&hit.artifacts, &hit.digests));
                     let execution = Execution { started_at: None, attempts: 0, cache_hit: true, details };
                     return Ok(StepOutput::new(hit.artifacts, hit.metadata).with_execution(execution));
@@ -67,6 +76,7 @@ impl StageRunner {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "result cache unreadable; running the stage"),
             }
+            details.insert("cache".into(), json!("miss"));
         }
 
         let result = self.submit(&step, &version).await?;

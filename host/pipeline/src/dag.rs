@@ -55,6 +55,9 @@ pub struct PlannedStep {
     pub timeout: Option<Duration>,
     /// Higher starts first among ready steps (default 0).
     pub priority: i64,
+    /// `cache:` as written, for the runner: Some(true) opts in to reuse,
+    /// Some(false) opts out, None lets the stage decide.
+    pub cache: Option<bool>,
     /// Enclosing groups, innermost first; the last is always the root group 0.
     pub groups: Vec<usize>,
     /// Where the step is written.

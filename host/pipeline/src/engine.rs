@@ -64,6 +64,8 @@ pub struct ReadyStep<A> {
     pub retries: u32,
     /// The step's priority (default 0), for the runner's queues.
     pub priority: i64,
+    /// The step's `cache:` (None: the stage decides), for the runner.
+    pub cache: Option<bool>,
     /// Artifacts of the `input_from` steps in order, or the pipeline's input files.
     pub inputs: Vec<A>,
 }
@@ -498,6 +500,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             timeout: step.timeout,
             retries: step.retries,
             priority: step.priority,
+            cache: step.cache,
             inputs,
         };
         let stop = CancellationToken::new();

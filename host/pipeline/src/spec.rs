@@ -113,6 +113,9 @@ pub struct StepSpec {
     pub timeout: Option<Spanned<Duration>>,
     /// `priority:`; higher starts first when steps compete for a worker.
     pub priority: Option<Spanned<i64>>,
+    /// `cache:`: true reuses a stored result even for a stage that is not
+    /// a pure function, false never reuses one; absent, the stage decides.
+    pub cache: Option<Spanned<bool>>,
     /// Position of the step's mapping.
     pub pos: Position,
 }
@@ -252,7 +255,8 @@ fn describe(node: &MarkedYaml<'_>) -> String {
 
 const PIPELINE_KEYS: &[&str] = &["name", "description", "settings", "steps"];
 const SETTINGS_KEYS: &[&str] = &["parallel", "max_workers", "timeout", "rate_limit_delay", "fail_fast"];
-const STEP_KEYS: &[&str] = &["name", "type", "description", "params", "input_from", "retries", "timeout", "priority"];
+const STEP_KEYS: &[&str] =
+    &["name", "type", "description", "params", "input_from", "retries", "timeout", "priority", "cache"];
 const GROUP_KEYS: &[&str] = &["name", "type", "description", "max_workers", "fail_fast", "timeout", "steps"];
 
 /// Longest step or group name: names appear in reports, events, file names
@@ -476,6 +480,7 @@ impl Parser<'_> {
             retries: None,
             timeout: None,
             priority: None,
+            cache: None,
             pos: pos(node),
         };
         let mut name = None;
@@ -493,6 +498,7 @@ impl Parser<'_> {
                 }
                 "timeout" => s.timeout = self.seconds(e, step, false),
                 "priority" => s.priority = self.integer(e, step, i64::MIN, "a whole number"),
+                "cache" => s.cache = self.boolean(e, step),
                 _ => unreachable!("filtered by mapping()"),
             }
         }

@@ -337,6 +337,7 @@ fn build(spec: &PipelineSpec, catalog: &dyn StageCatalog) -> (Option<Pipeline>, 
             retries: st.retries.as_ref().map_or(0, |r| r.value),
             timeout: st.timeout.as_ref().map(|t| t.value),
             priority: st.priority.as_ref().map_or(0, |p| p.value),
+            cache: st.cache.as_ref().map(|c| c.value),
             groups: chain,
             pos: st.pos,
         });

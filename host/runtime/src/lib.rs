@@ -34,7 +34,7 @@ pub use error::InvokeError;
 pub use http::HttpGrant;
 pub use invoke::{InvokeOptions, StageEvent};
 pub use quota::{QuotaExceeded, QuotaKind};
-pub use registry::{LoadFailure, LoadReport, StageVersion};
+pub use registry::{Determinism, LoadFailure, LoadReport, StageVersion, DETERMINISTIC_KEYWORD};
 pub use types::{Artifact, StageInfo, StageInput, StageOutput};
 
 use std::path::Path;

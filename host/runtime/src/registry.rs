@@ -26,7 +26,48 @@ pub struct StageVersion {
     /// Where it came from (a file path, or an upload).
     pub origin: String,
     pub loaded_at: SystemTime,
+    /// Whether a repeated call may be answered from a stored result.
+    pub determinism: Determinism,
     pub(crate) pre: PluginPre<StoreState>,
+}
+
+/// Whether a stage is a pure function of its component, params and inputs,
+/// as far as the host can tell: what decides whether its results are reused
+/// by default (the caches in the server and the orchestrator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Determinism {
+    /// The same params and inputs give the same output.
+    Pure,
+    /// It imports outgoing HTTP: another machine answers, and a hosted model
+    /// answers differently each time.
+    CallsOut,
+    /// Its params schema says `"x-stagecraft-deterministic": false` (it reads
+    /// a clock or a random source, say).
+    Declared,
+}
+
+/// The params-schema annotation a stage declares itself non-deterministic with.
+pub const DETERMINISTIC_KEYWORD: &str = "x-stagecraft-deterministic";
+
+impl Determinism {
+    fn of(info: &StageInfo, imports_http: bool) -> Self {
+        if info.params_schema.get(DETERMINISTIC_KEYWORD) == Some(&serde_json::Value::Bool(false)) {
+            Self::Declared
+        } else if imports_http {
+            Self::CallsOut
+        } else {
+            Self::Pure
+        }
+    }
+
+    /// Why results are not reused by default; None for a pure stage.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Self::Pure => None,
+            Self::CallsOut => Some("the stage calls out over HTTP, so its answer may change from call to call"),
+            Self::Declared => Some("the stage declares itself non-deterministic"),
+        }
+    }
 }
 
 impl std::fmt::Debug for StageVersion {
@@ -148,11 +189,21 @@ pub(crate) fn prepare(rt: &Runtime, bytes: &[u8], origin: &str) -> anyhow::Resul
         .load_or_compile(engine, bytes, &digest)
         .map_err(|e| anyhow!("not a valid WebAssembly component: {}", one_line(&e)))?;
     let pre = validate(engine, &inner.linker, &component)?;
+    let imports_http =
+        component.component_type().imports(engine).any(|(name, _)| name.starts_with("wasi:http/outgoing-handler@"));
     let info = invoke::describe(rt, &pre).context("calling describe()")?;
     if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         anyhow::bail!("describe() returned an invalid stage name {:?} (letters, digits, _ and - only)", info.name);
     }
-    let version = Arc::new(StageVersion { info, digest, origin: origin.to_owned(), loaded_at: SystemTime::now(), pre });
+    let determinism = Determinism::of(&info, imports_http);
+    let version = Arc::new(StageVersion {
+        info,
+        digest,
+        origin: origin.to_owned(),
+        loaded_at: SystemTime::now(),
+        determinism,
+        pre,
+    });
     tracing::info!(
         stage = %version.info.name,
         version = %version.info.version,
@@ -232,5 +283,33 @@ impl Runtime {
         let (component, _) = self.inner.cache.load_or_compile(engine, bytes, &digest)?;
         let pre = validate(engine, &self.inner.linker, &component)?;
         invoke::describe(self, &pre)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(schema: serde_json::Value) -> StageInfo {
+        StageInfo {
+            name: "s".into(),
+            version: "1".into(),
+            description: String::new(),
+            params_schema: schema,
+            accepts: Vec::new(),
+            produces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_stage_is_pure_unless_it_calls_out_or_says_otherwise_and_a_claim_of_purity_is_not_believed() {
+        let plain = info(serde_json::json!({"type": "object"}));
+        let declared = info(serde_json::json!({"type": "object", DETERMINISTIC_KEYWORD: false}));
+        let claims_pure = info(serde_json::json!({"type": "object", DETERMINISTIC_KEYWORD: true}));
+        assert_eq!(Determinism::of(&plain, false), Determinism::Pure);
+        assert_eq!(Determinism::of(&plain, true), Determinism::CallsOut);
+        assert_eq!(Determinism::of(&declared, false), Determinism::Declared);
+        assert_eq!(Determinism::of(&claims_pure, true), Determinism::CallsOut);
+        assert!(Determinism::Pure.reason().is_none() && Determinism::Declared.reason().is_some());
     }
 }

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// How many finished jobs and artifact records, and how many bytes of
     /// blobs and cached results, the server keeps (see [`crate::retention`]).
     pub retention: crate::retention::Retention,
+    /// The operators' per-stage rules for reusing results (`--reuse`).
+    pub reuse: stagecraft_orchestrator::ReusePolicy,
 }
 
 impl ServerConfig {
@@ -66,6 +68,7 @@ impl ServerConfig {
             invoke_cache_bytes: 64 << 20,
             pipeline_limits: stagecraft_pipeline::Limits::default(),
             retention: crate::retention::Retention::default(),
+            reuse: stagecraft_orchestrator::ReusePolicy::default(),
         }
     }
 }

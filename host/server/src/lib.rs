@@ -120,7 +120,8 @@ impl Server {
         let store = store::JobStore::open(&config.home.join("jobs.sqlite3"))?;
         let blobs = BlobStore::new(config.home.join("blobs"));
         let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
-        let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache);
+        let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache)
+            .with_reuse(config.reuse.clone());
         let metrics = Arc::new(metrics::Metrics::default());
         let jobs = Arc::new(jobs::JobManager::new(
             store,

@@ -68,6 +68,10 @@ pub fn document() -> Value {
                 "description": "Artifact name for a raw body"
             }));
             op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "cache", "in": "query", "required": false, "schema": { "type": "boolean" },
+                "description": "true: reuse a kept answer even for a stage that is not a pure function (it calls out over HTTP, or declares itself non-deterministic); false: never reuse"
+            }));
+            op["parameters"].as_array_mut().unwrap().push(json!({
                 "name": "Accept", "in": "header", "required": false, "schema": { "type": "string" },
                 "description": "multipart/mixed, multipart/form-data or multipart/* for the artifacts in the body; JSON with links otherwise"
             }));
@@ -80,7 +84,8 @@ pub fn document() -> Value {
                 "headers": {
                     "x-stagecraft-version": { "schema": { "type": "string" } },
                     "x-stagecraft-digest": { "schema": { "type": "string" } },
-                    "x-stagecraft-cache": { "schema": { "type": "string", "enum": ["hit", "miss", "off"] }, "description": "hit: answered from memory without running; miss: ran and kept; off: ran, nothing kept" }
+                    "x-stagecraft-cache": { "schema": { "type": "string", "enum": ["hit", "miss", "off"] }, "description": "hit: answered from memory without running; miss: ran and kept; off: ran, nothing kept" },
+                    "x-stagecraft-cache-reason": { "schema": { "type": "string" }, "description": "Why the cache was off (a stage that calls out over HTTP, a caller's or an operator's choice)" }
                 },
                 "content": {
                     "application/json": { "schema": { "$ref": "#/components/schemas/Invocation" } },

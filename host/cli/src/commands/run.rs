@@ -48,7 +48,7 @@ pub async fn run(host: &HostArgs, args: RunArgs) -> anyhow::Result<()> {
 
     let runtime = Arc::new(host.runtime()?);
     let cache = (!args.no_cache).then(|| ResultCache::new(host.home().join("results")));
-    let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), cache);
+    let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), cache).with_reuse(host.reuse()?);
     let file = args.pipeline.display().to_string();
     let pipeline = match orchestrator.load_pipeline(&source, &file) {
         Ok(p) => p,
@@ -110,7 +110,7 @@ fn print_table(report: &Value) {
                         exec["attempts"].as_u64().map_or("-".to_owned(), |a| a.to_string()),
                         secs(&s["started"]),
                         secs(&s["duration"]),
-                        if exec["cache_hit"].as_bool() == Some(true) { "hit" } else { "-" }.to_owned(),
+                        exec["cache"].as_str().unwrap_or("-").to_owned(),
                         exec["artifacts"].as_array().map_or("-".to_owned(), |a| a.len().to_string()),
                     ]
                 })

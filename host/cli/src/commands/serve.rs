@@ -64,6 +64,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
     config.scheduler = scheduler;
     config.watch_dir = Some(host.plugins.clone());
     config.max_running_jobs = args.max_jobs.max(1);
+    config.reuse = host.reuse()?;
     config.retention.keep_jobs = args.keep_jobs;
     config.retention.keep_artifacts = args.keep_artifacts;
     config.retention.store_bytes = args.store_mb << 20;

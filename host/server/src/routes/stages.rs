@@ -19,7 +19,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use stagecraft_orchestrator::blobs::is_digest;
-use stagecraft_orchestrator::{Error, InvokeRequest, ResultCache};
+use stagecraft_orchestrator::{Error, InvokeRequest, ResultCache, Reuse};
 use stagecraft_runtime::{Artifact, StageInput};
 use stagecraft_scheduler::SubmitError;
 use std::collections::HashMap;
@@ -57,11 +57,25 @@ pub async fn invoke(
         (params, artifacts)
     };
 
-    // The same version on the same input: answered from memory, nothing runs.
-    let cache_key = (cache_use != CacheUse::Bypass).then(|| ResultCache::key(&version.digest, &params, &artifacts));
+    // The same version on the same input: answered from memory, nothing
+    // runs, if the stage is a pure function or someone opted in.
+    let caller = match query.get("cache").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request("invalid_cache", format!("cache must be true or false, got '{other}'")))
+        }
+    };
+    let reuse = match cache_use {
+        _ if !app.invoke_cache.enabled() => Reuse::Off("the server's invoke cache is off (--invoke-cache-mb 0)".into()),
+        CacheUse::Bypass => Reuse::Off("the caller asked for no-store".into()),
+        _ => app.orchestrator.reuse().decide(&version, &params, caller),
+    };
+    let cache_key = reuse.is_on().then(|| ResultCache::key(&version.digest, &params, &artifacts));
     if let (CacheUse::Use, Some(key)) = (cache_use, &cache_key) {
         if let Some(answer) = app.invoke_cache.get(key) {
-            return Ok(answer_response(&app, multipart_reply, &answer, "hit"));
+            return Ok(answer_response(&app, multipart_reply, &answer, &reuse, "hit"));
         }
     }
 
@@ -95,17 +109,19 @@ pub async fn invoke(
         }
         None => "off",
     };
-    Ok(answer_response(&app, multipart_reply, &answer, cache_state))
+    Ok(answer_response(&app, multipart_reply, &answer, &reuse, cache_state))
 }
 
 /// Renders an answer (fresh or kept): JSON with artifact links (the
 /// artifacts kept in memory and written to disk in the background, so the
 /// answer waits for no disk write; see `recent`), or multipart with the
-/// bytes. `cache` goes to `x-stagecraft-cache`: hit, miss or off.
+/// bytes. `cache` goes to `x-stagecraft-cache`: hit, miss or off, and
+/// why off to `x-stagecraft-cache-reason`.
 fn answer_response(
     app: &App,
     multipart_reply: Option<reply::Multipart>,
     answer: &Answer,
+    reuse: &Reuse,
     cache: &'static str,
 ) -> Response {
     let mut response = match multipart_reply {
@@ -135,6 +151,9 @@ fn answer_response(
         headers.insert("x-stagecraft-digest", v);
     }
     headers.insert("x-stagecraft-cache", HeaderValue::from_static(cache));
+    if let Some(v) = reuse.reason().and_then(|r| HeaderValue::from_str(r).ok()) {
+        headers.insert("x-stagecraft-cache-reason", v);
+    }
     response
 }
 

@@ -74,6 +74,11 @@ pub struct Params {
     /// Image size as `WIDTHxHEIGHT` (e.g. `1024x1024`), or `auto` where the service allows it.
     #[serde(default = "default_size")]
     pub size: String,
+    /// A seed for services that draw the same picture for the same seed:
+    /// sent as `seed` (`openai`; `{{seed}}` in a generic template). With one,
+    /// an operator may let the host reuse results (`--reuse generate_http=seeded`).
+    #[serde(default)]
+    pub seed: Option<u64>,
     /// Model name sent to the service (`openai`; `{{model}}` in a generic template).
     #[serde(default = "default_model")]
     pub model: String,
@@ -84,8 +89,8 @@ pub struct Params {
     #[serde(default)]
     pub url: Option<String>,
     /// `generic`: the JSON body, where strings may hold `{{prompt}}`, `{{n}}`, `{{size}}`,
-    /// `{{width}}`, `{{height}}` and `{{model}}` (a string that is exactly `{{n}}`,
-    /// `{{width}}` or `{{height}}` becomes a number). Default: `{"prompt": "{{prompt}}"}`.
+    /// `{{width}}`, `{{height}}`, `{{model}}` and `{{seed}}` (a string that is exactly `{{n}}`,
+    /// `{{width}}`, `{{height}}` or `{{seed}}` becomes a number). Default: `{"prompt": "{{prompt}}"}`.
     #[serde(default)]
     pub body: Option<serde_json::Value>,
     /// `generic`: dotted path to the base64 image in the JSON answer, e.g. `images.0.base64`;
@@ -130,7 +135,10 @@ impl Stage for GenerateHttp {
         let (target, refs) = match p.api {
             Api::Openai => {
                 let url = Url::parse(&p.base_url).map_err(StageError::invalid_input)?.join("/v1/images/generations");
-                let body = api::openai_body(&p.model, &p.prompt, p.n, &p.size);
+                let mut body = api::openai_body(&p.model, &p.prompt, p.n, &p.size);
+                if let Some(seed) = p.seed {
+                    body["seed"] = json!(seed);
+                }
                 let json = post_json(&p, &url, &body, &mut stats)?;
                 let refs = api::openai_images(&json).map_err(|e| StageError::failed(format!("{url}: {e}")))?;
                 (url, refs)
@@ -150,6 +158,7 @@ impl Stage for GenerateHttp {
                     ("width", width.map(|w| json!(w)).unwrap_or(json!(null))),
                     ("height", height.map(|h| json!(h)).unwrap_or(json!(null))),
                     ("model", json!(p.model)),
+                    ("seed", p.seed.map(|s| json!(s)).unwrap_or(json!(null))),
                 ];
                 let body = api::fill_template(&template, &vars);
                 let json = post_json(&p, &url, &body, &mut stats)?;
