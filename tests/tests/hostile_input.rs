@@ -287,7 +287,7 @@ async fn hostile_requests_are_4xx_naming_the_limit_and_the_server_lives() {
     let bin = stagecraft_bin();
     let home = tempfile::tempdir().unwrap();
     let plugins = noop_plugins(home.path());
-    let mut server = Serve::start(&bin, home.path(), &plugins);
+    let mut server = Serve::start(bin, home.path(), &plugins);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let baseline_kib = server.peak_rss_kib();
 
@@ -353,7 +353,7 @@ fn stagecraft_run_refuses_the_deepest_file_with_one_line() {
     let plugins = noop_plugins(home.path());
     let file = home.path().join("deep.yaml");
     std::fs::write(&file, deep_block_sequences(100_000)).unwrap();
-    let out = Command::new(&bin)
+    let out = Command::new(bin)
         .arg("run")
         .arg(&file)
         .arg("--out")

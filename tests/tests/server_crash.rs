@@ -151,7 +151,7 @@ async fn jobs_survive_kill_9_and_complete_once() {
     let log = home.path().join("serve.log");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
-    let server = Serve::start(&bin, home.path(), &plugins, &log);
+    let server = Serve::start(bin, home.path(), &plugins, &log);
     const JOBS: usize = 6;
     let mut ids = Vec::new();
     for job in 0..JOBS {
@@ -199,7 +199,7 @@ async fn jobs_survive_kill_9_and_complete_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before: HashMap<String, Vec<(String, Value)>> = seen.lock().unwrap().clone();
 
-    let server = Serve::start(&bin, home.path(), &plugins, &log);
+    let server = Serve::start(bin, home.path(), &plugins, &log);
     let mut finals = HashMap::new();
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -275,7 +275,7 @@ async fn jobs_survive_kill_9_and_complete_once() {
     // A final state is reached once: one job_finished in the kept events,
     // and another kill and restart, with everything final, runs nothing.
     server.kill9();
-    let server = Serve::start(&bin, home.path(), &plugins, &log);
+    let server = Serve::start(bin, home.path(), &plugins, &log);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in &ids {
         let (_, job) = call(&client, Method::GET, &format!("{}/v1/jobs/{id}", server.base), None).await;

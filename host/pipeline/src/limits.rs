@@ -52,9 +52,9 @@ impl Default for Limits {
 
 /// Bytes in a human unit for limit messages: `1 MiB`, `512 KiB`, `300 bytes`.
 pub fn human_bytes(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else if n >= 1 << 20 {
         format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
@@ -334,7 +334,6 @@ mod tests {
         }
         assert_eq!(json_depth(&v), 100_001);
         // Value's own Drop recurses: take it apart iteratively.
-        let mut v = v;
         while let Value::Array(mut a) = v {
             v = a.pop().unwrap_or(Value::Null);
         }
