@@ -46,6 +46,11 @@ pub struct HostArgs {
     /// declared non-deterministic); seeded reuses calls with a `seed`.
     #[arg(long = "reuse", global = true, value_name = "STAGE=RULE")]
     pub reuse: Vec<String>,
+    /// ONNX Runtime library (libonnxruntime.so) the models run on. Default:
+    /// `$ORT_DYLIB_PATH`, else the `onnxruntime` wheel of python3
+    /// (scripts/setup-ort); without one, models run on tract.
+    #[arg(long = "ort-lib", global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
     #[command(flatten)]
     pub capacity: CapacityArgs,
 }
@@ -104,6 +109,9 @@ impl HostArgs {
         // The device choice decides whether models may run on CUDA; a
         // `cuda` that cannot be had leaves them on tract with the reason.
         stagecraft_accel::device::request(self.device);
+        if let Some(lib) = &self.ort_lib {
+            stagecraft_inference::ort_engine::set_library(lib);
+        }
         let (models, report) = Models::open(&dir).context("--models")?;
         for (name, why) in &report.failed {
             eprintln!("warning: model {name} not loaded: {why}");

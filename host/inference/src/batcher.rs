@@ -5,11 +5,17 @@
 //!
 //! `instances` worker threads (plain OS threads, never the async executor)
 //! share one queue. One idle worker at a time "forms" a batch: it waits for
-//! the window of the oldest call to close or for the batch to fill, takes
-//! the rows and runs them while the next idle worker forms the next batch.
-//! Under load every worker is busy, calls pile up, and the next batch forms
-//! at once and full: batches grow with load, latency stays bounded by
-//! `batch_delay` when idle.
+//! the window of the oldest call to close or for the queue to hold the
+//! largest preferred batch size (`preferred_batch_size`, Triton's; without
+//! it, `max_batch`), takes the rows and runs them while the next idle
+//! worker forms the next batch. Under load every worker is busy, calls pile
+//! up, and the next batch forms at once and full: batches grow with load,
+//! latency stays bounded by `batch_delay` when idle.
+//!
+//! What one batch takes ([`batch_cap`]): the queue's rows split evenly over
+//! the idle workers (so a burst of 32 calls on 2 instances runs as two
+//! batches of 16 on both cores, not one of 32 on one core while the other
+//! waits), then rounded down to the largest preferred size that fits.
 //!
 //! A caller that goes away (its future dropped, or its deadline passed)
 //! drops its reply channel; the queue prunes such calls before counting
@@ -119,6 +125,8 @@ struct State {
     queued_rows: usize,
     /// A worker is waiting for the current batch window to close.
     forming: bool,
+    /// Workers running a batch now.
+    running: usize,
     /// No more calls; workers drain the queue and exit.
     closed: bool,
 }
@@ -129,6 +137,9 @@ struct Shared {
     max_batch: usize,
     max_queue: usize,
     delay: Duration,
+    instances: usize,
+    /// Ascending; empty: `max_batch` alone.
+    preferred: Vec<usize>,
     counters: Arc<Counters>,
     state: Mutex<State>,
     wake: Condvar,
@@ -157,6 +168,8 @@ impl Batcher {
             max_batch: config.max_batch,
             max_queue: config.max_queue,
             delay: config.batch_delay,
+            instances: config.instances,
+            preferred: config.preferred_batch.clone(),
             counters,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -255,8 +268,18 @@ fn batchable_rows(st: &State, max_batch: usize) -> usize {
     rows
 }
 
+/// Rows the next batch may take, given `rows` that could join it, `idle`
+/// workers (the forming one included) and the preferred sizes (ascending):
+/// an even share per idle worker, at most `max_batch`, rounded down to the
+/// largest preferred size that fits when one does.
+pub fn batch_cap(rows: usize, idle: usize, max_batch: usize, preferred: &[usize]) -> usize {
+    let share = if idle > 1 { rows.div_ceil(idle) } else { rows };
+    let cap = share.clamp(1, max_batch);
+    preferred.iter().rev().copied().find(|&p| p <= cap).unwrap_or(cap)
+}
+
 /// Takes the oldest call and the later ones that fit with it, in order, up
-/// to `max_batch` rows.
+/// to `max_batch` rows (the oldest call always, whatever its rows).
 fn take_batch(st: &mut State, max_batch: usize) -> Vec<Request> {
     let Some(head) = st.queue.pop_front() else { return Vec::new() };
     let mut rows = head.rows;
@@ -291,26 +314,29 @@ fn worker(s: &Shared) {
             }
             st.forming = true;
             let window_end = st.queue.front().map_or_else(Instant::now, |r| r.enqueued + s.delay);
+            let goal = s.preferred.last().copied().unwrap_or(s.max_batch);
             loop {
                 prune(&mut st, &s.counters);
                 let now = Instant::now();
-                if st.queue.is_empty()
-                    || st.closed
-                    || now >= window_end
-                    || batchable_rows(&st, s.max_batch) >= s.max_batch
-                {
+                if st.queue.is_empty() || st.closed || now >= window_end || batchable_rows(&st, s.max_batch) >= goal {
                     break;
                 }
                 st = s.wake.wait_timeout(st, window_end - now).unwrap_or_else(|p| p.into_inner()).0;
             }
-            let batch = take_batch(&mut st, s.max_batch);
+            let idle = s.instances.saturating_sub(st.running).max(1);
+            let cap = batch_cap(batchable_rows(&st, s.max_batch), idle, s.max_batch, &s.preferred);
+            let batch = take_batch(&mut st, cap);
             s.counters.pending.fetch_sub(batch.len() as u64, Relaxed);
             st.forming = false;
+            if !batch.is_empty() {
+                st.running += 1;
+            }
             batch
         };
         s.wake.notify_all();
         if !batch.is_empty() {
             run_batch(s, batch);
+            lock(&s.state).running -= 1;
         }
     }
 }
@@ -375,5 +401,27 @@ fn fail_all(s: &Shared, batch: Vec<Request>, message: String) {
     for r in batch {
         s.counters.failed.fetch_add(1, Relaxed);
         let _ = r.reply.send(Err(InferError::Failed(message.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_cap;
+
+    #[test]
+    fn a_batch_is_split_over_idle_workers_and_rounded_to_a_preferred_size() {
+        // 32 rows, 2 idle workers, no preference: 16 each.
+        assert_eq!(batch_cap(32, 2, 32, &[]), 16);
+        // One idle worker takes all it may.
+        assert_eq!(batch_cap(32, 1, 32, &[]), 32);
+        assert_eq!(batch_cap(40, 1, 32, &[]), 32);
+        // Rounded down to the largest preferred size that fits.
+        assert_eq!(batch_cap(20, 1, 32, &[4, 8, 16]), 16);
+        assert_eq!(batch_cap(7, 1, 32, &[4, 8, 16]), 4);
+        // Fewer rows than any preferred size: take them.
+        assert_eq!(batch_cap(3, 1, 32, &[4, 8]), 3);
+        // An odd number split: the first batch takes the larger half.
+        assert_eq!(batch_cap(5, 2, 32, &[]), 3);
+        assert_eq!(batch_cap(0, 2, 32, &[]), 1);
     }
 }

@@ -13,9 +13,13 @@
 //! engine tells the two apart by the rank `model.onnx` declares. A dimension
 //! is a positive size, or `-1`, `null` or a name (`"H"`) for "any size".
 //! Optional keys: `max_queue` (rows waiting before calls get `unavailable`,
-//! default 64 x `max_batch`) and `timeout_ms` (queue time plus execution,
-//! default 30000). Triton's spellings `max_batch_size`, `dims`, `data_type`
-//! and `TYPE_FP32` are understood too.
+//! default 64 x `max_batch`), `timeout_ms` (queue time plus execution,
+//! default 30000), `preferred_batch_size` (Triton's: batch sizes the
+//! batcher sends at once, without waiting out the delay, e.g. `[8, 16]`)
+//! and `cpu_threads` (ONNX Runtime intra-op threads per instance; default
+//! the host's CPUs / `instances`). Triton's spellings `max_batch_size`,
+//! `max_queue_delay_microseconds`, `dims`, `data_type` and `TYPE_FP32` are
+//! understood too.
 
 use crate::tensor::DType;
 use anyhow::{bail, Context};
@@ -42,6 +46,11 @@ pub struct ModelConfig {
     pub instances: usize,
     /// How long the oldest queued call waits for others to join its batch.
     pub batch_delay: Duration,
+    /// Batch sizes sent as soon as the queue holds them (ascending, each at
+    /// most `max_batch`); empty: only a full `max_batch` ends the wait early.
+    pub preferred_batch: Vec<usize>,
+    /// ONNX Runtime intra-op threads per instance, when set.
+    pub cpu_threads: Option<usize>,
     /// Rows allowed to wait; more get `unavailable`.
     pub max_queue: usize,
     /// Deadline of one call, queue time and execution together.
@@ -59,6 +68,10 @@ struct RawConfig {
     instances: Option<usize>,
     #[serde(alias = "max_queue_delay_ms")]
     batch_delay_ms: Option<f64>,
+    max_queue_delay_microseconds: Option<f64>,
+    #[serde(alias = "preferred_batch_sizes")]
+    preferred_batch_size: Option<Vec<usize>>,
+    cpu_threads: Option<usize>,
     max_queue: Option<usize>,
     timeout_ms: Option<u64>,
     inputs: Vec<RawIo>,
@@ -103,7 +116,21 @@ impl ModelConfig {
         if instances == 0 || instances > 64 {
             bail!("`instances` must be between 1 and 64, got {instances}");
         }
-        let delay_ms = raw.batch_delay_ms.unwrap_or(0.0);
+        let delay_ms = match (raw.batch_delay_ms, raw.max_queue_delay_microseconds) {
+            (Some(_), Some(_)) => bail!("give `batch_delay_ms` or `max_queue_delay_microseconds`, not both"),
+            (Some(ms), None) => ms,
+            (None, Some(us)) => us / 1e3,
+            (None, None) => 0.0,
+        };
+        let mut preferred_batch = raw.preferred_batch_size.unwrap_or_default();
+        preferred_batch.sort_unstable();
+        preferred_batch.dedup();
+        if let Some(bad) = preferred_batch.iter().find(|&&b| b == 0 || b > max_batch) {
+            bail!("`preferred_batch_size` {bad} is not between 1 and max_batch ({max_batch})");
+        }
+        if raw.cpu_threads == Some(0) {
+            bail!("`cpu_threads` must be at least 1");
+        }
         if !(0.0..=10_000.0).contains(&delay_ms) {
             bail!("`batch_delay_ms` must be between 0 and 10000, got {delay_ms}");
         }
@@ -118,6 +145,8 @@ impl ModelConfig {
             max_batch,
             instances,
             batch_delay: Duration::from_secs_f64(delay_ms / 1e3),
+            preferred_batch,
+            cpu_threads: raw.cpu_threads,
             max_queue: raw.max_queue.unwrap_or(64 * max_batch).max(max_batch),
             timeout: Duration::from_millis(timeout_ms),
             inputs,
@@ -173,6 +202,22 @@ mod tests {
         assert_eq!(c.instances, 1);
         assert_eq!(c.max_queue, 256);
         assert_eq!(c.inputs[0].dims, vec![Some(3), None, None]);
+    }
+
+    #[test]
+    fn reads_preferred_batch_sizes_and_the_triton_delay() {
+        let io = r#""inputs": [{"name": "x", "type": "fp32", "shape": [3]}], "outputs": [{"name": "y", "type": "fp32", "shape": [3]}]"#;
+        let c = ModelConfig::parse(
+            &format!(
+                r#"{{"max_batch": 16, "preferred_batch_size": [16, 4, 8], "max_queue_delay_microseconds": 500, {io}}}"#
+            ),
+            "m",
+        )
+        .unwrap();
+        assert_eq!(c.preferred_batch, vec![4, 8, 16]);
+        assert_eq!(c.batch_delay, Duration::from_micros(500));
+        let e = ModelConfig::parse(&format!(r#"{{"max_batch": 4, "preferred_batch_size": [8], {io}}}"#), "m");
+        assert!(format!("{:#}", e.unwrap_err()).contains("not between 1 and max_batch (4)"));
     }
 
     #[test]

@@ -1,7 +1,16 @@
-//! The engines of one model: tract on the CPU, optimised once, run on
-//! batches; and, when the host's device is CUDA and the graph stays inside
-//! the CUDA op set, the GPU engine ([`crate::gpu`]) in front of it, with
-//! tract running whatever batch the GPU cannot.
+//! The engines of one model. tract (pure Rust) always loads it: it is the
+//! reference every other engine is checked against at load, and the engine
+//! when no other is available. In front of it, in this order of preference:
+//!
+//! - ONNX Runtime's CUDA provider, when the host's device is CUDA and the
+//!   loaded library has the provider (the `onnxruntime-gpu` wheel);
+//! - the five-op CUDA engine ([`crate::gpu`]), when the device is CUDA and
+//!   the graph stays inside its op set;
+//! - ONNX Runtime on the CPU ([`crate::ort_engine`]), when the library loads.
+//!
+//! Each candidate runs a probe batch that tract runs too and is kept only
+//! when the two agree; otherwise the next one is tried, and [`Engine::runs_on`]
+//! says which engine won and why the others did not.
 //!
 //! Batch strategy: the leading dimension of every input is replaced by one
 //! symbol `N` (and every dynamic item dimension by its own symbol) before
@@ -14,6 +23,7 @@
 
 use crate::config::{IoSpec, ModelConfig};
 use crate::gpu::{GpuPath, Placement};
+use crate::ort_engine::{self, OrtModel};
 use crate::tensor::{shape_str, DType, Tensor};
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -40,14 +50,94 @@ impl Port {
     }
 }
 
+/// Which engines a repository may use (`STAGECRAFT_ENGINE`), and the CPU
+/// capacity ONNX Runtime sizes its threads by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library loads and agrees with tract, else tract.
+    Auto,
+    /// tract only (the pure-Rust engine; also what the five-op CUDA engine falls back to).
+    Tract,
+    /// ONNX Runtime required: a model that cannot run on it fails to load.
+    Ort,
+}
+
+impl EngineChoice {
+    /// `STAGECRAFT_ENGINE` = `auto` (default), `tract` or `ort`; anything else is `auto` with a warning.
+    pub fn from_env() -> EngineChoice {
+        match std::env::var("STAGECRAFT_ENGINE").unwrap_or_default().to_ascii_lowercase().as_str() {
+            "" | "auto" => EngineChoice::Auto,
+            "tract" => EngineChoice::Tract,
+            "ort" | "onnxruntime" => EngineChoice::Ort,
+            other => {
+                tracing::warn!("STAGECRAFT_ENGINE={other}: expected auto, tract or ort; using auto");
+                EngineChoice::Auto
+            }
+        }
+    }
+}
+
+/// How models are placed: the engine choice and the CPUs ONNX Runtime may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    pub choice: EngineChoice,
+    /// CPU capacity: each model's instances share it (intra-op threads per
+    /// instance = cpus / instances, at least 1).
+    pub cpus: usize,
+}
+
+impl EngineOptions {
+    /// [`EngineChoice::from_env`], and the CPUs this process may run on
+    /// (`STAGECRAFT_CPUS` overrides).
+    pub fn from_env() -> EngineOptions {
+        let cpus = std::env::var("STAGECRAFT_CPUS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        EngineOptions { choice: EngineChoice::from_env(), cpus }
+    }
+
+    /// ONNX Runtime's intra-op threads for one instance of `config`.
+    pub fn threads_for(&self, config: &ModelConfig) -> usize {
+        config.cpu_threads.unwrap_or((self.cpus / config.instances.max(1)).max(1))
+    }
+}
+
+/// Which engine runs a model (the short form of [`Engine::runs_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    Tract,
+    OrtCpu,
+    OrtCuda,
+    /// The five-op CUDA engine of [`crate::gpu`].
+    Cuda,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "tract",
+            EngineKind::OrtCpu => "onnxruntime-cpu",
+            EngineKind::OrtCuda => "onnxruntime-cuda",
+            EngineKind::Cuda => "cuda",
+        }
+    }
+}
+
 /// A model optimised and ready to run, shared by the model's workers.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
+    /// ONNX Runtime sessions: the main engine (CPU or CUDA provider), or the
+    /// CPU behind the five-op GPU engine.
+    ort: Option<OrtModel>,
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
     gpu: Option<GpuPath>,
     /// Which engine runs the model, and why (`stagecraft models`).
     pub runs_on: String,
+    pub kind: EngineKind,
 }
 
 impl std::fmt::Debug for Engine {
@@ -57,9 +147,15 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Loads `model.onnx` on tract only (see [`Engine::load_on`]).
+    /// Loads `model.onnx` on tract only (see [`Engine::load_with`]).
     pub fn load(onnx: &Path, config: &ModelConfig) -> anyhow::Result<Engine> {
-        Self::load_on(onnx, config, &Placement::Cpu("tract requested".into()))
+        let tract_only = EngineOptions { choice: EngineChoice::Tract, cpus: 1 };
+        Self::load_with(onnx, config, &Placement::Cpu("tract requested".into()), &tract_only)
+    }
+
+    /// [`Engine::load_with`] with [`EngineOptions::from_env`].
+    pub fn load_on(onnx: &Path, config: &ModelConfig, placement: &Placement) -> anyhow::Result<Engine> {
+        Self::load_with(onnx, config, placement, &EngineOptions::from_env())
     }
 
     /// Loads `model.onnx`, checks it against `config`, optimises it with a
@@ -67,8 +163,14 @@ impl Engine {
     /// runs it once on zeros to prove it batches. With a CUDA placement,
     /// also puts the model on the GPU when its graph allows and the GPU
     /// agrees with tract on a probe input; otherwise it stays on tract and
-    /// the log and [`Engine::runs_on`] say why.
-    pub fn load_on(onnx: &Path, config: &ModelConfig, placement: &Placement) -> anyhow::Result<Engine> {
+    /// the log and [`Engine::runs_on`] say why. Then ONNX Runtime, as the
+    /// module docs say, unless `options` choose tract.
+    pub fn load_with(
+        onnx: &Path,
+        config: &ModelConfig,
+        placement: &Placement,
+        options: &EngineOptions,
+    ) -> anyhow::Result<Engine> {
         let mut model = tract_onnx::onnx()
             .model_for_path(onnx)
             .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -136,23 +238,113 @@ impl Engine {
             .and_then(|m| m.into_runnable())
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .context("tract cannot optimise the model with a symbolic batch dimension N")?;
-        let mut engine = Engine { plan, inputs, outputs, gpu: None, runs_on: String::new() };
+        let mut engine =
+            Engine { plan, ort: None, inputs, outputs, gpu: None, runs_on: String::new(), kind: EngineKind::Tract };
         engine.smoke_test(config.max_batch.min(2))?;
-        match placement {
-            Placement::Cpu(why) => engine.runs_on = format!("tract (cpu): {why}"),
-            Placement::Cuda(cuda) => match engine.attach_gpu(onnx, cuda) {
-                Ok((gpu, diff)) => {
-                    engine.runs_on = format!("cuda ({}); probe vs tract: max abs diff {diff:.1e}", cuda.summary);
-                    tracing::info!(model = %config.name, max_abs_diff = diff, "model runs on CUDA");
-                    engine.gpu = Some(gpu);
+        let mut not_used: Vec<String> = Vec::new();
+        let runtime = match options.choice {
+            EngineChoice::Tract => Err("STAGECRAFT_ENGINE=tract"),
+            _ => ort_engine::runtime(),
+        };
+        let threads = options.threads_for(config);
+        if let Placement::Cuda(cuda) = placement {
+            match runtime {
+                Ok(rt) if rt.has_cuda => match engine.attach_ort(rt, onnx, config, threads, true) {
+                    Ok(diff) => {
+                        engine.kind = EngineKind::OrtCuda;
+                        engine.runs_on = format!(
+                            "onnxruntime {} cuda provider ({}); probe vs tract: {diff}",
+                            rt.version, cuda.summary
+                        );
+                    }
+                    Err(why) => not_used.push(format!("not on ONNX Runtime's CUDA provider: {why}")),
+                },
+                Ok(rt) => not_used
+                    .push(format!("ONNX Runtime {} has no CUDA provider (install onnxruntime-gpu for it)", rt.version)),
+                Err(_) => {}
+            }
+            if engine.kind == EngineKind::Tract {
+                match engine.attach_gpu(onnx, cuda) {
+                    Ok((gpu, diff)) => {
+                        engine.runs_on = format!("cuda ({}); probe vs tract: max abs diff {diff:.1e}", cuda.summary);
+                        tracing::info!(model = %config.name, max_abs_diff = diff, "model runs on CUDA");
+                        engine.gpu = Some(gpu);
+                        engine.kind = EngineKind::Cuda;
+                    }
+                    Err(why) => not_used.push(format!("not on CUDA: {why}")),
                 }
-                Err(why) => {
-                    tracing::info!(model = %config.name, %why, "model stays on tract (cpu)");
-                    engine.runs_on = format!("tract (cpu): not on CUDA: {why}");
-                }
-            },
+            }
         }
+        if matches!(engine.kind, EngineKind::Tract | EngineKind::Cuda) {
+            match runtime {
+                Ok(rt) => match engine.attach_ort(rt, onnx, config, threads, false) {
+                    Ok(diff) => {
+                        let cpu = format!("onnxruntime {} cpu ({threads} thread(s) per instance)", rt.version);
+                        if engine.kind == EngineKind::Cuda {
+                            engine.runs_on.push_str(&format!("; batches the GPU cannot run: {cpu}"));
+                        } else {
+                            engine.kind = EngineKind::OrtCpu;
+                            engine.runs_on = format!("{cpu}; probe vs tract: {diff}");
+                        }
+                    }
+                    Err(why) => not_used.push(format!("not on ONNX Runtime: {why}")),
+                },
+                Err(why) => not_used.push(format!("no ONNX Runtime: {why}")),
+            }
+        }
+        if options.choice == EngineChoice::Ort && !matches!(engine.kind, EngineKind::OrtCpu | EngineKind::OrtCuda) {
+            bail!("STAGECRAFT_ENGINE=ort but the model cannot run on ONNX Runtime: {}", not_used.join("; "));
+        }
+        if engine.kind == EngineKind::Tract {
+            engine.runs_on = format!("tract (cpu): {}", not_used.join("; "));
+            if let Placement::Cpu(why) = placement {
+                engine.runs_on.push_str(&format!("; device: {why}"));
+            }
+        } else if !not_used.is_empty() {
+            engine.runs_on.push_str(&format!(" ({})", not_used.join("; ")));
+        }
+        tracing::info!(model = %config.name, engine = engine.kind.as_str(), "{}", engine.runs_on);
         Ok(engine)
+    }
+
+    /// Loads the model on ONNX Runtime and checks it against tract on a
+    /// probe batch; keeps it when they agree. Returns the agreement, said.
+    fn attach_ort(
+        &mut self,
+        rt: &ort_engine::Runtime,
+        onnx: &Path,
+        config: &ModelConfig,
+        threads: usize,
+        cuda: bool,
+    ) -> Result<String, String> {
+        let model = OrtModel::load(rt, onnx, config, threads, cuda).map_err(|e| format!("{e:#}"))?;
+        let probe = self.probe_inputs(config.max_batch);
+        let want = self.run_tract(&probe).map_err(|e| format!("probe run on tract: {e:#}"))?;
+        let got = model.run(&probe, &self.outputs).map_err(|e| format!("probe run: {e:#}"))?;
+        let said = compare(&got, &want)?;
+        self.ort = Some(model);
+        Ok(said)
+    }
+
+    /// A batch of 2 (1 when `max_batch` is 1) for the load-time probe: seeded values for fp32 inputs,
+    /// zeros for integer ones (they are often indices), 32 for every
+    /// dynamic dimension.
+    pub fn probe_inputs(&self, max_batch: usize) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(|(ix, port)| {
+                let mut shape = vec![max_batch.min(2)];
+                shape.extend(port.item.iter().map(|d| d.unwrap_or(32)));
+                let n: usize = shape.iter().product();
+                match port.dtype {
+                    DType::F32 => {
+                        Tensor::from_f32(port.name.clone(), shape, &crate::gpu::probe_input(n, 11 + ix as u64))
+                    }
+                    dtype => Tensor { name: port.name.clone(), shape, dtype, data: vec![0; n * dtype.size()] },
+                }
+            })
+            .collect()
     }
 
     /// Lowers the graph for the GPU, uploads it and compares it with tract
@@ -179,7 +371,7 @@ impl Engine {
             .run_direct(&values, shape[0], shape[2], shape[3])
             .map_err(|e| format!("probe run on the GPU: {e:?}"))?;
         let want = self
-            .run_cpu(&[Tensor::from_f32(input.name.clone(), shape, &values)])
+            .run_tract(&[Tensor::from_f32(input.name.clone(), shape, &values)])
             .map_err(|e| format!("probe run on tract: {e:#}"))?;
         let want_values = want[0].to_f32().unwrap_or_default();
         if want[0].shape != got_shape {
@@ -227,8 +419,9 @@ impl Engine {
     }
 
     /// Runs one batch. `inputs` are in model order, already checked against
-    /// [`Engine::inputs`]. On the GPU when the model runs there and the
-    /// GPU takes the batch, else on tract. Blocking: call it from a worker
+    /// [`Engine::inputs`]. On the five-op GPU engine when the model runs
+    /// there and the GPU takes the batch, else on ONNX Runtime when the
+    /// model runs there, else on tract. Blocking: call it from a worker
     /// thread.
     pub fn run(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
         if let (Some(gpu), [input], [port]) = (&self.gpu, inputs, self.outputs.as_slice()) {
@@ -240,12 +433,57 @@ impl Engine {
         self.run_cpu(inputs)
     }
 
-    /// Runs one batch on tract.
+    /// Runs one batch off the five-op GPU engine: ONNX Runtime when the
+    /// model runs there, else tract.
     pub fn run_cpu(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
+        match &self.ort {
+            Some(ort) => ort.run(inputs, &self.outputs),
+            None => self.run_tract(inputs),
+        }
+    }
+
+    /// Runs one batch on tract, the reference.
+    pub fn run_tract(&self, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
         let values = inputs.iter().map(to_tract).collect::<anyhow::Result<TVec<TValue>>>()?;
         let outputs = self.plan.run(values).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         outputs.iter().zip(&self.outputs).map(|(t, port)| from_tract(t, &port.name)).collect()
     }
+}
+
+/// Compares a candidate engine's probe outputs with tract's: same shapes
+/// and types, integers equal, floats within [`crate::gpu::PROBE_TOLERANCE`]
+/// relative to the output's largest magnitude (at least 1).
+fn compare(got: &[Tensor], want: &[Tensor]) -> Result<String, String> {
+    let mut worst = 0f32;
+    for (g, w) in got.iter().zip(want) {
+        if g.shape != w.shape || g.dtype != w.dtype {
+            return Err(format!(
+                "output '{}' is {} {} where tract's is {} {}",
+                w.name,
+                g.dtype,
+                shape_str(&g.shape),
+                w.dtype,
+                shape_str(&w.shape)
+            ));
+        }
+        match (g.to_f32(), w.to_f32()) {
+            (Some(a), Some(b)) => {
+                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let diff = crate::gpu::max_abs_diff(&a, &b);
+                if diff.is_nan() || diff > crate::gpu::PROBE_TOLERANCE * scale {
+                    return Err(format!(
+                        "output '{}' differs from tract's by up to {diff:e} on the probe (tolerance {:e})",
+                        w.name,
+                        crate::gpu::PROBE_TOLERANCE * scale
+                    ));
+                }
+                worst = worst.max(diff);
+            }
+            _ if g.data != w.data => return Err(format!("output '{}' differs from tract's on the probe", w.name)),
+            _ => {}
+        }
+    }
+    Ok(format!("max abs diff {worst:.1e}"))
 }
 
 /// The item dimensions of `spec`, given the rank model.onnx declares for

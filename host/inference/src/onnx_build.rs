@@ -50,6 +50,12 @@ impl Dense {
 /// A multi-layer perceptron `[N, in] -> [N, out]` with ReLU between the
 /// layers (none after the last).
 pub fn mlp(input: &str, output: &str, layers: &[Dense]) -> Vec<u8> {
+    mlp_with_batch(input, output, layers, -1)
+}
+
+/// [`mlp`] whose file fixes the batch dimension at `batch` (`-1`: any),
+/// as many exported models do.
+pub fn mlp_with_batch(input: &str, output: &str, layers: &[Dense], batch: i64) -> Vec<u8> {
     assert!(!layers.is_empty(), "an MLP needs a layer");
     let mut nodes = Vec::new();
     let mut initializers = Vec::new();
@@ -71,7 +77,7 @@ pub fn mlp(input: &str, output: &str, layers: &[Dense]) -> Vec<u8> {
     }
     let first = layers[0].inputs as i64;
     let out = layers[layers.len() - 1].outputs as i64;
-    model(nodes, initializers, vec![value(input, &[-1, first])], vec![value(output, &[-1, out])])
+    model(nodes, initializers, vec![value(input, &[batch, first])], vec![value(output, &[batch, out])])
 }
 
 /// A per-pixel foreground probability `sigmoid(scale * x + bias)` on

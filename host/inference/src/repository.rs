@@ -11,7 +11,7 @@
 
 use crate::batcher::{Batcher, Counters, ModelStats, Refused};
 use crate::config::ModelConfig;
-use crate::engine::{Engine, Port};
+use crate::engine::{Engine, EngineOptions, Port};
 use crate::error::InferError;
 use crate::gpu::Placement;
 use crate::tensor::{shape_str, Tensor};
@@ -39,6 +39,8 @@ pub struct Models {
     dir: PathBuf,
     /// Where models may run (CUDA or tract), decided once.
     placement: Placement,
+    /// Which engines, and the CPUs ONNX Runtime sizes its threads by.
+    options: EngineOptions,
     loaded: RwLock<BTreeMap<String, Arc<Loaded>>>,
     /// Counters by model name, kept across reloads.
     counters: Mutex<HashMap<String, Arc<Counters>>>,
@@ -73,8 +75,13 @@ pub struct ModelInfo {
     pub version: u64,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
-    /// Which engine runs the model (`cuda (...)` or `tract (cpu): why`).
+    /// Which engine runs the model and why (`onnxruntime 1.31.1 cpu ...`,
+    /// `cuda (...)` or `tract (cpu): why`).
     pub engine: String,
+    /// The same in one word: `tract`, `onnxruntime-cpu`, `onnxruntime-cuda` or `cuda`.
+    pub engine_kind: &'static str,
+    /// Preferred batch sizes (Triton's `preferred_batch_size`).
+    pub preferred_batch: Vec<usize>,
     /// Batches run on the GPU, and batches the GPU failed that tract re-ran.
     pub gpu_batches: u64,
     pub gpu_fallbacks: u64,
@@ -97,11 +104,22 @@ impl Models {
 
     /// As [`Models::open`], with the placement given.
     pub fn open_on(dir: impl AsRef<Path>, placement: Placement) -> anyhow::Result<(Arc<Models>, LoadReport)> {
+        Self::open_with(dir, placement, EngineOptions::from_env())
+    }
+
+    /// As [`Models::open`], with the placement and the engine options given
+    /// (tests force tract or ONNX Runtime; a host passes its CPU capacity).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        placement: Placement,
+        options: EngineOptions,
+    ) -> anyhow::Result<(Arc<Models>, LoadReport)> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::read_dir(&dir).with_context(|| format!("cannot read the model repository {}", dir.display()))?;
         let models = Arc::new(Models {
             dir,
             placement,
+            options,
             loaded: RwLock::default(),
             counters: Mutex::default(),
             attempts: Mutex::default(),
@@ -185,7 +203,7 @@ impl Models {
     fn build(&self, name: &str) -> anyhow::Result<Loaded> {
         let folder = self.dir.join(name);
         let config = ModelConfig::load(&folder.join("config.json"), name)?;
-        let engine = Arc::new(Engine::load_on(&folder.join("model.onnx"), &config, &self.placement)?);
+        let engine = Arc::new(Engine::load_with(&folder.join("model.onnx"), &config, &self.placement, &self.options)?);
         let counters =
             self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default().clone();
         let version = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).map_or(1, |l| l.version + 1);
@@ -255,6 +273,8 @@ impl Models {
                 inputs: l.engine.inputs.iter().map(|p| format!("{}: {}", p.name, p.describe())).collect(),
                 outputs: l.engine.outputs.iter().map(|p| format!("{}: {}", p.name, p.describe())).collect(),
                 engine: l.engine.runs_on.clone(),
+                engine_kind: l.engine.kind.as_str(),
+                preferred_batch: l.config.preferred_batch.clone(),
                 gpu_batches: l.engine.gpu().map_or(0, |g| g.counts().0),
                 gpu_fallbacks: l.engine.gpu().map_or(0, |g| g.counts().1),
                 max_batch: l.config.max_batch,

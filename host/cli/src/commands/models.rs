@@ -1,6 +1,6 @@
 //! `stagecraft models`: the model repository's models, their tensors,
-//! batching settings, the engine each runs on (CUDA or tract, and why),
-//! and the models that failed to load.
+//! batching settings, the engine each runs on (ONNX Runtime, CUDA or
+//! tract, and why), and the models that failed to load.
 
 use crate::host::HostArgs;
 
@@ -19,6 +19,16 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("model repository: {}", models.dir().display());
+    match stagecraft_inference::ort_engine::runtime() {
+        Ok(rt) => println!(
+            "onnx runtime: {} from {} (found by {}{})",
+            rt.version,
+            rt.path.display(),
+            rt.found_by,
+            if rt.has_cuda { "; has the CUDA provider" } else { "" }
+        ),
+        Err(why) => println!("onnx runtime: not loaded: {why}"),
+    }
     if list.is_empty() {
         println!("no models loaded");
         return Ok(());
@@ -35,9 +45,9 @@ pub fn run(host: &HostArgs, json: bool) -> anyhow::Result<()> {
             m.outputs.join("; ")
         );
     }
-    println!("\n{:<16} ENGINE", "MODEL");
+    println!("\n{:<16} {:<17} WHY", "MODEL", "ENGINE");
     for m in &list {
-        println!("{:<16} {}", m.name, m.engine);
+        println!("{:<16} {:<17} {}", m.name, m.engine_kind, m.engine);
     }
     Ok(())
 }
