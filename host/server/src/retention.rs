@@ -151,10 +151,22 @@ fn collect_files(dir: &Path, out: &mut Vec<StoredFile>) {
                 pending.push(entry.path());
             } else if meta.is_file() {
                 let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                out.push(StoredFile { path: entry.path(), bytes: meta.len(), written });
+                out.push(StoredFile { path: entry.path(), bytes: disk_bytes(&meta), written });
             }
         }
     }
+}
+
+/// What a file takes on disk: whole blocks (a 200-byte manifest holds 4 KiB).
+#[cfg(unix)]
+fn disk_bytes(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
+}
+
+#[cfg(not(unix))]
+fn disk_bytes(meta: &std::fs::Metadata) -> u64 {
+    meta.len()
 }
 
 #[cfg(test)]
@@ -182,13 +194,16 @@ mod tests {
         let newer = file(&shard, "newer", 400, hour);
         let young = file(&shard, "young", 400, Duration::ZERO);
         let protected = HashSet::from(["input-of-a-queued-job".to_owned()]);
-        // 2400 bytes against a 1500-byte budget: down to 1350 at most.
-        let report = trim_to_budget(&[home.path().to_path_buf()], 1500, Duration::from_secs(60), &protected);
-        assert!(!oldest.exists() && !older.exists() && !newer.exists());
-        assert!(input.exists() && partial.exists() && young.exists());
-        assert_eq!((report.files_removed, report.bytes_removed, report.bytes_kept), (3, 1200, 1200));
+        // Six files of one block each against a budget of five: down to 4.5
+        // blocks, so the two oldest that may go, go.
+        let block = disk_bytes(&std::fs::metadata(&oldest).unwrap());
+        let dirs = [home.path().to_path_buf()];
+        let report = trim_to_budget(&dirs, 5 * block, Duration::from_secs(60), &protected);
+        assert!(!oldest.exists() && !older.exists());
+        assert!(newer.exists() && input.exists() && partial.exists() && young.exists());
+        assert_eq!((report.files_removed, report.bytes_removed, report.bytes_kept), (2, 2 * block, 4 * block));
         // Under budget: nothing moves.
-        let again = trim_to_budget(&[home.path().to_path_buf()], 1500, Duration::from_secs(60), &protected);
+        let again = trim_to_budget(&dirs, 5 * block, Duration::from_secs(60), &protected);
         assert_eq!(again.files_removed, 0);
     }
 }
