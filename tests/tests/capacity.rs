@@ -286,7 +286,13 @@ async fn cancelling_parked_work_ends_its_hosted_call() {
     };
     let seen = wait_for(&rt, "the hosted call parked on HTTP", |s| parked(s, WaitKind::Http) == 1).await;
     assert_eq!(seen.cpu_busy, 0);
-    assert_eq!(api.in_flight.load(Ordering::SeqCst), 1);
+    // The stage parks once its request is sent; the API counts it once it
+    // has read all of it.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while api.in_flight.load(Ordering::SeqCst) != 1 {
+        assert!(Instant::now() < give_up, "the API never saw the request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     call.abort();
     let _ = call.await;
     let give_up = Instant::now() + Duration::from_secs(30);

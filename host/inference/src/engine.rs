@@ -303,6 +303,10 @@ impl Engine {
         } else if !not_used.is_empty() {
             engine.runs_on.push_str(&format!(" ({})", not_used.join("; ")));
         }
+        if let (EngineKind::OrtCpu, Placement::Cpu(why)) = (engine.kind, placement) {
+            // Why not on the GPU, as a tract placement says it.
+            engine.runs_on.push_str(&format!("; device: {why}"));
+        }
         tracing::info!(model = %config.name, engine = engine.kind.as_str(), "{}", engine.runs_on);
         Ok(engine)
     }
