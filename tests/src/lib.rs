@@ -65,6 +65,39 @@ pub fn stagecraft_bin() -> &'static Path {
     })
 }
 
+/// Starts `stagecraft serve --listen 127.0.0.1:0 --plugins PLUGINS EXTRA...`
+/// with `STAGECRAFT_HOME=home` and waits for the line naming its port;
+/// returns the process and its base URL. The server's stderr goes on to
+/// `log` (at `RUST_LOG=info`), or to this test's stderr without one.
+pub fn spawn_serve(home: &Path, plugins: &Path, extra: &[&str], log: Option<&Path>) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut command = std::process::Command::new(stagecraft_bin());
+    command.args(["serve", "--listen", "127.0.0.1:0"]).args(extra).arg("--plugins").arg(plugins);
+    command.env("STAGECRAFT_HOME", home).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    if log.is_some() {
+        command.env("RUST_LOG", "info");
+    }
+    let mut child = command.spawn().expect("starting stagecraft serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = log.map(|log| std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("serving on http://").nth(1) {
+                let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+            match &mut out {
+                Some(out) => {
+                    let _ = writeln!(out, "{line}");
+                }
+                None => eprintln!("serve: {line}"),
+            }
+        }
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("stagecraft serve did not start");
+    (child, format!("http://{addr}"))
+}
+
 /// The misbehaving plugins (spin, hog, escape).
 pub fn test_plugins_dir() -> PathBuf {
     plugins_dir();

@@ -17,9 +17,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use stagecraft_tests::{plugins_dir, stagecraft_bin};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -42,28 +41,10 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(bin: &Path, home: &Path, plugins: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--max-body-mb", &MAX_BODY_MIB.to_string()])
-            .arg("--plugins")
-            .arg(plugins)
-            .env("STAGECRAFT_HOME", home)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting stagecraft serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("serving on http://").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-                eprintln!("serve: {line}");
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(120)).expect("stagecraft serve did not start");
-        Self { child, base: format!("http://{addr}") }
+    fn start(home: &Path, plugins: &Path) -> Self {
+        let max_body = MAX_BODY_MIB.to_string();
+        let (child, base) = stagecraft_tests::spawn_serve(home, plugins, &["--max-body-mb", &max_body], None);
+        Self { child, base }
     }
 
     /// Whether the process is still running.
@@ -284,10 +265,9 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_4xx_naming_the_limit_and_the_server_lives() {
-    let bin = stagecraft_bin();
     let home = tempfile::tempdir().unwrap();
     let plugins = noop_plugins(home.path());
-    let mut server = Serve::start(bin, home.path(), &plugins);
+    let mut server = Serve::start(home.path(), &plugins);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let baseline_kib = server.peak_rss_kib();
 

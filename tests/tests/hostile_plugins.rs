@@ -15,9 +15,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use stagecraft_runtime::{InvokeError, InvokeOptions, QuotaKind, Quotas, Runtime, StageEvent, StageInput};
 use stagecraft_tests::{repo_root, stagecraft_bin, test_config, test_plugins_dir};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -252,31 +251,8 @@ struct Serve {
 
 impl Serve {
     fn start(home: &Path, plugins: &Path, log: &Path) -> Self {
-        let mut child = Command::new(stagecraft_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--plugins")
-            .arg(plugins)
-            .env("STAGECRAFT_HOME", home)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting stagecraft serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = log.to_owned();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("serving on http://").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-                let _ = writeln!(out, "{line}");
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(120)).expect("stagecraft serve did not start (see the log)");
-        Self { child, base: format!("http://{addr}") }
+        let (child, base) = stagecraft_tests::spawn_serve(home, plugins, &[], Some(log));
+        Self { child, base }
     }
 
     /// Resident memory of the server process, in bytes.

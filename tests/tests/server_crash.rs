@@ -24,11 +24,10 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use stagecraft_tests::{stagecraft_bin, test_plugins_dir};
+use stagecraft_tests::test_plugins_dir;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,32 +42,9 @@ struct Serve {
 impl Serve {
     /// Starts the binary on 127.0.0.1:0 and waits for the line that names
     /// the port; its stderr then goes on to `log`.
-    fn start(bin: &Path, home: &Path, plugins: &Path, log: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--max-jobs", "2"])
-            .arg("--plugins")
-            .arg(plugins)
-            .env("STAGECRAFT_HOME", home)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting stagecraft serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = log.to_owned();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("serving on http://").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-                let _ = writeln!(out, "{line}");
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(120)).expect("stagecraft serve did not start (see the log)");
-        Self { child, base: format!("http://{addr}") }
+    fn start(home: &Path, plugins: &Path, log: &Path) -> Self {
+        let (child, base) = stagecraft_tests::spawn_serve(home, plugins, &["--max-jobs", "2"], Some(log));
+        Self { child, base }
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -142,7 +118,6 @@ fn step_events<'a>(events: &'a [(String, Value)], kind: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_kill_9_and_complete_once() {
-    let bin = stagecraft_bin();
     let home = tempfile::tempdir().unwrap();
     // Only the burn stage: its own plugins folder.
     let plugins = home.path().join("plugins");
@@ -151,7 +126,7 @@ async fn jobs_survive_kill_9_and_complete_once() {
     let log = home.path().join("serve.log");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
-    let server = Serve::start(bin, home.path(), &plugins, &log);
+    let server = Serve::start(home.path(), &plugins, &log);
     const JOBS: usize = 6;
     let mut ids = Vec::new();
     for job in 0..JOBS {
@@ -199,7 +174,7 @@ async fn jobs_survive_kill_9_and_complete_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before: HashMap<String, Vec<(String, Value)>> = seen.lock().unwrap().clone();
 
-    let server = Serve::start(bin, home.path(), &plugins, &log);
+    let server = Serve::start(home.path(), &plugins, &log);
     let mut finals = HashMap::new();
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -275,7 +250,7 @@ async fn jobs_survive_kill_9_and_complete_once() {
     // A final state is reached once: one job_finished in the kept events,
     // and another kill and restart, with everything final, runs nothing.
     server.kill9();
-    let server = Serve::start(bin, home.path(), &plugins, &log);
+    let server = Serve::start(home.path(), &plugins, &log);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in &ids {
         let (_, job) = call(&client, Method::GET, &format!("{}/v1/jobs/{id}", server.base), None).await;
