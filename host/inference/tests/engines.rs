@@ -4,28 +4,15 @@
 //! must name the engine, and the batcher's preferred sizes and its split
 //! over instances must show in its counters.
 
+mod common;
+
+use common::{assert_close, layers, reference, row, IN, OUT};
 use serde_json::json;
 use stagecraft_inference::engine::Engine;
 use stagecraft_inference::gpu::{max_abs_diff, Placement};
-use stagecraft_inference::onnx_build::{self, Dense};
+use stagecraft_inference::onnx_build;
 use stagecraft_inference::{ort_engine, EngineChoice, EngineOptions, InferError, ModelConfig, Models, Tensor};
 use std::path::Path;
-
-const IN: usize = 8;
-const OUT: usize = 4;
-
-fn layers(seed: u64) -> Vec<Dense> {
-    vec![Dense::seeded(IN, 16, seed), Dense::seeded(16, OUT, seed + 1)]
-}
-
-fn reference(layers: &[Dense], x: &[f32]) -> Vec<f32> {
-    let hidden: Vec<f32> = layers[0].apply(x).into_iter().map(|v| v.max(0.0)).collect();
-    layers[1].apply(&hidden)
-}
-
-fn row(i: usize) -> Vec<f32> {
-    (0..IN).map(|j| ((i * IN + j) as f32 * 0.37).sin()).collect()
-}
 
 fn write_mlp(repo: &Path, name: &str, extra: serde_json::Value) {
     let mut config = json!({
@@ -56,11 +43,17 @@ fn open(dir: &Path, choice: EngineChoice) -> std::sync::Arc<Models> {
     models
 }
 
-fn assert_close(got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "got {got:?}, want {want:?}");
-    }
+/// `n` concurrent one-row calls of `mlp`, rows 0 to n-1.
+fn spawn_rows(
+    models: &std::sync::Arc<Models>,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Vec<Tensor>, InferError>>> {
+    (0..n)
+        .map(|i| {
+            let models = models.clone();
+            tokio::spawn(async move { models.infer("mlp", vec![Tensor::from_f32("x", vec![1, IN], &row(i))]).await })
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,14 +107,7 @@ async fn a_preferred_batch_size_is_sent_without_waiting_out_the_delay() {
             json!({"max_batch": 16, "preferred_batch_size": [4], "batch_delay_ms": 9000, "timeout_ms": 3000}),
         );
         let models = open(dir.path(), choice);
-        let calls: Vec<_> = (0..4)
-            .map(|i| {
-                let models = models.clone();
-                tokio::spawn(
-                    async move { models.infer("mlp", vec![Tensor::from_f32("x", vec![1, IN], &row(i))]).await },
-                )
-            })
-            .collect();
+        let calls = spawn_rows(&models, 4);
         for call in calls {
             call.await.unwrap().unwrap_or_else(|e| panic!("{kind}: {e}"));
         }
@@ -136,14 +122,7 @@ async fn a_burst_is_split_over_idle_instances() {
         let dir = tempfile::tempdir().unwrap();
         write_mlp(dir.path(), "mlp", json!({"max_batch": 16, "instances": instances, "batch_delay_ms": 2000}));
         let models = open(dir.path(), EngineChoice::Tract);
-        let calls: Vec<_> = (0..16)
-            .map(|i| {
-                let models = models.clone();
-                tokio::spawn(
-                    async move { models.infer("mlp", vec![Tensor::from_f32("x", vec![1, IN], &row(i))]).await },
-                )
-            })
-            .collect();
+        let calls = spawn_rows(&models, 16);
         for call in calls {
             call.await.unwrap().unwrap();
         }

@@ -3,26 +3,16 @@
 //! unknown models get the right errors, and reloads swap models while
 //! calls keep succeeding.
 
+mod common;
+
+use common::{assert_close, layers, reference, row, IN, OUT};
 use serde_json::json;
-use stagecraft_inference::onnx_build::{self, Dense};
+use stagecraft_inference::onnx_build;
 use stagecraft_inference::{InferError, Models, Tensor};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tract_onnx::prelude::*;
-
-const IN: usize = 8;
-const OUT: usize = 4;
-
-fn layers(seed: u64) -> Vec<Dense> {
-    vec![Dense::seeded(IN, 16, seed), Dense::seeded(16, OUT, seed + 1)]
-}
-
-/// What the two-layer MLP computes, written out by hand.
-fn reference(layers: &[Dense], x: &[f32]) -> Vec<f32> {
-    let hidden: Vec<f32> = layers[0].apply(x).into_iter().map(|v| v.max(0.0)).collect();
-    layers[1].apply(&hidden)
-}
 
 fn write_mlp(repo: &Path, name: &str, seed: u64, max_batch: usize, delay_ms: u64) {
     let config = json!({
@@ -31,17 +21,6 @@ fn write_mlp(repo: &Path, name: &str, seed: u64, max_batch: usize, delay_ms: u64
         "outputs": [{"name": "y", "type": "fp32", "shape": [OUT]}],
     });
     onnx_build::write_model(repo, name, &onnx_build::mlp("x", "y", &layers(seed)), &config).unwrap();
-}
-
-fn row(i: usize) -> Vec<f32> {
-    (0..IN).map(|j| ((i * IN + j) as f32 * 0.37).sin()).collect()
-}
-
-fn assert_close(got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "got {got:?}, want {want:?}");
-    }
 }
 
 #[tokio::test]
