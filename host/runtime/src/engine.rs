@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
+/// Core module instances one component may create (CPython needs 14).
+const MAX_CORE_INSTANCES: u32 = 20;
+
 pub struct StageEngine {
     engine: Engine,
     tick: Duration,
@@ -25,12 +28,19 @@ impl StageEngine {
         let mut pool = PoolingAllocationConfig::default();
         let instances = config.max_instances.max(1);
         pool.total_component_instances(instances)
-            // Rust wasip2 components hold one core module with one memory and
-            // one table; leave room for components from other toolchains.
-            .max_core_instances_per_component(16)
+            // Core module instances per component, as the toolchains build
+            // them (counted in the bundled and example stages): Rust wasip2 3
+            // (the stage plus two adapter shims), SpiderMonkey
+            // (componentize-js 0.23) 4, QuickJS (componentize-qjs 0.4 --sync)
+            // 8, CPython (componentize-py 0.25: libpython, libc, the
+            // extension modules) 14. The totals must let every instance be a
+            // Python one: a slot is only address space until it is used.
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
+            // QuickJS defines two memories, the others one; each toolchain
+            // two tables at most.
             .max_memories_per_component(2)
             .max_tables_per_component(4)
-            .total_core_instances(instances * 4)
+            .total_core_instances(instances * MAX_CORE_INSTANCES)
             .total_memories(instances * 2)
             .total_tables(instances * 4)
             .total_stacks(instances)
