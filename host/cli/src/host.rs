@@ -10,7 +10,9 @@ use std::time::Duration;
 
 #[derive(clap::Args, Clone)]
 pub struct HostArgs {
-    /// Folder of stage components (*.wasm).
+    /// Folder of stage components (*.wasm); several separated by `:` (for
+    /// example the bundled stages and your own), a later folder's version
+    /// of a stage winning.
     #[arg(long, global = true, env = "STAGECRAFT_PLUGINS", default_value = "target/plugins")]
     pub plugins: PathBuf,
     /// Per-invocation deadline, in seconds.
@@ -65,6 +67,16 @@ impl HostArgs {
             policy = policy.with_stage(stage, rule);
         }
         Ok(policy)
+    }
+
+    /// The plugins folders `--plugins` names, in order.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        std::env::split_paths(&self.plugins).collect()
+    }
+
+    /// The first plugins folder: where the benchmarks look for their stages.
+    pub fn first_plugin_dir(&self) -> PathBuf {
+        self.plugin_dirs().into_iter().next().unwrap_or_default()
     }
 
     /// The folder for caches and scratch space: `--home`, else
@@ -122,13 +134,19 @@ impl HostArgs {
     /// Builds the runtime and loads the plugins folder. Components that fail
     /// to load are reported on stderr; the rest are usable.
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
-        self.device()?;
-        if !self.plugins.is_dir() {
+        let dirs = self.plugin_dirs();
+        if let Some(missing) = dirs.iter().find(|dir| !dir.is_dir()) {
             anyhow::bail!(
                 "plugins folder {} does not exist (build the plugins with scripts/build-plugins, or pass --plugins DIR)",
-                self.plugins.display()
+                missing.display()
             );
         }
+        self.runtime_from(&dirs)
+    }
+
+    /// Builds the runtime and loads the components of `dirs`.
+    pub fn runtime_from(&self, dirs: &[PathBuf]) -> anyhow::Result<Runtime> {
+        self.device()?;
         let mut config = self.config();
         for spec in &self.http_grants {
             let delay = Duration::from_millis(self.http_rate_limit_ms);
@@ -138,9 +156,11 @@ impl HostArgs {
         self.capacity.resolve()?.apply_to_runtime(&mut config)?;
         config.models = self.models()?;
         let runtime = Runtime::new(config).context("starting the runtime")?;
-        let report = runtime.load_dir(&self.plugins);
-        for failure in &report.failed {
-            eprintln!("warning: {} not loaded: {}", failure.path.display(), failure.reason);
+        for dir in dirs {
+            let report = runtime.load_dir(dir);
+            for failure in &report.failed {
+                eprintln!("warning: {} not loaded: {}", failure.path.display(), failure.reason);
+            }
         }
         Ok(runtime)
     }

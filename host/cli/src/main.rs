@@ -4,9 +4,11 @@
 //! command line, sets up logging, builds the runtime, and turns any error
 //! into one clear line and a non-zero exit.
 
+mod author;
 mod capacity;
 mod commands;
 mod host;
+mod http_client;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -55,12 +57,23 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Serve the HTTP API: invoke stages, run pipelines as jobs, hot-swap components.
     Serve(commands::serve::ServeArgs),
+    /// Start a stage project in Rust, Python or JavaScript that builds as it is.
+    New(commands::new::NewArgs),
+    /// Build a stage project into a component (NAME.wasm).
+    Build(commands::build::BuildArgs),
+    /// Rebuild a stage project on every change and swap it into a local server.
+    Dev(commands::dev::DevArgs),
+    /// Upload a component as a new version of its stage on a running server.
+    Push(commands::push::PushArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `dev` shows each invocation and the stage's own log lines.
+    let default_filter =
+        if matches!(cli.command, Command::Dev(_)) { "warn,invocations=info,stage=info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STAGECRAFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -80,13 +93,22 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(&cli.host, args).await,
             Command::Bench(args) => commands::bench::run(&cli.host, args).await,
             Command::Serve(args) => commands::serve::run(&cli.host, args).await,
+            Command::New(args) => commands::new::run(args),
+            Command::Build(args) => commands::build::run(args),
+            Command::Dev(args) => commands::dev::run(&cli.host, args).await,
+            Command::Push(args) => commands::push::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    format!("{e:#}").replace('\n', " ")
 }

@@ -27,9 +27,9 @@ pub struct ServerConfig {
     pub result_cache: bool,
     /// Pipeline jobs running at once; later ones wait, `queued`.
     pub max_running_jobs: usize,
-    /// The plugins folder to watch for new or changed components.
-    pub watch_dir: Option<PathBuf>,
-    /// How often the plugins folder is polled.
+    /// The plugins folders to watch for new or changed components.
+    pub watch_dirs: Vec<PathBuf>,
+    /// How often the plugins folders are polled.
     pub watch_interval: std::time::Duration,
     /// Memory for the artifacts of recent synchronous invocations, served
     /// from there while they are written to disk in the background.
@@ -62,7 +62,7 @@ impl ServerConfig {
             retry_after_secs: 1,
             result_cache: true,
             max_running_jobs: 4,
-            watch_dir: None,
+            watch_dirs: Vec::new(),
             watch_interval: std::time::Duration::from_secs(1),
             recent_artifact_bytes: 64 << 20,
             invoke_cache_bytes: 64 << 20,

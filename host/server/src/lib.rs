@@ -144,7 +144,7 @@ impl Server {
         let stop = CancellationToken::new();
         let service = router(app.clone());
         retention::spawn(app.clone(), stop.clone());
-        if let Some(dir) = app.config.watch_dir.clone() {
+        for dir in app.config.watch_dirs.clone() {
             watch::spawn(app.runtime.clone(), dir, app.config.watch_interval, stop.clone());
         }
         let stopped = stop.clone();

@@ -59,7 +59,7 @@ pub async fn run(host: &HostArgs, args: BenchArgs) -> anyhow::Result<()> {
     println!("stagecraft bench ({} cores, {} no-op calls per row)\n", cores, args.iterations);
 
     // --- invocation overhead ------------------------------------------------
-    let noop_path = host.plugins.join("noop.wasm");
+    let noop_path = host.first_plugin_dir().join("noop.wasm");
     let baseline = plain::PlainHost::new(&noop_path)?;
     let plain = latencies(args.iterations, || baseline.call()).await?;
     let ours =

@@ -153,7 +153,8 @@ pub async fn run(host: &HostArgs, args: StagesBenchArgs) -> anyhow::Result<()> {
             skipped.push(format!("{} (not in {})", case.stage, host.plugins.display()));
             continue;
         }
-        let size = std::fs::metadata(host.plugins.join(format!("{}.wasm", case.stage))).map(|m| m.len()).ok();
+        let size =
+            std::fs::metadata(host.first_plugin_dir().join(format!("{}.wasm", case.stage))).map(|m| m.len()).ok();
         let mut samples = Vec::with_capacity(runs);
         for i in 0..=runs {
             let input = StageInput::new(case.inputs.clone(), case.params.clone());

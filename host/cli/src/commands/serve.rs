@@ -1,5 +1,5 @@
 //! `stagecraft serve`: the HTTP service (see the stagecraft-server crate);
-//! the plugins folder is watched, and a changed component is installed.
+//! the plugins folders are watched, and a changed component is installed.
 
 use crate::host::HostArgs;
 use anyhow::Context;
@@ -62,7 +62,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
         scheduler.max_workers = n.max(1);
     }
     config.scheduler = scheduler;
-    config.watch_dir = Some(host.plugins.clone());
+    config.watch_dirs = host.plugin_dirs();
     config.max_running_jobs = args.max_jobs.max(1);
     config.reuse = host.reuse()?;
     config.retention.keep_jobs = args.keep_jobs;

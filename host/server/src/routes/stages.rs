@@ -92,6 +92,13 @@ pub async fn invoke(
     // A refused task never ran: it is not a stage outcome.
     if !matches!(result, Err(Error::Refused(_))) {
         app.metrics.record_stage(&name, result.is_ok(), started.elapsed());
+        // One line per invocation for operators and `stagecraft dev`.
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!(target: "invocations", stage = %name, version = %version.info.version,
+            ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3), "{outcome}");
     }
     let output = result.map_err(|e| match e {
         Error::Invoke(e) => ApiError::from_invoke(&e),
