@@ -2,6 +2,8 @@
 //! test process (incremental, so fast when up to date), and share one
 //! runtime with every bundled stage and test plugin loaded.
 
+pub mod http;
+
 use stagecraft_runtime::{Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

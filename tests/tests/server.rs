@@ -6,15 +6,13 @@ mod common;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Method, Request, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use stagecraft_runtime::Runtime;
 use stagecraft_scheduler::SchedulerConfig;
 use stagecraft_server::store::{JobState, JobStore};
-use stagecraft_server::{Server, ServerConfig};
+use stagecraft_server::ServerConfig;
+use stagecraft_tests::http::{Harness, Reply};
 use stagecraft_tests::{plugins_dir, png, test_config, test_picture, test_plugins_dir};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,88 +39,18 @@ fn runtime_with_deadline(deadline: Duration) -> Arc<Runtime> {
     Arc::new(rt)
 }
 
-struct Harness {
-    server: Server,
-    base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-    _home: Option<tempfile::TempDir>,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
 fn config(home: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), home);
     config.admin_token = Some(TOKEN.to_owned());
     config
 }
 
-impl Harness {
-    async fn start() -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let mut h = Self::with_config(config(home.path()), runtime()).await;
-        h._home = Some(home);
-        h
-    }
-
-    async fn with_config(config: ServerConfig, runtime: Arc<Runtime>) -> Self {
-        let server = Server::start(config, runtime).await.unwrap();
-        let base = format!("http://{}", server.addr);
-        Self { server, base, client: Client::builder(TokioExecutor::new()).build_http(), _home: None }
-    }
-
-    async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
-        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = self.client.request(req.body(Full::new(body.into())).unwrap()).await.unwrap();
-        let (parts, body) = res.into_parts();
-        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.call(Method::GET, path, &[], Bytes::new()).await
-    }
-
-    async fn invoke(&self, stage: &str, query: &str, media_type: &str, body: Vec<u8>) -> Reply {
-        self.call(Method::POST, &format!("/v1/stages/{stage}/invoke{query}"), &[("content-type", media_type)], body)
-            .await
-    }
-
-    async fn run_pipeline(&self, body: Value) -> Reply {
-        self.call(Method::POST, "/v1/pipelines/run", &[("content-type", "application/json")], body.to_string()).await
-    }
-
-    /// Polls a job until it is final.
-    async fn wait_job(&self, id: &str) -> Value {
-        for _ in 0..600 {
-            let job = self.get(&format!("/v1/jobs/{id}")).await;
-            assert_eq!(job.status, StatusCode::OK, "{}", job.text());
-            let job = job.json();
-            if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("job {id} did not finish");
-    }
+/// A server over a fresh home, with the stages [`runtime`] loads.
+async fn start() -> Harness {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = Harness::with_config(config(home.path()), runtime()).await;
+    h.home = Some(home);
+    h
 }
 
 /// The error shape every route uses.
@@ -140,7 +68,7 @@ fn parse_sse(text: &str) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn invoke_noop_and_upscale_return_artifact_links_and_the_version() {
-    let h = Harness::start().await;
+    let h = start().await;
     let r = h.invoke("noop", "?name=hello.txt", "text/plain", b"hello".to_vec()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let body = r.json();
@@ -219,7 +147,7 @@ async fn instantiations(h: &Harness) -> u64 {
 
 #[tokio::test]
 async fn a_repeated_invocation_is_answered_from_memory_unless_the_caller_says_no() {
-    let h = Harness::start().await;
+    let h = start().await;
     let call = |headers: &'static [(&'static str, &'static str)], body: &'static [u8]| {
         let h = &h;
         async move {
@@ -270,7 +198,7 @@ async fn a_repeated_invocation_is_answered_from_memory_unless_the_caller_says_no
 
 #[tokio::test]
 async fn invoke_answers_multipart_when_asked() {
-    let h = Harness::start().await;
+    let h = start().await;
     for (accept, media, report_disposition, file_disposition) in [
         ("multipart/mixed", "multipart/mixed", "inline; name=\"report\"", "attachment; filename=\"note.txt\""),
         ("multipart/*", "multipart/mixed", "inline; name=\"report\"", "attachment; filename=\"note.txt\""),
@@ -327,7 +255,7 @@ async fn invoke_answers_multipart_when_asked() {
 
 #[tokio::test]
 async fn an_upload_naming_another_stage_installs_nothing() {
-    let h = Harness::start().await;
+    let h = start().await;
     let auth = format!("Bearer {TOKEN}");
     let before = h.get("/v1/stages").await.json();
     // burn.wasm describes itself as `burn`, a stage this server lacks.
@@ -346,7 +274,7 @@ async fn an_upload_naming_another_stage_installs_nothing() {
 
 #[tokio::test]
 async fn caller_mistakes_are_4xx_with_one_error_shape() {
-    let h = Harness::start().await;
+    let h = start().await;
     assert_error(&h.invoke("nope", "", "text/plain", b"x".to_vec()).await, StatusCode::NOT_FOUND, "unknown_stage");
     assert_error(
         &h.invoke("noop", "?params=not-json", "text/plain", b"x".to_vec()).await,
@@ -397,7 +325,7 @@ fn two_step_pipeline() -> Value {
 
 #[tokio::test]
 async fn a_pipeline_runs_as_a_job_with_events_in_order() {
-    let h = Harness::start().await;
+    let h = start().await;
     let data = base64::engine::general_purpose::STANDARD.encode(b"payload");
     let r = h
         .run_pipeline(
@@ -450,7 +378,7 @@ async fn a_pipeline_runs_as_a_job_with_events_in_order() {
 
 #[tokio::test]
 async fn invalid_pipelines_are_400_with_diagnostics() {
-    let h = Harness::start().await;
+    let h = start().await;
     let yaml = "name: bad\nsteps:\n  - name: a\n    type: no_such_stage\n";
     let r = h.call(Method::POST, "/v1/pipelines/run", &[("content-type", "application/yaml")], yaml).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_pipeline");
@@ -530,7 +458,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_stage_past_its_deadline_is_504_not_500() {
-    let h = Harness::start().await;
+    let h = start().await;
     let r = h.invoke("spin", "?timeout=0.5", "text/plain", Vec::new()).await;
     assert_error(&r, StatusCode::GATEWAY_TIMEOUT, "timeout");
     let r = h.invoke("noop", "", "text/plain", b"x".to_vec()).await;
@@ -552,7 +480,7 @@ fn noop_v2() -> Vec<u8> {
 
 #[tokio::test]
 async fn hot_swap_under_load_drops_nothing_and_rollback_restores() {
-    let h = Arc::new(Harness::start().await);
+    let h = Arc::new(start().await);
     let auth = format!("Bearer {TOKEN}");
     let old = h.invoke("noop", "", "text/plain", b"x".to_vec()).await.json()["digest"].as_str().unwrap().to_owned();
 
@@ -622,7 +550,7 @@ async fn hot_swap_under_load_drops_nothing_and_rollback_restores() {
 
 #[tokio::test]
 async fn admin_routes_need_the_token_and_are_off_without_one() {
-    let h = Harness::start().await;
+    let h = start().await;
     let r = h.call(Method::PUT, "/v1/stages/noop", &[], noop_v2()).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
     let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", "Bearer wrong")], Bytes::new()).await;
@@ -639,7 +567,7 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
 
 #[tokio::test]
 async fn status_health_metrics_and_openapi() {
-    let h = Harness::start().await;
+    let h = start().await;
     assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
     assert_eq!(h.invoke("noop", "", "text/plain", b"x".to_vec()).await.status, StatusCode::OK);
@@ -745,7 +673,7 @@ async fn a_changed_file_in_the_plugins_folder_is_picked_up() {
     assert!(rt.load_dir(plugins.path()).failed.is_empty());
     let home = tempfile::tempdir().unwrap();
     let mut config = config(home.path());
-    config.watch_dir = Some(plugins.path().to_owned());
+    config.watch_dirs = vec![plugins.path().to_owned()];
     config.watch_interval = Duration::from_millis(50);
     let h = Harness::with_config(config, Arc::new(rt)).await;
     let digest = || async {
@@ -771,7 +699,7 @@ async fn a_changed_file_in_the_plugins_folder_is_picked_up() {
 
 #[tokio::test]
 async fn a_second_identical_run_is_served_from_the_result_cache() {
-    let h = Harness::start().await;
+    let h = start().await;
     for _ in 0..2 {
         let r = h.run_pipeline(json!({ "pipeline": two_step_pipeline(), "input": "same" })).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
