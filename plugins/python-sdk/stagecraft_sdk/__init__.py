@@ -97,7 +97,7 @@ def stage(run, params=None, *, name: str, version: str, description: str = "",
                 arts = [Artifact(a.name, a.media_type, a.data) for a in input.artifacts]
                 out = run(Input(arts, p))
                 if not isinstance(out, Output):
-                    raise TypeError("run() must return an Output, got %s" % type(out).__name__)
+                    raise Failed("%s() returned %s, not an Output" % (getattr(run, "__name__", "run"), type(out).__name__))
                 metadata = out.metadata_json()
                 return t.StageOutput([t.Artifact(a.name, a.media_type, bytes(a.data)) for a in out.artifacts], metadata)
             except StageError as e:

@@ -3,7 +3,9 @@
 Pure Python (no bindings), so it is importable by plain-CPython tests.
 """
 
+import json
 import os
+import re
 import traceback
 
 __all__ = ["StageError", "InvalidInput", "Unavailable", "Failed", "describe_exception"]
@@ -42,13 +44,23 @@ class Failed(StageError):
 
 # Frames in these folders are not the author's code: the location we report
 # is the deepest frame outside them (where the author's call went wrong).
-_SDK_DIR = os.path.dirname(os.path.abspath(__file__))
-_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
+# componentize-py splits the standard library (`/python/json/...` beside
+# `/python/lib/python3.14/os.py`): take the folders holding a few of its
+# modules and packages, and the SDK's own folder.
+def _library_dirs():
+    dirs = {os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(os.__file__))}
+    for package in (json, re):  # a package: its parent folder holds the stdlib
+        dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(package.__file__))))
+    return tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+
+
+_LIBRARY_DIRS = _library_dirs()
 
 
 def _is_library(filename: str) -> bool:
-    path = os.path.abspath(filename)
-    return path.startswith(_SDK_DIR + os.sep) or path.startswith(_STDLIB_DIR + os.sep) or filename.startswith("<")
+    if filename.startswith("<"):  # <frozen ...>, <string>
+        return True
+    return os.path.abspath(filename).startswith(_LIBRARY_DIRS)
 
 
 def describe_exception(exc: BaseException) -> str:
