@@ -81,6 +81,7 @@ def stage(run, params=None, *, name: str, version: str, description: str = "",
     source, so its results are not reused.
     """
     schema = schema_of(params)
+    _host.STAGE_NAME = name
     if not deterministic:
         schema["x-stagecraft-deterministic"] = False
     schema_json = json.dumps(schema)

@@ -26,6 +26,8 @@ except ImportError:
     Err = None
 
 IN_COMPONENT = types is not None
+# Set by `stage(...)`: error messages name the stage (e.g. the grant to ask for).
+STAGE_NAME = "STAGE"
 
 
 def log(level: str, message: str) -> None:

@@ -15,6 +15,7 @@ Uncaught, they become the matching `stage-error`.
 import json as _json
 from urllib.parse import urlsplit
 
+from . import _host
 from .errors import Failed, Unavailable
 
 try:
@@ -96,7 +97,7 @@ def _code_error(code, method: str, url: str, authority: str) -> HttpError:
     kind = type(code).__name__.replace("ErrorCode_", "")
     if kind == "HttpRequestDenied":
         return HttpFailed("%s %s: the host refused the request: %s is not granted to this stage "
-                          "(the operator grants hosts with --http-grant STAGE=%s)" % (method, url, authority, authority))
+                          "(the operator grants it with --http-grant %s=%s)" % (method, url, authority, _host.STAGE_NAME, authority))
     detail = _WORDS.get(kind, kind)
     value = getattr(code, "value", None)
     if isinstance(value, str) and value:
