@@ -140,7 +140,11 @@ def _object_schema(cls) -> dict:
             except (TypeError, ValueError):
                 raise TypeError("params field %s: default %r is not JSON" % (where, default)) from None
             # The default must itself be valid, or every call without the field fails.
-            _check(default, schema, f.name)
+            try:
+                _check(default, schema, f.name)
+            except InvalidInput as e:
+                raise TypeError("params field %s: the default %r does not fit its own type and limits: %s"
+                                % (where, default, e)) from None
             schema["default"] = default
         else:
             required.append(f.name)
