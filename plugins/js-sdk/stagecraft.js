@@ -77,7 +77,8 @@ export function firstFrame(stack) {
     // V8/Node put "Name: message" first; skip it.
     if (!t || (!t.startsWith("at ") && !/[@(]|:\d+/.test(t))) continue;
     if (/^\w*Error\b/.test(t) && !t.includes("@")) continue;
-    return t.startsWith("at ") ? t.slice(3) : t;
+    // Only the file's base name: the build folder's path means nothing to the reader.
+    return (t.startsWith("at ") ? t.slice(3) : t).replace(/(^|[@(\s])(?:file:\/\/)?[^\s@()]*\//g, "$1");
   }
   return "";
 }

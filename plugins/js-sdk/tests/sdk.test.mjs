@@ -55,8 +55,8 @@ test("errors become the WIT variant, exceptions carry name, message and frame", 
   assert.match(e.val, /^TypeError: .*null.* \(at .*sdk\.test\.mjs:\d+:\d+\)?/);
   assert.equal(toStageError("oops").val, "uncaught string: oops");
   // Both engines' stack formats.
-  assert.equal(firstFrame("run@app.js:12:40\n@app.js:1:1\n"), "run@app.js:12:40");
-  assert.equal(firstFrame("    at run (/app.js:12:40)\n"), "run (/app.js:12:40)");
+  assert.equal(firstFrame("run@build.x1/app.js:12:40\n@app.js:1:1\n"), "run@app.js:12:40");
+  assert.equal(firstFrame("    at run (/app.js:12:40)\n"), "run (app.js:12:40)");
 });
 
 test("defineStage: describe, run with validation, output normalisation", () => {
