@@ -495,31 +495,35 @@ async fn dev_rebuilds_on_save_and_swaps_the_new_version_in() {
     }
 }
 
-#[tokio::test]
+/// `stagecraft push COMPONENT --server BASE` with `token`, off the async
+/// threads (the server under test runs in this process).
+async fn push(component: PathBuf, base: String, token: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(stagecraft_bin())
+            .arg("push")
+            .arg(&component)
+            .args(["--server", &base])
+            .env("STAGECRAFT_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_uploads_a_version_and_prints_what_the_server_serves() {
     let home = tempfile::tempdir().unwrap();
     let h = Harness::with_config(server_config(home.path()), runtime()).await;
     let component = guest_dir().join("echo_qjs.wasm");
-    let out = Command::new(stagecraft_bin())
-        .arg("push")
-        .arg(&component)
-        .args(["--server", &h.base])
-        .env("STAGECRAFT_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let out = push(component.clone(), h.base.clone(), TOKEN).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("pushed echo_qjs 0.1.0 (digest "), "{stdout}");
     assert!(stdout.contains("\"params_schema\""), "{stdout}");
 
     // A wrong token: one line saying the server refused it.
-    let out = Command::new(stagecraft_bin())
-        .arg("push")
-        .arg(&component)
-        .args(["--server", &h.base])
-        .env("STAGECRAFT_ADMIN_TOKEN", "wrong")
-        .output()
-        .unwrap();
+    let out = push(component, h.base.clone(), "wrong").await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
