@@ -95,8 +95,17 @@ fn build_js(project: &Project, staging: &Path, out: &Path) -> anyhow::Result<&'s
     let mut command = Command::new(&tool);
     command.current_dir(&build);
     match project.engine {
+        // -d http fetch-event: without it StarlingMonkey imports wasi:http
+        // (for `fetch`, which a synchronous `run` cannot await) in every
+        // component, and the host then treats the stage as calling out. An
+        // http-stage's own imports (stagecraft-http.js) are kept.
         JsEngine::Spidermonkey => {
-            command.arg("--wit").arg(&wit).args(["-n", &project.world, "-o"]).arg(out).arg(&entry);
+            command
+                .arg("--wit")
+                .arg(&wit)
+                .args(["-n", &project.world, "-d", "http", "fetch-event", "-o"])
+                .arg(out)
+                .arg(&entry);
         }
         // --sync: the default QuickJS runtime uses the component-model async
         // ABI, which this host does not enable.
