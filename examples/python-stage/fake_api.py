@@ -35,6 +35,9 @@ def describe_image(data: bytes) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle's algorithm
+    # and the client's delayed ACK add ~40 ms to every answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         sys.stderr.write("fake_api: " + fmt % args + "\n")

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from stagecraft_sdk import Input, InvalidInput, Output, png, progress, stage
+from stagecraft_sdk import Input, Output, png, progress, stage
 
 
 @dataclass
@@ -20,10 +20,7 @@ def run(input: Input[Params]) -> Output:
     out = Output()
     sizes = []
     for i, a in enumerate(input.artifacts):
-        try:
-            img = png.decode(a.data)
-        except png.PngError as e:
-            raise InvalidInput("input '%s': %s" % (a.name, e)) from None
+        img = png.decode(a.data, a.name)  # InvalidInput naming the input and why
         scale = p.max_side / max(img.width, img.height)
         if scale < 1:  # never upscale: a small input stays as it is
             w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))

@@ -31,7 +31,6 @@ __all__ = ["request", "get", "post", "Response", "HttpError", "HttpUnavailable",
 
 # A hosted model answers in a few MiB at most; more is a runaway response.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-_CHUNK = 4096  # the most `blocking-write-and-flush` takes at once
 
 
 class HttpError(Exception):
@@ -195,8 +194,7 @@ def request(method: str, url: str, headers=None, body=None, json=None, timeout: 
     body_error = None
     stream = outgoing.write()
     try:
-        for i in range(0, len(body or b""), _CHUNK):
-            stream.blocking_write_and_flush(body[i:i + _CHUNK])
+        _write_all(stream, body or b"")
     except Err as e:
         body_error = HttpUnavailable("%s %s: sending the body failed (%s)" % (method, url, _stream_error(e.value)))
     finally:
@@ -251,6 +249,22 @@ def request(method: str, url: str, headers=None, body=None, json=None, timeout: 
     _drop(wt.IncomingBody.finish(incoming))
     _drop(response)
     return Response(status, names, bytes(data), url)
+
+
+def _write_all(stream, data: bytes) -> None:
+    """Writes as much as the stream takes at once (`check-write`), not a
+    fixed 4 KiB per call: fewer host calls and fewer small TCP writes."""
+    i = 0
+    while i < len(data):
+        n = stream.check_write()
+        if n == 0:
+            p = stream.subscribe()
+            p.block()
+            _drop(p)
+            continue
+        stream.write(data[i:i + n])
+        i += n
+    stream.blocking_flush()
 
 
 def _stream_error(e) -> str:

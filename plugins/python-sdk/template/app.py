@@ -25,7 +25,7 @@ def run(input: Input[Params]) -> Output:
         if p.hash:
             item["sha256"] = hashlib.sha256(a.data).hexdigest()
         if png.is_png(a.data):
-            img = png.decode(a.data)  # a broken PNG becomes invalid-input naming why
+            img = png.decode(a.data, a.name)  # a broken PNG: invalid-input naming it and why
             item["width"], item["height"], item["mode"] = img.width, img.height, img.mode
         items.append(item)
         progress((i + 1) / max(1, len(arts)), a.name)

@@ -111,8 +111,7 @@ class PngTest(unittest.TestCase):
         raw16 = bytes(2 * 2 * 6)
         cases = [
             (b"GIF89a....", "not a PNG"),
-            (make_png(2, 2, 2, bytes(12), depth=16) if False else
-             png.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0))
+            (png.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0))
              + chunk(b"IDAT", zlib.compress(bytes(2) + raw16)) + chunk(b"IEND", b""), "16-bit PNGs are not supported"),
             (make_png(2, 2, 2, bytes(12), interlace=1), r"interlaced \(Adam7\) PNGs are not supported"),
             (make_png(2, 2, 2, bytes(12))[:-20], "truncated PNG"),
