@@ -451,8 +451,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn http_invoke(base: &str, stage: &str, body: &[u8]) -> (u16, Value) {
-    let r = Api::new(base).invoke(stage, "", "application/octet-stream", body.to_vec()).await;
+/// Invokes `stage` on a small PNG (the JS template works on images).
+async fn http_invoke(base: &str, stage: &str, _label: &[u8]) -> (u16, Value) {
+    let r = Api::new(base).invoke(stage, "?name=picture.png", "image/png", picture(16, 16).data).await;
     (r.status.as_u16(), r.json())
 }
 
