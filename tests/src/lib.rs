@@ -96,7 +96,10 @@ pub fn spawn_serve(home: &Path, plugins: &Path, extra: &[&str], log: Option<&Pat
             }
         }
     });
-    let addr = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("stagecraft serve did not start");
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or_else(|_| match log {
+        Some(log) => panic!("stagecraft serve did not start (its stderr is in {})", log.display()),
+        None => panic!("stagecraft serve did not start"),
+    });
     (child, format!("http://{addr}"))
 }
 
