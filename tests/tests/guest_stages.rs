@@ -287,7 +287,15 @@ async fn a_build_error_is_one_clear_line_and_a_missing_project_says_how_to_start
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: componentize-py could not build broken_py"), "{stderr}");
+    // The line names the author's mistake, not the tool's backtrace.
+    assert!(last.ends_with("SyntaxError: invalid syntax (app.py, line 1)"), "{stderr}");
     assert!(!dir.join("target/broken_py.wasm").exists(), "a failed build left a component behind");
+
+    // Fixed, and built by a relative path as an author types it.
+    std::fs::write(dir.join("app.py"), "from stagecraft_sdk import Output, stage\n\ndef run(input):\n    return Output()\n\nStage = stage(run, None, name=\"broken_py\", version=\"0.1.0\")\n").unwrap();
+    let out = Command::new(stagecraft_bin()).current_dir(parent.path()).args(["build", "broken_py"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.join("target/broken_py.wasm").is_file());
 
     let out = Command::new(stagecraft_bin()).arg("build").arg(parent.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("stagecraft new NAME --lang"));
@@ -547,16 +555,19 @@ async fn push_uploads_a_version_and_prints_what_the_server_serves() {
 async fn bench_languages() {
     let work = tempfile::tempdir().unwrap();
     // (label, stage, project to rebuild: the example, or a new Rust project)
+    // The Rust edit is made in a new project (`bench_rs`): its first build
+    // is what the server runs before the edit, as the examples' are.
     let rust_project = new_project(work.path(), "bench_rs", "rust", &[]);
-    build(&rust_project);
+    let rust_before_edit = build(&rust_project);
     let cases = [
-        ("Rust", "noop", plugins_dir().join("noop.wasm"), rust_project, "src/lib.rs"),
+        ("Rust", "noop", plugins_dir().join("noop.wasm"), rust_project, "src/lib.rs", Some(rust_before_edit)),
         (
             "Python",
             "echo_py",
             guest_dir().join("echo_py.wasm"),
             copy_example("lang-bench/python", work.path()),
             "app.py",
+            None,
         ),
         (
             "JS SpiderMonkey",
@@ -564,6 +575,7 @@ async fn bench_languages() {
             guest_dir().join("echo_js.wasm"),
             copy_example("lang-bench/js", work.path()),
             "app.js",
+            None,
         ),
         (
             "JS QuickJS",
@@ -571,10 +583,11 @@ async fn bench_languages() {
             guest_dir().join("echo_qjs.wasm"),
             copy_example("lang-bench/qjs", work.path()),
             "app.js",
+            None,
         ),
     ];
     let mut rows = Vec::new();
-    for (label, stage, component, project, entry) in cases {
+    for (label, stage, component, project, entry, before_edit) in cases {
         let size = std::fs::metadata(&component).unwrap().len();
         // An edit: a comment line more, then the build that makes the component.
         let source = project.join(entry);
@@ -600,6 +613,9 @@ async fn bench_languages() {
         let started = Instant::now();
         rt.install_file(&component).unwrap();
         let cached = started.elapsed();
+        if let Some(before_edit) = &before_edit {
+            rt.install_file(before_edit).unwrap();
+        }
 
         // Instantiate + call, one at a time.
         let payload = Artifact::new("data.bin", "application/octet-stream", vec![1u8; 1024]);
@@ -641,10 +657,11 @@ async fn bench_languages() {
         let per_sec = total as f64 / 3.0;
 
         // Edit to live: the rebuild above plus swapping it into the server.
+        let live = rebuilt.file_stem().unwrap().to_str().unwrap();
         let bytes = std::fs::read(&rebuilt).unwrap();
         let auth = format!("Bearer {TOKEN}");
         let started = Instant::now();
-        let r = h.call(Method::PUT, &format!("/v1/stages/{stage}"), &[("authorization", &auth)], bytes).await;
+        let r = h.call(Method::PUT, &format!("/v1/stages/{live}"), &[("authorization", &auth)], bytes).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         let swap = started.elapsed();
         rows.push((label, stage, size, rebuild, cold, cached, p50, p99, per_sec, rebuild + swap));

@@ -79,6 +79,9 @@ impl Project {
     /// Reads `dir/stagecraft.toml`; a Rust crate without one is a project too.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
+        // Absolute, because the build tools run inside the project folder
+        // and are handed paths under it (`stagecraft build .` or `build p`).
+        let dir = &std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
         let manifest = dir.join(MANIFEST);
         if !manifest.is_file() {
             if dir.join("Cargo.toml").is_file() {

@@ -175,6 +175,9 @@ fn rust_wasm_cargo() -> anyhow::Result<(Command, String)> {
 /// Runs a build tool; on failure, shows the end of what it printed and
 /// says so in one line.
 fn run_tool(mut command: Command, name: &str, project: &Project) -> anyhow::Result<()> {
+    // The Rust-built tools (componentize-py, wasm-component-ld) would bury
+    // their error under a backtrace of their own internals.
+    command.env("RUST_BACKTRACE", "0");
     let output = command.output().with_context(|| format!("cannot run {name}"))?;
     if output.status.success() {
         return Ok(());
@@ -184,8 +187,24 @@ fn run_tool(mut command: Command, name: &str, project: &Project) -> anyhow::Resu
     for line in &lines[lines.len().saturating_sub(30)..] {
         eprintln!("  {line}");
     }
-    let last = lines.last().map(|l| l.trim()).unwrap_or("no output");
-    anyhow::bail!("{name} could not build {} ({}): {last}", project.name, output.status)
+    let summary = summary_line(&lines).unwrap_or("no output");
+    anyhow::bail!("{name} could not build {} ({}): {summary}", project.name, output.status)
+}
+
+/// The line that says what went wrong: the last error heading the tool
+/// printed (`SyntaxError: ...`, `error[E0425]: ...`, `Error: ...`), not the
+/// cause chain or the frames under it; else its last line.
+fn summary_line<'a>(lines: &[&'a str]) -> Option<&'a str> {
+    let heading = |line: &&&str| {
+        let line = line.trim();
+        let lower = line.to_ascii_lowercase();
+        lower.starts_with("error:")
+            || lower.starts_with("error[")
+            || line.split_once(": ").is_some_and(|(kind, _)| {
+                kind.ends_with("Error") && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+            })
+    };
+    lines.iter().rev().find(heading).or(lines.last()).map(|l| l.trim())
 }
 
 /// Finds a build tool: under `$STAGECRAFT_TOOLS`, under the stagecraft
