@@ -141,13 +141,15 @@ impl HostArgs {
                 missing.display()
             );
         }
-        self.runtime_from(&dirs)
+        self.runtime_from(&dirs, |_| {})
     }
 
-    /// Builds the runtime and loads the components of `dirs`.
-    pub fn runtime_from(&self, dirs: &[PathBuf]) -> anyhow::Result<Runtime> {
+    /// Builds the runtime (its config adjusted by `adjust`) and loads the
+    /// components of `dirs`.
+    pub fn runtime_from(&self, dirs: &[PathBuf], adjust: impl FnOnce(&mut RuntimeConfig)) -> anyhow::Result<Runtime> {
         self.device()?;
         let mut config = self.config();
+        adjust(&mut config);
         for spec in &self.http_grants {
             let delay = Duration::from_millis(self.http_rate_limit_ms);
             let (stage, grant) = stagecraft_runtime::http::parse_grant(spec, delay).context("--http-grant")?;

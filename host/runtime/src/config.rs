@@ -118,6 +118,13 @@ pub struct RuntimeConfig {
     /// `segmentation` import's `model` option). `None`: every call gets
     /// `unavailable`, naming the missing repository.
     pub models: Option<Arc<stagecraft_inference::Models>>,
+    /// Keep Cranelift's compiled functions in memory (up to this many bytes)
+    /// and reuse them for any later component with the same function
+    /// bodies: an edited Python or JavaScript stage is the same interpreter
+    /// with a new snapshot, so its new version compiles in a fraction of the
+    /// time. `None` (the default): every component compiles from scratch.
+    /// `stagecraft dev` turns it on; see [`crate::engine`].
+    pub function_cache_bytes: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -140,6 +147,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             http: HashMap::new(),
             models: None,
+            function_cache_bytes: None,
         }
     }
 }

@@ -8,10 +8,12 @@
 
 use crate::config::RuntimeConfig;
 use anyhow::Context;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{CacheStore, Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 /// Core module instances one component may create (CPython needs 14).
 const MAX_CORE_INSTANCES: u32 = 20;
@@ -61,6 +63,11 @@ impl StageEngine {
             .cranelift_opt_level(OptLevel::Speed)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(bytes) = config.function_cache_bytes {
+            wasm.enable_incremental_compilation(Arc::new(FunctionCache::new(bytes)))
+                .map_err(anyhow::Error::from)
+                .context("enabling incremental compilation")?;
+        }
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("configuring the wasmtime engine")?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,4 +110,71 @@ fn spawn_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
             }
         })
         .expect("spawning the epoch ticker thread");
+}
+
+/// Cranelift's incremental cache: compiled functions by the hash of their
+/// body (Cranelift computes the key; the store only keeps bytes). Bounded:
+/// when the next entry would pass the budget the cache starts over, so a
+/// long-running dev server holds at most `budget` bytes.
+#[derive(Debug)]
+struct FunctionCache {
+    budget: usize,
+    entries: Mutex<FunctionEntries>,
+}
+
+#[derive(Debug, Default)]
+struct FunctionEntries {
+    by_key: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+impl FunctionCache {
+    fn new(budget: usize) -> Self {
+        Self { budget, entries: Mutex::new(FunctionEntries::default()) }
+    }
+}
+
+impl CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.by_key.get(key).map(|value| Cow::Owned(value.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let size = key.len() + value.len();
+        if size > self.budget {
+            return false;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.bytes + size > self.budget {
+            entries.by_key.clear();
+            entries.bytes = 0;
+        }
+        if let Some(old) = entries.by_key.insert(key.to_vec(), value) {
+            entries.bytes -= key.len() + old.len();
+        }
+        entries.bytes += size;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_function_cache_keeps_to_its_budget() {
+        let cache = FunctionCache::new(100);
+        assert!(cache.insert(b"a", vec![0; 40]));
+        assert!(cache.insert(b"b", vec![1; 40]));
+        assert_eq!(cache.get(b"a").as_deref(), Some(&[0u8; 40][..]));
+        // A third entry would pass 100 bytes: the cache starts over with it.
+        assert!(cache.insert(b"c", vec![2; 40]));
+        assert!(cache.get(b"a").is_none() && cache.get(b"b").is_none());
+        assert_eq!(cache.get(b"c").map(|v| v.len()), Some(40));
+        // Replacing an entry counts its new size only.
+        assert!(cache.insert(b"c", vec![3; 50]));
+        assert_eq!(cache.entries.lock().unwrap().bytes, 51);
+        assert!(!cache.insert(b"huge", vec![0; 200]), "an entry over the whole budget is refused");
+    }
 }

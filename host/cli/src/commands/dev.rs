@@ -111,6 +111,10 @@ fn snapshot(project: &Project) -> BTreeMap<PathBuf, Option<SystemTime>> {
     project.sources().into_iter().map(|p| (p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).ok())).collect()
 }
 
+/// The dev server's budget for compiled functions: several times a Python
+/// stage's whole compiled component (35 MB on disk).
+const DEV_FUNCTION_CACHE_BYTES: usize = 256 << 20;
+
 /// A local server with the plugins folders that exist (none is fine: the
 /// project's stage is pushed into it), its state under `<home>/dev`.
 async fn start_local(host: &HostArgs, listen: SocketAddr, token: &str) -> anyhow::Result<Server> {
@@ -119,7 +123,9 @@ async fn start_local(host: &HostArgs, listen: SocketAddr, token: &str) -> anyhow
     config.scheduler = host.scheduler()?;
     let dirs: Vec<PathBuf> = host.plugin_dirs().into_iter().filter(|d| d.is_dir()).collect();
     config.watch_dirs = dirs.clone();
-    let runtime = Arc::new(host.runtime_from(&dirs)?);
+    // Each save is a new component that shares most of its functions with
+    // the last one (the same interpreter or crate graph): keep them.
+    let runtime = Arc::new(host.runtime_from(&dirs, |c| c.function_cache_bytes = Some(DEV_FUNCTION_CACHE_BYTES))?);
     Server::start(config, runtime).await
 }
 
