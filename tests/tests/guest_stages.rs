@@ -162,6 +162,37 @@ fn build(dir: &Path) -> PathBuf {
     path
 }
 
+/// A Rust stage made inside a Cargo workspace (as `plugins/stages/NAME` of
+/// the checkout) is a member of it: the workspace still loads, and sees it.
+#[test]
+fn a_rust_stage_made_inside_a_workspace_joins_it() {
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("Cargo.toml"), "[workspace]\nresolver = \"2\"\nmembers = [\"stages/*\"]\n").unwrap();
+    let dir = new_project(&ws.path().join("stages"), "joined", "rust", &[]);
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(!manifest.contains("[workspace]") && !manifest.contains("[profile"), "{manifest}");
+    assert!(!dir.join("Cargo.lock").exists(), "a member has the workspace's lock file");
+    let out = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the workspace no longer loads: {}", String::from_utf8_lossy(&out.stderr));
+    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members: Vec<&str> =
+        metadata["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(members, ["joined"]);
+    let sdk = metadata["packages"][0]["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "stagecraft-sdk")
+        .and_then(|d| d["path"].as_str())
+        .map(PathBuf::from)
+        .unwrap();
+    assert_eq!(sdk.canonicalize().unwrap(), repo_root().join("plugins/sdk").canonicalize().unwrap());
+}
+
 #[tokio::test]
 async fn new_writes_a_project_that_builds_and_runs_in_every_language() {
     let parent = tempfile::tempdir().unwrap();

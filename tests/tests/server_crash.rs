@@ -223,6 +223,11 @@ async fn jobs_survive_kill_9_and_complete_once() {
                 // finished just before the kill (its event not sent yet),
                 // comes from the cache: either way it is in the report once.
             }
+        } else if job["runs"] == 2 {
+            // It started in the moment before the kill, its `job_started`
+            // not yet on the stream: interrupted once, resumed once, and
+            // what it finished then may come from the cache.
+            interrupted += 1;
         } else {
             queued += 1;
             assert_eq!(job["runs"], 1, "a job queued at the crash runs once: {job}");
