@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What the server answered.
@@ -41,13 +40,7 @@ pub async fn send(
     body: Vec<u8>,
     timeout: Duration,
 ) -> anyhow::Result<Answer> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .context("TLS configuration")?
-        .https_or_http()
-        .enable_http1()
-        .build();
+    let connector = stagecraft_runtime::http::https_connector()?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut request = http::Request::builder().method(method).uri(url);
     if let Some(token) = token {

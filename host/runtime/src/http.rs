@@ -156,6 +156,18 @@ fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
     }
 }
 
+/// The connector every outgoing client of the host uses: HTTP/1.1, plain or
+/// TLS with the Mozilla roots (webpki-roots), rustls on ring.
+pub fn https_connector() -> anyhow::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .context("TLS configuration")?
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
 type PooledClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>;
 
 /// The live state of one stage's grant: its pool, limits and headers.
@@ -209,13 +221,7 @@ impl GrantState {
             value.set_sensitive(true);
             headers.push((name, value));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .context("TLS configuration")?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = https_connector()?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
