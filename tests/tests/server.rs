@@ -548,6 +548,29 @@ async fn hot_swap_under_load_drops_nothing_and_rollback_restores() {
     assert_error(&r, StatusCode::NOT_FOUND, "unknown_stage");
 }
 
+/// A PUT of `len` bytes written in full before the answer is read (as a
+/// simple client does); the answer's head, or the write error.
+async fn send_whole_body_then_read(addr: std::net::SocketAddr, path: &str, len: usize) -> String {
+    use std::io::{Read, Write};
+    let head =
+        format!("PUT {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer wrong\r\ncontent-length: {len}\r\n\r\n");
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let written = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| (0..len / chunk.len()).try_for_each(|_| stream.write_all(&chunk)));
+        if let Err(e) = written {
+            return format!("writing the body failed: {e}");
+        }
+        let mut answer = vec![0u8; 4096];
+        let n = stream.read(&mut answer).unwrap_or(0);
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn admin_routes_need_the_token_and_are_off_without_one() {
     let h = start().await;
@@ -555,6 +578,13 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
     let r = h.call(Method::POST, "/v1/stages/noop/rollback", &[("authorization", "Bearer wrong")], Bytes::new()).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    // A wrong token on a large upload, from a client that writes its whole
+    // body before it reads: it gets the 401, not a broken pipe (the server
+    // reads the rest of the body before it answers and closes).
+    for path in ["/v1/stages/noop", "/v1/nothing"] {
+        let answer = send_whole_body_then_read(h.server.addr, path, 48 << 20).await;
+        assert!(answer.starts_with("HTTP/1.1 4"), "{path}: {answer}");
+    }
 
     let home = tempfile::tempdir().unwrap();
     let mut config = config(home.path());

@@ -69,6 +69,8 @@ pub fn router(app: App) -> Router {
     let component_limit = DefaultBodyLimit::max(app.config.max_component_bytes);
     // Each body limit also travels as an extension, so a 413 names it.
     let component_limit_named = axum::Extension(routes::BodyLimit(app.config.max_component_bytes));
+    let largest_limit = app.config.max_component_bytes.max(app.config.max_body_bytes);
+    let drain_limit = routes::unread_body::DrainLimit(largest_limit as u64);
     Router::new()
         .route("/v1/stages", get(stages::list))
         .route(
@@ -95,6 +97,7 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(axum::Extension(routes::BodyLimit(app.config.max_body_bytes)))
         .route_layer(axum::middleware::from_fn_with_state(app.metrics.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(drain_limit, routes::unread_body::drain_unread_body))
         .with_state(app)
 }
 

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod jobs;
 pub mod stages;
+pub mod unread_body;
 
 use crate::error::{ApiError, ApiResult};
 use axum::body::Bytes;
