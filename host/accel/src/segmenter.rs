@@ -57,6 +57,17 @@ impl Segmenter {
         self.device.as_ref().map_err(String::as_str)
     }
 
+    /// The GPU path's circuit breaker, as operators see it.
+    pub fn breaker_state(&self) -> crate::breaker::State {
+        self.breaker.state()
+    }
+
+    /// Device memory promised to jobs and in use at start, and the total,
+    /// in bytes; None on the CPU.
+    pub fn gpu_memory(&self) -> Option<(u64, u64)> {
+        self.engine.map(|e| e.memory())
+    }
+
     /// Segments one image (see the module docs for where it runs).
     pub fn segment(
         &self,

@@ -138,6 +138,11 @@ impl Runtime {
         self.inner.registry.current_all()
     }
 
+    /// The earlier versions of `stage` kept for rollback, newest first.
+    pub fn previous_versions(&self, stage: &str) -> Vec<Arc<StageVersion>> {
+        self.inner.registry.previous(stage)
+    }
+
     /// The current version of one stage.
     pub fn stage(&self, name: &str) -> Option<Arc<StageVersion>> {
         self.inner.registry.current(name)

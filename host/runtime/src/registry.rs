@@ -110,6 +110,11 @@ impl Registry {
         self.stages.read().unwrap().get(name).map(|s| s.current.clone())
     }
 
+    /// The versions a rollback of `name` would go back to, newest first.
+    pub fn previous(&self, name: &str) -> Vec<Arc<StageVersion>> {
+        self.stages.read().unwrap().get(name).map(|s| s.previous.iter().rev().cloned().collect()).unwrap_or_default()
+    }
+
     pub fn current_all(&self) -> Vec<Arc<StageVersion>> {
         let mut all: Vec<_> = self.stages.read().unwrap().values().map(|s| s.current.clone()).collect();
         all.sort_by(|a, b| a.info.name.cmp(&b.info.name));

@@ -19,10 +19,12 @@
 //! * [`recent`]: artifacts of synchronous invocations, kept in memory and
 //!   written to disk off the request path;
 //! * [`reply`]: multipart answers and artifact names in headers;
+//! * [`console`]: the operator console at `GET /` and its live status;
 //! * [`metrics`] and [`openapi`].
 
 pub mod components;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod invoke_cache;
 pub mod jobs;
@@ -58,6 +60,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub uploads: components::UploadStore,
     pub recent: Arc<recent::RecentArtifacts>,
+    /// Cancelled when the server stops: endless streams (the console's
+    /// status) end on it so that a graceful shutdown does not wait forever.
+    pub stopping: CancellationToken,
     pub invoke_cache: invoke_cache::InvokeCache,
 }
 
@@ -72,6 +77,11 @@ pub fn router(app: App) -> Router {
     let largest_limit = app.config.max_component_bytes.max(app.config.max_body_bytes);
     let drain_limit = routes::unread_body::DrainLimit(largest_limit as u64);
     Router::new()
+        .route("/", get(console::page))
+        .route("/console/{file}", get(console::file))
+        .route("/v1/status/stream", get(console::status_stream))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/pipelines/validate", post(jobs::validate))
         .route("/v1/stages", get(stages::list))
         .route(
             "/v1/stages/{name}",
@@ -143,8 +153,18 @@ impl Server {
         let addr = listener.local_addr()?;
         let recent = recent::RecentArtifacts::start(jobs.clone(), config.recent_artifact_bytes);
         let invoke_cache = invoke_cache::InvokeCache::new(config.invoke_cache_bytes);
-        let app = Arc::new(AppState { config, runtime, orchestrator, jobs, metrics, uploads, recent, invoke_cache });
         let stop = CancellationToken::new();
+        let app = Arc::new(AppState {
+            config,
+            runtime,
+            orchestrator,
+            jobs,
+            metrics,
+            uploads,
+            recent,
+            invoke_cache,
+            stopping: stop.clone(),
+        });
         let service = router(app.clone());
         retention::spawn(app.clone(), stop.clone());
         for dir in app.config.watch_dirs.clone() {

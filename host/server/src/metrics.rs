@@ -44,6 +44,19 @@ impl Histogram {
 /// (labels already rendered, e.g. `stage="noop"`, and the value).
 pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
 
+/// Counters since start (see [`Metrics::totals`]).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Totals {
+    /// Stage invocations finished (synchronous calls and pipeline steps).
+    pub stage_calls: u64,
+    /// Of those, the ones that failed.
+    pub stage_errors: u64,
+    /// Their summed duration.
+    pub stage_seconds: f64,
+    /// Requests refused with 429.
+    pub rejected: u64,
+}
+
 /// Counters collected while serving.
 #[derive(Default)]
 pub struct Metrics {
@@ -85,6 +98,17 @@ impl Metrics {
             c.0 += 1;
         } else {
             c.1 += 1;
+        }
+    }
+
+    /// Running totals for the console's live view (it turns them into rates).
+    pub fn totals(&self) -> Totals {
+        let stages = self.stages.lock().unwrap();
+        Totals {
+            stage_calls: stages.values().map(|h| h.count).sum(),
+            stage_errors: stages.iter().filter(|((_, o), _)| *o == "error").map(|(_, h)| h.count).sum(),
+            stage_seconds: stages.values().map(|h| h.sum).sum(),
+            rejected: *self.rejected.lock().unwrap(),
         }
     }
 

@@ -95,6 +95,18 @@ pub struct JobRecord {
     pub cancel_requested: bool,
 }
 
+/// A job as listed by `GET /v1/jobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub id: String,
+    pub state: JobState,
+    pub file: String,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub error: Option<String>,
+}
+
 /// The job table behind a mutex: statements are short, and SQLite
 /// serialises writers anyway.
 pub struct JobStore {
@@ -314,6 +326,31 @@ impl JobStore {
         let mut stmt = conn
             .prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"))?;
         let rows = stmt.query_map([], row_to_job)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The newest `limit` jobs, newest first, without their reports and
+    /// events (a list, not the jobs themselves).
+    pub fn recent(&self, limit: usize) -> anyhow::Result<Vec<JobSummary>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, state, file, created_at, started_at, finished_at, error FROM jobs
+             ORDER BY created_at DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                let state: String = r.get(1)?;
+                Ok(JobSummary {
+                    id: r.get(0)?,
+                    state: JobState::parse(&state).unwrap_or(JobState::Failed),
+                    file: r.get(2)?,
+                    created_at: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    error: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 

@@ -132,6 +132,13 @@ impl Engine {
         self.pool.acquire()
     }
 
+    /// Device memory in use at start plus what jobs in flight reserved, and
+    /// the device's total, in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let m = &self.memory;
+        (m.baseline + m.reserved.load(Ordering::Acquire), m.total)
+    }
+
     /// Reserves `bytes` of device memory for one job, or refuses.
     pub(crate) fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, String> {
         let used = self.ctx.mem_get_info().map(|(free, total)| (total - free) as u64).unwrap_or(0);

@@ -79,15 +79,19 @@ pub async fn rollback(State(app): State<App>, Path(name): Path<String>, headers:
     }
 }
 
-pub async fn queue(State(app): State<App>) -> Json<Value> {
-    // The scheduler's view (in flight, queued, per-stage pools) plus the
-    // runtime's: CPU slots busy, invocations queued for one, and instances
-    // parked by what they wait on.
+/// The scheduler's view (in flight, queued, per-stage pools) plus the
+/// runtime's: CPU slots busy, invocations queued for one, and instances
+/// parked by what they wait on.
+pub fn queue_status(app: &App) -> Value {
     let mut status = serde_json::to_value(app.orchestrator.scheduler().status()).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut status {
         map.insert("capacity".into(), serde_json::to_value(app.runtime.capacity()).unwrap_or(Value::Null));
     }
-    Json(status)
+    status
+}
+
+pub async fn queue(State(app): State<App>) -> Json<Value> {
+    Json(queue_status(&app))
 }
 
 pub async fn healthz() -> Json<Value> {

@@ -122,6 +122,42 @@ pub async fn run(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, url)], Json(body)).into_response())
 }
 
+/// `POST /v1/pipelines/validate`: what `run` would refuse, without running
+/// anything: 400 `invalid_pipeline` with the diagnostics (line and column),
+/// or the steps it would run.
+pub async fn validate(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    let run = read_run_request(&query, request).await?;
+    let file = query.get("file").cloned().unwrap_or_else(|| "pipeline.yaml".to_owned());
+    super::check_pipeline_source(&app, &run.pipeline, &file)?;
+    let pipeline = app.orchestrator.load_pipeline(&run.pipeline, &file).map_err(|d| super::invalid_pipeline(&d))?;
+    let steps: Vec<Value> = pipeline
+        .steps()
+        .iter()
+        .map(|s| {
+            let deps: Vec<&str> = s.deps.iter().map(|&i| pipeline.steps()[i].name.as_str()).collect();
+            json!({ "name": s.name, "stage": s.stage, "depends_on": deps })
+        })
+        .collect();
+    Ok(Json(json!({ "valid": true, "name": pipeline.name(), "steps": steps })))
+}
+
+/// `GET /v1/jobs?limit=N`: the newest jobs (50 unless asked, at most 500),
+/// newest first.
+pub async fn list(State(app): State<App>, Query(query): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(text) => text.parse::<usize>().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_request", format!("limit must be a number from 1 to 500, not '{text}'"))
+        })?,
+    };
+    let jobs = app.jobs.store.recent(limit)?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
 fn unknown_job(id: &str) -> ApiError {
     ApiError::not_found("unknown_job", format!("no job '{id}'"))
 }

@@ -220,7 +220,22 @@ pub fn describe(v: &stagecraft_runtime::StageVersion) -> Value {
 pub async fn list(State(app): State<App>) -> Json<Value> {
     let mut stages = app.runtime.stages();
     stages.sort_by(|a, b| a.info.name.cmp(&b.info.name));
-    Json(json!({ "stages": stages.iter().map(|v| describe(v)).collect::<Vec<_>>() }))
+    let listed: Vec<Value> = stages
+        .iter()
+        .map(|v| {
+            let mut described = describe(v);
+            // What a rollback would go back to, newest first.
+            let previous: Vec<Value> = app
+                .runtime
+                .previous_versions(&v.info.name)
+                .iter()
+                .map(|p| json!({ "version": p.info.version, "digest": p.digest, "origin": p.origin }))
+                .collect();
+            described["previous"] = Value::Array(previous);
+            described
+        })
+        .collect();
+    Json(json!({ "stages": listed }))
 }
 
 /// `GET /v1/models`: the model repository's models with their batching
@@ -267,6 +282,8 @@ pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> Api
     // type, and must save rather than render it (an HTML artifact shown on
     // this origin could script against the API).
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // And should a browser render it anyway: no script, an opaque origin.
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     let disposition = match &meta {
         Some(m) => reply::disposition("attachment", &m.name),
