@@ -1,5 +1,7 @@
-//! Imaging shared by the stagecraft stages (`color_separations`,
-//! `vector_trace`): colour spaces and deterministic k-means quantisation.
+//! Imaging shared by the stagecraft stages: colour spaces, the one hex
+//! colour grammar every colour param uses ([`color::parse_hex`]),
+//! and deterministic k-means quantisation.
+//!
 //! Pure Rust, no host imports: usable natively (tests, benchmarks) and in
 //! the wasm32-wasip2 components alike.
 

@@ -9,6 +9,7 @@
 
 use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
 use image::{Rgba, RgbaImage};
+use stagecraft_imaging::color::{parse_hex_alpha, HEX_GRAMMAR};
 use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
 use stagecraft_sdk::prelude::*;
 
@@ -128,8 +129,9 @@ pub struct Params {
     /// `fill` (cover and crop, default), `fit` (inside, transparent bars) or `pad` (inside, `pad_color` bars).
     #[serde(default)]
     pub mode: Mode,
-    /// Colour of the bars for `pad` (and for `fit` when the output is JPEG): `#rrggbb`, `#rrggbbaa`,
-    /// or `auto` for the average colour of the image's border. Default white.
+    /// Colour of the bars for `pad` (and for `fit` when the output is JPEG): `#rgb` or `#rrggbb`
+    /// (hex digits in either case, the `#` optional), each with an optional alpha (`#rgba`,
+    /// `#rrggbbaa`), or `auto` for the average colour of the image's border. Default white.
     #[serde(default)]
     pub pad_color: Option<String>,
     /// Horizontal focus of `fill` crops, 0 (keep the left edge) to 1 (keep the right edge).
@@ -172,15 +174,6 @@ pub struct Placement {
     /// Source region used: x, y, width, height (fractional for crops).
     pub source: [f64; 4],
     pub scale: f64,
-}
-
-pub fn parse_color(s: &str) -> Option<[u8; 4]> {
-    let h = s.trim().strip_prefix('#')?;
-    if !(h.len() == 6 || h.len() == 8) || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let byte = |i: usize| u8::from_str_radix(&h[i..i + 2], 16).ok();
-    Some([byte(0)?, byte(2)?, byte(4)?, if h.len() == 8 { byte(6)? } else { 255 }])
 }
 
 /// Checks params: the list of targets and the padding.
@@ -226,20 +219,22 @@ pub fn plan(p: &Params) -> Result<(Vec<Target>, Pad), StageError> {
     if !(1..=100).contains(&p.quality) {
         return Err(StageError::invalid_input(format!("quality {} is out of range 1..=100", p.quality)));
     }
-    let pad =
-        match (p.mode, p.pad_color.as_deref()) {
-            (Mode::Fill, Some(_)) => {
-                return Err(StageError::invalid_input(
-                    "pad_color applies to modes \"pad\" and \"fit\", not \"fill\" (nothing is padded)",
-                ))
-            }
-            (_, Some(s)) if s.trim().eq_ignore_ascii_case("auto") => Pad::Auto,
-            (_, Some(s)) => Pad::Color(parse_color(s).ok_or_else(|| {
-                StageError::invalid_input(format!("pad_color {s:?} is not #rrggbb, #rrggbbaa or auto"))
-            })?),
-            (Mode::Fit, None) if p.format == Format::Png => Pad::Transparent,
-            (_, None) => Pad::Color([255, 255, 255, 255]),
-        };
+    let pad = match (p.mode, p.pad_color.as_deref()) {
+        (Mode::Fill, Some(_)) => {
+            return Err(StageError::invalid_input(
+                "pad_color applies to modes \"pad\" and \"fit\", not \"fill\" (nothing is padded)",
+            ))
+        }
+        (_, Some(s)) if s.trim().eq_ignore_ascii_case("auto") => Pad::Auto,
+        (_, Some(s)) => Pad::Color(parse_hex_alpha(s).ok_or_else(|| {
+            StageError::invalid_input(format!(
+                "pad_color {s:?} is not a hex colour: use {HEX_GRAMMAR}, with an optional alpha \
+                 (#rgba, #rrggbbaa), or auto"
+            ))
+        })?),
+        (Mode::Fit, None) if p.format == Format::Png => Pad::Transparent,
+        (_, None) => Pad::Color([255, 255, 255, 255]),
+    };
     let pad = match (p.mode, pad) {
         (Mode::Fit, Pad::Color(_) | Pad::Auto) if p.format == Format::Png => Pad::Transparent,
         (_, pad) => pad,
@@ -517,7 +512,20 @@ mod tests {
         let (t, pad) = plan(&params(json!({"formats": [], "custom": [{"name": "banner", "width": 1500, "height": 500}], "mode": "pad", "pad_color": "#00000080"}))).unwrap();
         assert_eq!(t, vec![Target { name: "banner".into(), width: 1500, height: 500 }]);
         assert_eq!(pad, Pad::Color([0, 0, 0, 128]));
+        let err = plan(&params(json!({"mode": "pad", "pad_color": "white"}))).unwrap_err();
+        assert!(err.to_string().contains("pad_color \"white\" is not a hex colour"), "{err}");
         assert!(serde_json::from_value::<Params>(json!({"format": ["tiktok"]})).is_err());
         assert!(serde_json::from_value::<Params>(json!({"formats": ["tiktok"]})).is_err());
+    }
+
+    #[test]
+    fn pad_color_takes_the_shared_grammar() {
+        // Wider than before: short forms and a missing `#` are colours too.
+        let pad = |c: &str| plan(&params(json!({"mode": "pad", "pad_color": c}))).map(|(_, pad)| pad).ok();
+        assert_eq!(pad("fff"), Some(Pad::Color([255, 255, 255, 255])));
+        assert_eq!(pad("#0F08"), Some(Pad::Color([0, 0xff, 0, 0x88])));
+        assert_eq!(pad("1e50C8"), Some(Pad::Color([0x1e, 0x50, 0xc8, 255])));
+        assert_eq!(pad(" AUTO "), Some(Pad::Auto));
+        assert_eq!(pad("#12345"), None);
     }
 }
