@@ -300,12 +300,7 @@ fn quantize(c: color::Lin, dither: f32) -> [u8; 3] {
 
 /// Lanczos3 resampling to the requested size.
 fn upscale(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
-    use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
-    let src = Image::from_vec_u8(img.width(), img.height(), img.as_raw().clone(), PixelType::U8x3)
-        .expect("buffer matches its size");
-    let mut dst = Image::new(w, h, PixelType::U8x3);
-    Resizer::new().resize(&src, &mut dst, &ResizeOptions::new()).expect("same pixel types");
-    image::RgbImage::from_raw(w, h, dst.into_vec()).expect("buffer matches its size")
+    stagecraft_imaging::resize::resize_rgb(img, w, h)
 }
 
 struct Generate;

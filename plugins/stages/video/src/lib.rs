@@ -4,7 +4,8 @@
 //! dissolves into the next over `crossfade` seconds of blended frames at
 //! `fps`; with `loop`, the last image dissolves back into the first so the
 //! loop is seamless. The output takes the first image's size (or `width`);
-//! other images are fitted inside it (Lanczos3), centred on `background`.
+//! other images are fitted inside it (stagecraft-imaging's Lanczos3),
+//! centred on `background`.
 //!
 //! Colour: one global palette of up to `max_colors` built by median cut
 //! over all the images (and their midway blends), refined by a few k-means
@@ -12,9 +13,9 @@
 //! error diffusion, does not crawl between frames. Frames only store the
 //! rectangle that changed since the previous one.
 
-use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
 use image::RgbaImage;
 use stagecraft_imaging::color::{hex_error, parse_hex};
+use stagecraft_imaging::resize::resize_rgba;
 use stagecraft_sdk::images::decode;
 use stagecraft_sdk::prelude::*;
 use stagecraft_sdk::round4;
@@ -196,10 +197,7 @@ pub fn fit(img: &RgbaImage, w: u32, h: u32, bg: [u8; 3]) -> Frame {
         let k = (w as f64 / sw as f64).min(h as f64 / sh as f64);
         let iw = ((sw as f64 * k).round() as u32).clamp(1, w);
         let ih = ((sh as f64 * k).round() as u32).clamp(1, h);
-        let src = Image::from_vec_u8(sw, sh, img.as_raw().clone(), PixelType::U8x4).expect("buffer matches its size");
-        let mut dst = Image::new(iw, ih, PixelType::U8x4);
-        Resizer::new().resize(&src, &mut dst, &ResizeOptions::new()).expect("same pixel types");
-        RgbaImage::from_raw(iw, ih, dst.into_vec()).expect("buffer matches its size")
+        resize_rgba(img, None, iw, ih)
     };
     let (iw, ih) = scaled.dimensions();
     let (ox, oy) = ((w - iw) / 2, (h - ih) / 2);
