@@ -7,7 +7,7 @@
 //! names is still inert.
 
 use base64::Engine;
-use stagecraft_reporting::{self as reporting, ArtifactRow, ReportParams, Step, Summary};
+use stagecraft_reporting::{self as reporting, ArtifactRow, ReportParams, Summary};
 use stagecraft_sdk::prelude::*;
 use std::fmt::Write;
 
