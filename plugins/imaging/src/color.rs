@@ -165,26 +165,51 @@ impl ColorSpace {
     }
 }
 
-/// `#rrggbb`.
+/// `#rrggbb`, lower case: how stages write colours back.
 pub fn hex(rgb: [u8; 3]) -> String {
     format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2])
 }
 
-/// Parses `#rgb` or `#rrggbb` (the `#` is optional).
+/// The colour grammar every stage accepts, as its params' docs and error
+/// messages spell it.
+pub const HEX_GRAMMAR: &str = "#rgb or #rrggbb (hex digits in either case, the # optional)";
+
+/// Parses a colour in the one grammar all stages share: `#rgb` or `#rrggbb`,
+/// hex digits in either case, the `#` optional, surrounding whitespace
+/// ignored. `#rgb` doubles each digit, as CSS does: `fff` is `#ffffff`.
 pub fn parse_hex(s: &str) -> Option<[u8; 3]> {
-    let h = s.trim().trim_start_matches('#');
-    if !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+    match channels(s)?[..] {
+        [r, g, b] => Some([r, g, b]),
+        _ => None,
     }
-    match h.len() {
-        3 => {
-            let v: Vec<u8> = h.bytes().map(|b| (b as char).to_digit(16).unwrap() as u8 * 17).collect();
-            Some([v[0], v[1], v[2]])
-        }
-        6 => {
-            let n = u32::from_str_radix(h, 16).ok()?;
-            Some([(n >> 16) as u8, (n >> 8) as u8, n as u8])
-        }
+}
+
+/// [`parse_hex`] with an optional alpha channel: also `#rgba` and
+/// `#rrggbbaa` (alpha 255 when absent), for the params that take
+/// translucent colours.
+pub fn parse_hex_alpha(s: &str) -> Option<[u8; 4]> {
+    match channels(s)?[..] {
+        [r, g, b] => Some([r, g, b, 255]),
+        [r, g, b, a] => Some([r, g, b, a]),
+        _ => None,
+    }
+}
+
+/// The error message for a colour param that does not parse, naming the
+/// param so the caller can find it: `background "white" is not a hex
+/// colour: use #rgb or #rrggbb (...)`.
+pub fn hex_error(param: &str, value: &str) -> String {
+    format!("{param} {value:?} is not a hex colour: use {HEX_GRAMMAR}")
+}
+
+/// The channels of a 3, 4, 6 or 8 digit hex colour (one optional `#`).
+fn channels(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    let h = s.strip_prefix('#').unwrap_or(s);
+    let digits: Vec<u8> = h.chars().map(|c| c.to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
+    match digits.len() {
+        3 | 4 => Some(digits.iter().map(|d| d * 17).collect()),
+        6 | 8 => Some(digits.chunks(2).map(|p| p[0] * 16 + p[1]).collect()),
         _ => None,
     }
 }
@@ -224,9 +249,31 @@ mod tests {
     #[test]
     fn hex_parsing() {
         assert_eq!(parse_hex("#1f4E9a"), Some([0x1f, 0x4e, 0x9a]));
+        assert_eq!(parse_hex("1F4E9A"), Some([0x1f, 0x4e, 0x9a]));
         assert_eq!(parse_hex("fff"), Some([255, 255, 255]));
-        assert_eq!(parse_hex("#12345"), None);
-        assert_eq!(parse_hex("#zzzzzz"), None);
+        assert_eq!(parse_hex("#Fa0"), Some([0xff, 0xaa, 0x00]));
+        assert_eq!(parse_hex(" #000000 "), Some([0, 0, 0]));
+        for bad in ["", "#", "#12345", "#zzzzzz", "##fff", "# fff", "white", "#ffff", "#ffffff00", "+fffff"] {
+            assert_eq!(parse_hex(bad), None, "{bad:?}");
+        }
         assert_eq!(hex([0x1f, 0x4e, 0x9a]), "#1f4e9a");
+    }
+
+    #[test]
+    fn hex_parsing_with_alpha() {
+        assert_eq!(parse_hex_alpha("#00000080"), Some([0, 0, 0, 0x80]));
+        assert_eq!(parse_hex_alpha("fff8"), Some([255, 255, 255, 0x88]));
+        assert_eq!(parse_hex_alpha("#1f4e9a"), Some([0x1f, 0x4e, 0x9a, 255]));
+        assert_eq!(parse_hex_alpha("abc"), Some([0xaa, 0xbb, 0xcc, 255]));
+        for bad in ["", "auto", "#12345", "#1234567", "#123456789"] {
+            assert_eq!(parse_hex_alpha(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hex_errors_name_the_param_and_the_grammar() {
+        let m = hex_error("background", "white");
+        assert!(m.starts_with("background \"white\" is not a hex colour"), "{m}");
+        assert!(m.contains("#rgb or #rrggbb"), "{m}");
     }
 }

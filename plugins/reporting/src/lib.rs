@@ -114,6 +114,109 @@ pub fn validate(run: Option<&RunInfo>, steps: Option<&[Step]>) -> Result<(), Str
     Ok(())
 }
 
+/// Title of a report whose params give none.
+pub const DEFAULT_TITLE: &str = "Pipeline run report";
+
+/// Declares a report stage's params struct: the header every report stage
+/// shares (`title`, `run`, `steps`, in that order, with the same schema and
+/// descriptions), then the stage's own fields; and implements
+/// [`ReportParams`] for it. Only the title's description is the stage's
+/// own, since where the title goes differs (a page heading, document
+/// properties, metadata only):
+///
+/// ```
+/// use serde::Deserialize;
+/// stagecraft_reporting::report_params! {
+///     /// Parameters of `report_txt`.
+///     #[derive(Debug, Deserialize, schemars::JsonSchema)]
+///     #[serde(deny_unknown_fields)]
+///     pub struct Params {
+///         title: "Report title (the first line of the file).",
+///         /// Line width.
+///         #[serde(default)]
+///         pub width: u32,
+///     }
+/// }
+/// let p: Params = serde_json::from_str(r#"{"title": "Run 7", "width": 72}"#).unwrap();
+/// assert_eq!(p.title.as_deref(), Some("Run 7"));
+/// ```
+#[macro_export]
+macro_rules! report_params {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            title: $title_doc:literal,
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$attr])*
+        $vis struct $name {
+            #[doc = $title_doc]
+            #[serde(default)]
+            pub title: Option<String>,
+            /// The pipeline run the steps belong to.
+            #[serde(default)]
+            pub run: Option<$crate::RunInfo>,
+            /// The run's steps (the host's run summary). Absent: the report lists the input artifacts.
+            #[serde(default)]
+            pub steps: Option<Vec<$crate::Step>>,
+            $($fields)*
+        }
+
+        impl $crate::ReportParams for $name {
+            fn title(&self) -> Option<&str> {
+                self.title.as_deref()
+            }
+            fn run(&self) -> Option<&$crate::RunInfo> {
+                self.run.as_ref()
+            }
+            fn steps(&self) -> Option<&[$crate::Step]> {
+                self.steps.as_deref()
+            }
+        }
+    };
+}
+
+/// The shared header of a report stage's params (see [`report_params!`]),
+/// and what every report stage does with it.
+pub trait ReportParams {
+    /// The title as given.
+    fn title(&self) -> Option<&str>;
+    /// The pipeline run, if given.
+    fn run(&self) -> Option<&RunInfo>;
+    /// The run's steps, if given.
+    fn steps(&self) -> Option<&[Step]>;
+
+    /// Checks the header ([`validate`]) and that there is something to
+    /// report: steps, or input artifacts to list.
+    fn check(&self, artifacts: &[Artifact]) -> Result<(), String> {
+        validate(self.run(), self.steps())?;
+        if self.steps().is_none() && artifacts.is_empty() {
+            return Err("nothing to report: pass the run summary in params.steps, or input artifacts to list".into());
+        }
+        Ok(())
+    }
+
+    /// The title to show in the report: the given one unless blank, else
+    /// [`DEFAULT_TITLE`].
+    fn display_title(&self) -> String {
+        self.title().filter(|t| !t.trim().is_empty()).unwrap_or(DEFAULT_TITLE).to_owned()
+    }
+
+    /// The title for the output's metadata: as given, else [`DEFAULT_TITLE`].
+    fn meta_title(&self) -> &str {
+        self.title().unwrap_or(DEFAULT_TITLE)
+    }
+
+    /// The artifact rows ([`artifact_rows`]) and the totals ([`summarize`])
+    /// of the run with these input artifacts.
+    fn rows_and_summary<'a>(&self, artifacts: &'a [Artifact]) -> (Vec<ArtifactRow<'a>>, Summary) {
+        let rows = artifact_rows(artifacts, self.steps());
+        let summary = summarize(self.run(), self.steps(), &rows);
+        (rows, summary)
+    }
+}
+
 /// Image formats a report can show inline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageKind {
@@ -514,5 +617,57 @@ mod tests {
         assert_eq!(human_ms(1520.5), "1.52 s");
         assert_eq!(human_ms(125_000.0), "2 min 5 s");
         assert_eq!(artifact_list(&sample::steps()[0]), vec!["fox.png (image/png, 2.0 KiB)"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    report_params! {
+        /// A report stage's params, for the tests.
+        #[derive(Debug, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct Params {
+            title: "Title (test).",
+            /// A field of the stage's own.
+            #[serde(default)]
+            pub extra: u32,
+        }
+    }
+
+    fn params(v: serde_json::Value) -> Result<Params, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_header_comes_first_and_unknown_fields_are_refused() {
+        let p = params(serde_json::json!({"title": "T", "run": {"id": "r"}, "steps": [], "extra": 3})).unwrap();
+        assert_eq!(
+            (p.title(), p.run().and_then(|r| r.id.as_deref()), p.steps().map(<[Step]>::len)),
+            (Some("T"), Some("r"), Some(0))
+        );
+        assert_eq!(p.extra, 3);
+        let err = params(serde_json::json!({"titel": "T"})).unwrap_err();
+        assert!(err.contains("unknown field `titel`") && err.contains("`title`"), "{err}");
+        let schema = serde_json::to_value(schemars::schema_for!(Params)).unwrap();
+        let names: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(schema["properties"]["title"]["description"], "Title (test).");
+        assert!(schema["properties"]["steps"]["description"].as_str().unwrap().contains("Absent"));
+    }
+
+    #[test]
+    fn titles_default_and_nothing_to_report_is_refused() {
+        let p = params(serde_json::json!({"title": "  "})).unwrap();
+        assert_eq!(p.display_title(), DEFAULT_TITLE);
+        assert_eq!(p.meta_title(), "  ");
+        let p = params(serde_json::json!({})).unwrap();
+        assert_eq!((p.display_title().as_str(), p.meta_title()), (DEFAULT_TITLE, DEFAULT_TITLE));
+        assert!(p.check(&[]).unwrap_err().starts_with("nothing to report"));
+        let p = params(serde_json::json!({"steps": []})).unwrap();
+        assert!(p.check(&[]).is_ok());
+        let p = params(serde_json::json!({"steps": [{"name": " ", "stage": "x"}]})).unwrap();
+        assert_eq!(p.check(&[]).unwrap_err(), "steps[0].name is empty");
     }
 }

@@ -73,7 +73,9 @@ pub fn encode(image: &DynamicImage, format: Format, jpeg_quality: u8) -> Result<
 
 /// An output name `{base}{suffix}` not yet in `used` (then recorded there):
 /// `{base}-2{suffix}`, `{base}-3{suffix}`... when inputs share a stem, so
-/// no output overwrites another.
+/// no output overwrites another. The one way stages name their outputs:
+/// `unique_name(&mut used, stem(&input.name), "_x2.png")`, or with an empty
+/// suffix for a unique stem that several outputs of one input then share.
 pub fn unique_name(used: &mut std::collections::BTreeSet<String>, base: &str, suffix: &str) -> String {
     let mut name = format!("{base}{suffix}");
     let mut k = 2;
@@ -89,5 +91,31 @@ pub fn stem(name: &str) -> &str {
     match name.rsplit_once('.') {
         Some((stem, _)) if !stem.is_empty() => stem,
         _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_follow_the_input_and_stay_unique() {
+        let mut used = std::collections::BTreeSet::new();
+        assert_eq!(unique_name(&mut used, stem("logo.png"), ".svg"), "logo.svg");
+        assert_eq!(unique_name(&mut used, stem("logo.jpg"), ".svg"), "logo-2.svg");
+        assert_eq!(unique_name(&mut used, stem("logo"), ".svg"), "logo-3.svg");
+        assert_eq!(unique_name(&mut used, stem("logo.png"), "_x2.png"), "logo_x2.png");
+        // An empty suffix hands out unique stems.
+        let mut stems = std::collections::BTreeSet::new();
+        assert_eq!(unique_name(&mut stems, "a", ""), "a");
+        assert_eq!(unique_name(&mut stems, "a", ""), "a-2");
+    }
+
+    #[test]
+    fn stems() {
+        assert_eq!(stem("photo.png"), "photo");
+        assert_eq!(stem("archive.tar.gz"), "archive.tar");
+        assert_eq!(stem(".hidden"), ".hidden");
+        assert_eq!(stem("plain"), "plain");
     }
 }

@@ -16,18 +16,6 @@ use stagecraft_sdk::prelude::*;
 
 pub struct ColorSeparations;
 
-/// Output names that stay unique when several inputs share a stem.
-fn unique_stem(stem: &str, taken: &mut Vec<String>) -> String {
-    let mut candidate = stem.to_string();
-    let mut n = 2;
-    while taken.contains(&candidate) {
-        candidate = format!("{stem}-{n}");
-        n += 1;
-    }
-    taken.push(candidate.clone());
-    candidate
-}
-
 impl Stage for ColorSeparations {
     type Params = Params;
     const NAME: &'static str = "color_separations";
@@ -47,7 +35,8 @@ impl Stage for ColorSeparations {
 
         let mut output = Output::new();
         let mut results = Vec::new();
-        let mut stems = Vec::new();
+        // One stem per input, unique (`logo`, `logo-2`...), then several outputs each.
+        let mut stems = std::collections::BTreeSet::new();
         let total = input.artifacts.len();
         for (n, artifact) in input.artifacts.iter().enumerate() {
             let rgba = images::decode(artifact)?.to_rgba8();
@@ -62,7 +51,7 @@ impl Stage for ColorSeparations {
                     artifact.name, params.alpha_threshold
                 )));
             }
-            let stem = unique_stem(images::stem(&artifact.name), &mut stems);
+            let stem = images::unique_name(&mut stems, images::stem(&artifact.name), "");
             let layer_names: Vec<String> = sep
                 .quantized
                 .palette

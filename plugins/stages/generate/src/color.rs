@@ -96,19 +96,8 @@ pub fn mul(a: Lin, b: Lin) -> Lin {
     [a[0] * b[0], a[1] * b[1], a[2] * b[2]]
 }
 
-pub fn hex(rgb: [u8; 3]) -> String {
-    format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2])
-}
-
-/// Parses `#rrggbb` (or `rrggbb`).
-pub fn parse_hex(s: &str) -> Option<[u8; 3]> {
-    let h = s.trim().strip_prefix('#').unwrap_or(s.trim());
-    if h.len() != 6 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let v = u32::from_str_radix(h, 16).ok()?;
-    Some([(v >> 16) as u8, (v >> 8) as u8, v as u8])
-}
+// Hex colours in and out: the grammar all stages share.
+pub use stagecraft_imaging::color::{hex, parse_hex};
 
 /// HSL (h in degrees, s and l in 0..1) to sRGB bytes.
 pub fn hsl(h: f32, s: f32, l: f32) -> [u8; 3] {
@@ -310,13 +299,5 @@ mod tests {
     fn palette_is_stable_per_prompt() {
         assert_eq!(Palette::from_prompt("a quiet harbour"), Palette::from_prompt("a quiet harbour"));
         assert_ne!(Palette::from_prompt("a quiet harbour").primary, Palette::from_prompt("a loud market").primary);
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        assert_eq!(parse_hex("#1a2B3c"), Some([0x1a, 0x2b, 0x3c]));
-        assert_eq!(parse_hex("#12345"), None);
-        assert_eq!(parse_hex("#zzzzzz"), None);
-        assert_eq!(hex([1, 2, 255]), "#0102ff");
     }
 }

@@ -16,6 +16,7 @@ pub mod product;
 pub mod scene;
 
 use color::{hex, lin, mixc, parse_hex, scale, to_u8, words, Palette, Rng};
+use stagecraft_imaging::color::hex_error;
 use stagecraft_sdk::images::{encode, Format};
 use stagecraft_sdk::prelude::*;
 
@@ -90,7 +91,8 @@ pub struct Params {
     /// Background: `white`, `plain` (flat `color`) or `random` (a painted scene).
     #[serde(default)]
     pub background: Background,
-    /// Colour of a `plain` background, `#rrggbb`. Only valid with `background: plain`.
+    /// Colour of a `plain` background: `#rgb` or `#rrggbb` (hex digits in either case, the `#`
+    /// optional). Only valid with `background: plain`.
     #[serde(default)]
     pub color: Option<String>,
     /// `product` (a studio shot) or `logo` (a flat mark, good input for transparent_png and distressed).
@@ -158,10 +160,9 @@ pub fn plan(p: &Params) -> Result<Vec<Spec>, StageError> {
     }
     let color = match (&p.color, p.background) {
         (None, _) => None,
-        (Some(c), Background::Plain) => Some(
-            parse_hex(c)
-                .ok_or_else(|| StageError::invalid_input(format!("color {c:?} is not a #rrggbb hex colour")))?,
-        ),
+        (Some(c), Background::Plain) => {
+            Some(parse_hex(c).ok_or_else(|| StageError::invalid_input(hex_error("color", c)))?)
+        }
         (Some(_), other) => {
             return Err(StageError::invalid_input(format!(
                 "color applies only to background \"plain\" (background is {:?})",
@@ -299,12 +300,7 @@ fn quantize(c: color::Lin, dither: f32) -> [u8; 3] {
 
 /// Lanczos3 resampling to the requested size.
 fn upscale(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
-    use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
-    let src = Image::from_vec_u8(img.width(), img.height(), img.as_raw().clone(), PixelType::U8x3)
-        .expect("buffer matches its size");
-    let mut dst = Image::new(w, h, PixelType::U8x3);
-    Resizer::new().resize(&src, &mut dst, &ResizeOptions::new()).expect("same pixel types");
-    image::RgbImage::from_raw(w, h, dst.into_vec()).expect("buffer matches its size")
+    stagecraft_imaging::resize::resize_rgb(img, w, h)
 }
 
 struct Generate;
@@ -428,8 +424,23 @@ mod tests {
             params(json!({"prompt": "x", "width": 4096, "height": 4096, "count": 16})),
             Err(StageError::InvalidInput(_))
         ));
+        let Err(StageError::InvalidInput(m)) = params(json!({"prompt": "x", "background": "plain", "color": "#12345"}))
+        else {
+            panic!("a five-digit colour is refused")
+        };
+        assert!(m.starts_with("color \"#12345\" is not a hex colour"), "{m}");
         let specs = params(json!({"prompt": "x", "seed": 5, "count": 3})).unwrap();
         assert_eq!(specs.iter().map(|s| s.seed).collect::<Vec<_>>(), vec![5, 6, 7]);
+    }
+
+    #[test]
+    fn color_takes_the_shared_grammar() {
+        // Wider than before (`#rrggbb` or `rrggbb`): short forms are colours too.
+        let color = |c: &str| params(json!({"prompt": "x", "background": "plain", "color": c})).unwrap()[0].color;
+        assert_eq!(color("fff"), Some([255, 255, 255]));
+        assert_eq!(color("#0aF"), Some([0x00, 0xaa, 0xff]));
+        assert_eq!(color("f0e6d2"), Some([0xf0, 0xe6, 0xd2]));
+        assert_eq!(color("#F0E6D2"), Some([0xf0, 0xe6, 0xd2]));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `steps`: `report.csv` lists the input artifacts (name, media type, size,
 //! image dimensions). RFC 4180 quoting by the `csv` crate.
 
-use stagecraft_reporting::{self as reporting, ArtifactRow, RunInfo, Step};
+use stagecraft_reporting::{self as reporting, ArtifactRow, ReportParams, Step};
 use stagecraft_sdk::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
@@ -30,29 +30,23 @@ impl Delimiter {
     }
 }
 
-/// Parameters of `report_csv`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    /// Report title (goes into the metadata; CSV has no place for it).
-    #[serde(default)]
-    pub title: Option<String>,
-    /// The pipeline run the steps belong to.
-    #[serde(default)]
-    pub run: Option<RunInfo>,
-    /// The run's steps. Absent: the report lists the input artifacts.
-    #[serde(default)]
-    pub steps: Option<Vec<Step>>,
-    /// Field separator.
-    #[serde(default)]
-    pub delimiter: Delimiter,
-    /// Prefix text cells that start with `=`, `+`, `-`, `@` (or tab/CR) with
-    /// `'`, so a spreadsheet does not run them as formulas (CSV injection).
-    #[serde(default = "yes")]
-    pub sanitize_formulas: bool,
-    /// Start the file with a UTF-8 byte order mark (helps Excel detect UTF-8).
-    #[serde(default)]
-    pub bom: bool,
+reporting::report_params! {
+    /// Parameters of `report_csv`.
+    #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Params {
+        title: "Report title (goes into the metadata; CSV has no place for it).",
+        /// Field separator.
+        #[serde(default)]
+        pub delimiter: Delimiter,
+        /// Prefix text cells that start with `=`, `+`, `-`, `@` (or tab/CR) with
+        /// `'`, so a spreadsheet does not run them as formulas (CSV injection).
+        #[serde(default = "yes")]
+        pub sanitize_formulas: bool,
+        /// Start the file with a UTF-8 byte order mark (helps Excel detect UTF-8).
+        #[serde(default)]
+        pub bom: bool,
+    }
 }
 
 fn yes() -> bool {
@@ -170,9 +164,8 @@ impl Stage for ReportCsv {
 
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let params = input.params;
-        reporting::validate(params.run.as_ref(), params.steps.as_deref()).map_err(StageError::invalid_input)?;
-        let rows = reporting::artifact_rows(&input.artifacts, params.steps.as_deref());
-        let summary = reporting::summarize(params.run.as_ref(), params.steps.as_deref(), &rows);
+        params.check(&input.artifacts).map_err(StageError::invalid_input)?;
+        let (rows, summary) = params.rows_and_summary(&input.artifacts);
         let media = "text/csv; charset=utf-8";
         let mut output = Output::new();
         match &params.steps {
@@ -182,20 +175,13 @@ impl Stage for ReportCsv {
                     output = output.artifact("artifacts.csv", media, artifacts_csv(&rows, &params)?);
                 }
             }
-            None => {
-                if input.artifacts.is_empty() {
-                    return Err(StageError::invalid_input(
-                        "nothing to report: pass the run summary in params.steps, or input artifacts to list",
-                    ));
-                }
-                output = output.artifact("report.csv", media, artifacts_csv(&rows, &params)?);
-            }
+            None => output = output.artifact("report.csv", media, artifacts_csv(&rows, &params)?),
         }
         let files: Vec<&str> = output.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>();
         let files = json!(files);
         let rows_written = params.steps.as_ref().map_or(rows.len(), |s| s.len());
         Ok(output
-            .meta("title", params.title.as_deref().unwrap_or("Pipeline run report"))
+            .meta("title", params.meta_title())
             .meta("kind", if params.steps.is_some() { "steps" } else { "artifacts" })
             .meta("rows", rows_written)
             .meta("files", files)

@@ -7,35 +7,29 @@
 //! names is still inert.
 
 use base64::Engine;
-use stagecraft_reporting::{self as reporting, ArtifactRow, RunInfo, Step, Summary};
+use stagecraft_reporting::{self as reporting, ArtifactRow, ReportParams, Summary};
 use stagecraft_sdk::prelude::*;
 use std::fmt::Write;
 
-/// Parameters of `report_html`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    /// Page title (default "Pipeline run report").
-    #[serde(default)]
-    pub title: Option<String>,
-    /// The pipeline run the steps belong to.
-    #[serde(default)]
-    pub run: Option<RunInfo>,
-    /// The run's steps. Absent: the page shows the input artifacts only.
-    #[serde(default)]
-    pub steps: Option<Vec<Step>>,
-    /// Largest side of an image thumbnail in CSS pixels (32 to 1024).
-    #[serde(default = "default_thumb")]
-    #[schemars(range(min = 32, max = 1024))]
-    pub thumbnail_px: u32,
-    /// Images larger than this many bytes are listed but not embedded.
-    #[serde(default = "default_max_embed")]
-    pub max_embed_bytes: u64,
-    /// Text artifacts (text/*, JSON, CSV, XML, YAML) show their first this
-    /// many bytes (0 turns previews off; at most 65536).
-    #[serde(default = "default_preview")]
-    #[schemars(range(max = 65536))]
-    pub text_preview_bytes: u32,
+reporting::report_params! {
+    /// Parameters of `report_html`.
+    #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Params {
+        title: "Page title (default \"Pipeline run report\").",
+        /// Largest side of an image thumbnail in CSS pixels (32 to 1024).
+        #[serde(default = "default_thumb")]
+        #[schemars(range(min = 32, max = 1024))]
+        pub thumbnail_px: u32,
+        /// Images larger than this many bytes are listed but not embedded.
+        #[serde(default = "default_max_embed")]
+        pub max_embed_bytes: u64,
+        /// Text artifacts (text/*, JSON, CSV, XML, YAML) show their first this
+        /// many bytes (0 turns previews off; at most 65536).
+        #[serde(default = "default_preview")]
+        #[schemars(range(max = 65536))]
+        pub text_preview_bytes: u32,
+    }
 }
 
 fn default_thumb() -> u32 {
@@ -49,14 +43,16 @@ fn default_preview() -> u32 {
 }
 
 impl Params {
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the stage's own params, then the shared header (and that
+    /// there is something to report).
+    fn validate(&self, artifacts: &[Artifact]) -> Result<(), String> {
         if !(32..=1024).contains(&self.thumbnail_px) {
             return Err(format!("thumbnail_px must be between 32 and 1024, got {}", self.thumbnail_px));
         }
         if self.text_preview_bytes > 65536 {
             return Err(format!("text_preview_bytes must be at most 65536, got {}", self.text_preview_bytes));
         }
-        reporting::validate(self.run.as_ref(), self.steps.as_deref())
+        self.check(artifacts)
     }
 }
 
@@ -321,9 +317,8 @@ impl Page<'_> {
 
 /// Renders the page; returns the HTML and (embedded, not embedded) counts.
 pub fn render(artifacts: &[Artifact], params: &Params) -> (String, usize, Vec<String>) {
-    let rows = reporting::artifact_rows(artifacts, params.steps.as_deref());
-    let summary = reporting::summarize(params.run.as_ref(), params.steps.as_deref(), &rows);
-    let title = params.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "Pipeline run report".into());
+    let (rows, summary) = params.rows_and_summary(artifacts);
+    let title = params.display_title();
     let mut page = Page { params, title, rows, summary, embedded: 0, not_embedded: Vec::new() };
     let mut h = String::with_capacity(16 * 1024);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
@@ -355,17 +350,12 @@ impl Stage for ReportHtml {
 
     fn run(input: Input<Params>) -> Result<Output, StageError> {
         let params = input.params;
-        params.validate().map_err(StageError::invalid_input)?;
-        if params.steps.is_none() && input.artifacts.is_empty() {
-            return Err(StageError::invalid_input(
-                "nothing to report: pass the run summary in params.steps, or input artifacts to show",
-            ));
-        }
+        params.validate(&input.artifacts).map_err(StageError::invalid_input)?;
         let (html, embedded, not_embedded) = render(&input.artifacts, &params);
         let steps = params.steps.as_ref().map_or(0, |s| s.len());
         Ok(Output::new()
             .artifact("report.html", "text/html; charset=utf-8", html.into_bytes())
-            .meta("title", params.title.as_deref().unwrap_or("Pipeline run report"))
+            .meta("title", params.meta_title())
             .meta("steps", steps)
             .meta("artifacts", input.artifacts.len())
             .meta("images_embedded", embedded)

@@ -13,27 +13,21 @@ use rust_xlsxwriter::{
     Color, DocProperties, ExcelDateTime, Format, FormatAlign, FormatBorder, Formula, Image, Workbook, Worksheet,
     XlsxError,
 };
-use stagecraft_reporting::{self as reporting, ArtifactRow, ImageKind, RunInfo, Step};
+use stagecraft_reporting::{self as reporting, ArtifactRow, ImageKind, ReportParams, Step};
 use stagecraft_sdk::prelude::*;
 
-/// Parameters of `report_xlsx`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    /// Workbook title (document properties and the Summary sheet).
-    #[serde(default)]
-    pub title: Option<String>,
-    /// The pipeline run the steps belong to.
-    #[serde(default)]
-    pub run: Option<RunInfo>,
-    /// The run's steps. Absent: the workbook lists the input artifacts.
-    #[serde(default)]
-    pub steps: Option<Vec<Step>>,
-    /// Largest side of an image thumbnail in the Artifacts sheet, in pixels
-    /// (16 to 512).
-    #[serde(default = "default_thumb")]
-    #[schemars(range(min = 16, max = 512))]
-    pub thumbnail_px: u32,
+reporting::report_params! {
+    /// Parameters of `report_xlsx`.
+    #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Params {
+        title: "Workbook title (document properties and the Summary sheet).",
+        /// Largest side of an image thumbnail in the Artifacts sheet, in pixels
+        /// (16 to 512).
+        #[serde(default = "default_thumb")]
+        #[schemars(range(min = 16, max = 512))]
+        pub thumbnail_px: u32,
+    }
 }
 
 fn default_thumb() -> u32 {
@@ -333,9 +327,8 @@ fn summary_sheet(
 
 /// Builds the workbook; returns its bytes and the number of thumbnails.
 pub fn workbook(artifacts: &[Artifact], params: &Params) -> Result<(Vec<u8>, usize), StageError> {
-    let title = params.title.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "Pipeline run report".into());
-    let rows = reporting::artifact_rows(artifacts, params.steps.as_deref());
-    let summary = reporting::summarize(params.run.as_ref(), params.steps.as_deref(), &rows);
+    let title = params.display_title();
+    let (rows, summary) = params.rows_and_summary(artifacts);
     let st = Styles::new();
     let mut wb = Workbook::new();
     let created = params
@@ -378,16 +371,11 @@ impl Stage for ReportXlsx {
                 params.thumbnail_px
             )));
         }
-        reporting::validate(params.run.as_ref(), params.steps.as_deref()).map_err(StageError::invalid_input)?;
-        if params.steps.is_none() && input.artifacts.is_empty() {
-            return Err(StageError::invalid_input(
-                "nothing to report: pass the run summary in params.steps, or input artifacts to list",
-            ));
-        }
+        params.check(&input.artifacts).map_err(StageError::invalid_input)?;
         let (bytes, thumbs) = workbook(&input.artifacts, &params)?;
         Ok(Output::new()
             .artifact("report.xlsx", XLSX, bytes)
-            .meta("title", params.title.as_deref().unwrap_or("Pipeline run report"))
+            .meta("title", params.meta_title())
             .meta("sheets", ["Steps", "Artifacts", "Summary"])
             .meta("steps", params.steps.as_ref().map_or(0, |s| s.len()))
             .meta("artifacts", input.artifacts.len())

@@ -4,11 +4,12 @@
 //! (the default: no bars), `fit` scales to fit inside and leaves the rest
 //! transparent, `pad` scales to fit inside and fills the rest with
 //! `pad_color` (or the image's own border colour with `auto`). Resampling is
-//! Lanczos3 (fast_image_resize), with alpha premultiplied so transparent
+//! stagecraft-imaging's Lanczos3, with alpha premultiplied so transparent
 //! edges do not bleed dark fringes.
 
-use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
 use image::{Rgba, RgbaImage};
+use stagecraft_imaging::color::{parse_hex_alpha, HEX_GRAMMAR};
+use stagecraft_imaging::resize::resize_rgba;
 use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
 use stagecraft_sdk::prelude::*;
 
@@ -128,8 +129,9 @@ pub struct Params {
     /// `fill` (cover and crop, default), `fit` (inside, transparent bars) or `pad` (inside, `pad_color` bars).
     #[serde(default)]
     pub mode: Mode,
-    /// Colour of the bars for `pad` (and for `fit` when the output is JPEG): `#rrggbb`, `#rrggbbaa`,
-    /// or `auto` for the average colour of the image's border. Default white.
+    /// Colour of the bars for `pad` (and for `fit` when the output is JPEG): `#rgb` or `#rrggbb`
+    /// (hex digits in either case, the `#` optional), each with an optional alpha (`#rgba`,
+    /// `#rrggbbaa`), or `auto` for the average colour of the image's border. Default white.
     #[serde(default)]
     pub pad_color: Option<String>,
     /// Horizontal focus of `fill` crops, 0 (keep the left edge) to 1 (keep the right edge).
@@ -172,15 +174,6 @@ pub struct Placement {
     /// Source region used: x, y, width, height (fractional for crops).
     pub source: [f64; 4],
     pub scale: f64,
-}
-
-pub fn parse_color(s: &str) -> Option<[u8; 4]> {
-    let h = s.trim().strip_prefix('#')?;
-    if !(h.len() == 6 || h.len() == 8) || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let byte = |i: usize| u8::from_str_radix(&h[i..i + 2], 16).ok();
-    Some([byte(0)?, byte(2)?, byte(4)?, if h.len() == 8 { byte(6)? } else { 255 }])
 }
 
 /// Checks params: the list of targets and the padding.
@@ -226,39 +219,27 @@ pub fn plan(p: &Params) -> Result<(Vec<Target>, Pad), StageError> {
     if !(1..=100).contains(&p.quality) {
         return Err(StageError::invalid_input(format!("quality {} is out of range 1..=100", p.quality)));
     }
-    let pad =
-        match (p.mode, p.pad_color.as_deref()) {
-            (Mode::Fill, Some(_)) => {
-                return Err(StageError::invalid_input(
-                    "pad_color applies to modes \"pad\" and \"fit\", not \"fill\" (nothing is padded)",
-                ))
-            }
-            (_, Some(s)) if s.trim().eq_ignore_ascii_case("auto") => Pad::Auto,
-            (_, Some(s)) => Pad::Color(parse_color(s).ok_or_else(|| {
-                StageError::invalid_input(format!("pad_color {s:?} is not #rrggbb, #rrggbbaa or auto"))
-            })?),
-            (Mode::Fit, None) if p.format == Format::Png => Pad::Transparent,
-            (_, None) => Pad::Color([255, 255, 255, 255]),
-        };
+    let pad = match (p.mode, p.pad_color.as_deref()) {
+        (Mode::Fill, Some(_)) => {
+            return Err(StageError::invalid_input(
+                "pad_color applies to modes \"pad\" and \"fit\", not \"fill\" (nothing is padded)",
+            ))
+        }
+        (_, Some(s)) if s.trim().eq_ignore_ascii_case("auto") => Pad::Auto,
+        (_, Some(s)) => Pad::Color(parse_hex_alpha(s).ok_or_else(|| {
+            StageError::invalid_input(format!(
+                "pad_color {s:?} is not a hex colour: use {HEX_GRAMMAR}, with an optional alpha \
+                 (#rgba, #rrggbbaa), or auto"
+            ))
+        })?),
+        (Mode::Fit, None) if p.format == Format::Png => Pad::Transparent,
+        (_, None) => Pad::Color([255, 255, 255, 255]),
+    };
     let pad = match (p.mode, pad) {
         (Mode::Fit, Pad::Color(_) | Pad::Auto) if p.format == Format::Png => Pad::Transparent,
         (_, pad) => pad,
     };
     Ok((targets, pad))
-}
-
-/// Lanczos3 resize of `src` (or of the `crop` region of it) to `w` x `h`,
-/// alpha-aware.
-pub fn resize(src: &RgbaImage, crop: Option<[f64; 4]>, w: u32, h: u32) -> RgbaImage {
-    let view = Image::from_vec_u8(src.width(), src.height(), src.as_raw().clone(), PixelType::U8x4)
-        .expect("buffer matches its size");
-    let mut dst = Image::new(w, h, PixelType::U8x4);
-    let mut options = ResizeOptions::new();
-    if let Some([x, y, cw, ch]) = crop {
-        options = options.crop(x, y, cw, ch);
-    }
-    Resizer::new().resize(&view, &mut dst, &options).expect("same pixel types");
-    RgbaImage::from_raw(w, h, dst.into_vec()).expect("buffer matches its size")
 }
 
 /// Average colour of the outermost ring of pixels.
@@ -294,14 +275,14 @@ pub fn render(src: &RgbaImage, t: &Target, mode: Mode, pad: Pad, focus: (f32, f3
             let (cw, ch) = ((tw / scale).min(sw), (th / scale).min(sh));
             let x = (sw - cw) * focus.0 as f64;
             let y = (sh - ch) * focus.1 as f64;
-            let out = resize(src, Some([x, y, cw, ch]), t.width, t.height);
+            let out = resize_rgba(src, Some([x, y, cw, ch]), t.width, t.height);
             (out, Placement { content: [0, 0, t.width, t.height], source: [x, y, cw, ch], scale })
         }
         Mode::Fit | Mode::Pad => {
             let scale = (tw / sw).min(th / sh);
             let iw = ((sw * scale).round() as u32).clamp(1, t.width);
             let ih = ((sh * scale).round() as u32).clamp(1, t.height);
-            let inner = resize(src, None, iw, ih);
+            let inner = resize_rgba(src, None, iw, ih);
             let bg = match pad {
                 Pad::Transparent => [0, 0, 0, 0],
                 Pad::Color(c) => c,
@@ -499,13 +480,6 @@ mod tests {
     }
 
     #[test]
-    fn lanczos_downscale_preserves_flat_colour() {
-        let src = RgbaImage::from_pixel(400, 400, Rgba([37, 99, 201, 255]));
-        let out = resize(&src, None, 123, 77);
-        assert!(out.pixels().all(|p| p.0 == [37, 99, 201, 255]));
-    }
-
-    #[test]
     fn params_are_checked() {
         assert_eq!(plan(&params(json!({"formats": ["og", "story", "og"]}))).unwrap().0.len(), 2);
         assert!(plan(&params(json!({"formats": []}))).is_err());
@@ -517,7 +491,20 @@ mod tests {
         let (t, pad) = plan(&params(json!({"formats": [], "custom": [{"name": "banner", "width": 1500, "height": 500}], "mode": "pad", "pad_color": "#00000080"}))).unwrap();
         assert_eq!(t, vec![Target { name: "banner".into(), width: 1500, height: 500 }]);
         assert_eq!(pad, Pad::Color([0, 0, 0, 128]));
+        let err = plan(&params(json!({"mode": "pad", "pad_color": "white"}))).unwrap_err();
+        assert!(err.to_string().contains("pad_color \"white\" is not a hex colour"), "{err}");
         assert!(serde_json::from_value::<Params>(json!({"format": ["tiktok"]})).is_err());
         assert!(serde_json::from_value::<Params>(json!({"formats": ["tiktok"]})).is_err());
+    }
+
+    #[test]
+    fn pad_color_takes_the_shared_grammar() {
+        // Wider than before: short forms and a missing `#` are colours too.
+        let pad = |c: &str| plan(&params(json!({"mode": "pad", "pad_color": c}))).map(|(_, pad)| pad).ok();
+        assert_eq!(pad("fff"), Some(Pad::Color([255, 255, 255, 255])));
+        assert_eq!(pad("#0F08"), Some(Pad::Color([0, 0xff, 0, 0x88])));
+        assert_eq!(pad("1e50C8"), Some(Pad::Color([0x1e, 0x50, 0xc8, 255])));
+        assert_eq!(pad(" AUTO "), Some(Pad::Auto));
+        assert_eq!(pad("#12345"), None);
     }
 }

@@ -14,6 +14,7 @@
 //! 4. Optionally trim to the content's bounding box (plus `padding`).
 
 use image::{Rgba, RgbaImage};
+use stagecraft_imaging::color::{hex, hex_error, parse_hex};
 use stagecraft_sdk::images::{decode, encode, stem, unique_name, Format};
 use stagecraft_sdk::prelude::*;
 use stagecraft_sdk::round4;
@@ -41,7 +42,8 @@ pub struct Params {
     #[serde(default = "default_feather")]
     #[schemars(range(min = 0.0, max = 50.0))]
     pub feather: f32,
-    /// The background colour as `#rrggbb`, instead of estimating it from the border.
+    /// The background colour, instead of estimating it from the border: `#rgb` or `#rrggbb`
+    /// (hex digits in either case, the `#` optional).
     #[serde(default)]
     pub background: Option<String>,
     /// Also remove background-coloured regions enclosed by the subject (the inside of an "O"),
@@ -99,19 +101,6 @@ impl Default for Options {
     }
 }
 
-pub fn parse_hex(s: &str) -> Option<[u8; 3]> {
-    let h = s.trim().strip_prefix('#')?;
-    if h.len() != 6 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let v = u32::from_str_radix(h, 16).ok()?;
-    Some([(v >> 16) as u8, (v >> 8) as u8, v as u8])
-}
-
-pub fn hex(c: [u8; 3]) -> String {
-    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
-}
-
 impl Options {
     pub fn from_params(p: &Params) -> Result<Options, StageError> {
         if !(0.0..=100.0).contains(&p.tolerance) {
@@ -126,13 +115,10 @@ impl Options {
         if p.padding > 0 && !p.trim {
             return Err(StageError::invalid_input("padding applies only with trim: true"));
         }
-        let background =
-            match &p.background {
-                None => None,
-                Some(s) => Some(parse_hex(s).ok_or_else(|| {
-                    StageError::invalid_input(format!("background {s:?} is not a #rrggbb hex colour"))
-                })?),
-            };
+        let background = match &p.background {
+            None => None,
+            Some(s) => Some(parse_hex(s).ok_or_else(|| StageError::invalid_input(hex_error("background", s)))?),
+        };
         Ok(Options {
             tolerance: p.tolerance,
             feather: p.feather,
@@ -790,6 +776,16 @@ mod tests {
     }
 
     #[test]
+    fn background_takes_the_shared_colour_grammar() {
+        // Wider than before (`#rrggbb` only): short forms, any case, no `#`.
+        let bg = |c: &str| Options::from_params(&serde_json::from_value(json!({"background": c})).unwrap()).unwrap();
+        assert_eq!(bg("fff").background, Some([255, 255, 255]));
+        assert_eq!(bg("#0F0").background, Some([0, 255, 0]));
+        assert_eq!(bg("1E50c8").background, Some([0x1e, 0x50, 0xc8]));
+        assert_eq!(bg("#1e50c8").background, Some([0x1e, 0x50, 0xc8]));
+    }
+
+    #[test]
     fn distance_transform_is_euclidean() {
         let (w, h) = (7, 5);
         let mut seed = vec![false; w * h];
@@ -819,7 +815,8 @@ mod tests {
         assert!(p(json!({})).is_ok());
         assert!(p(json!({"tolerance": 101})).is_err());
         assert!(p(json!({"feather": -1})).is_err());
-        assert!(p(json!({"background": "white"})).is_err());
+        assert!(p(json!({"background": "white"})).unwrap_err().contains("background \"white\" is not a hex colour"));
+        assert!(p(json!({"background": "#12345"})).is_err());
         assert!(p(json!({"padding": 4})).is_err());
         assert!(p(json!({"trim": true, "padding": 4})).is_ok());
         assert!(p(json!({"tolerence": 4})).is_err());

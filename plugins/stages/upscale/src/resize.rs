@@ -1,30 +1,8 @@
-//! Lanczos3 resampling of raw 8-bit RGB/RGBA pixels with fast_image_resize.
-//!
-//! Kept free of any host or SDK dependency: the host's benchmark compiles
-//! this very file natively to measure the sandbox's cost against it.
+//! Lanczos3 resampling of raw 8-bit RGB/RGBA pixels: the shared code in
+//! `stagecraft-imaging` (`plugins/imaging/src/lanczos.rs`), pulled in as
+//! source rather than as a dependency because the host's benchmark
+//! (`host/cli/src/commands/bench.rs`) compiles this very file by path, to
+//! measure the sandbox's cost against the code the stage runs. Once the
+//! bench points at the imaging file, this shim can go.
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-
-/// Resizes `pixels` (`width` x `height`, `channels` 3 or 4, row-major) to
-/// `new_width` x `new_height` with a Lanczos3 filter. RGBA is resized with
-/// premultiplied alpha, so transparent edges do not bleed colour.
-pub fn lanczos3(
-    pixels: &[u8],
-    width: u32,
-    height: u32,
-    channels: u8,
-    new_width: u32,
-    new_height: u32,
-) -> Result<Vec<u8>, String> {
-    let pixel_type = match channels {
-        3 => PixelType::U8x3,
-        4 => PixelType::U8x4,
-        n => return Err(format!("unsupported channel count {n}")),
-    };
-    let src = ImageRef::new(width, height, pixels, pixel_type).map_err(|e| format!("source image: {e}"))?;
-    let mut dst = Image::new(new_width, new_height, pixel_type);
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    Resizer::new().resize(&src, &mut dst, &options).map_err(|e| format!("resize: {e}"))?;
-    Ok(dst.into_vec())
-}
+include!("../../../imaging/src/lanczos.rs");

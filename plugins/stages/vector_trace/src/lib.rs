@@ -36,7 +36,7 @@ impl Stage for VectorTrace {
             .ok_or_else(|| StageError::invalid_input("vector_trace needs an image artifact (PNG or JPEG)"))?;
         let mut output = Output::new();
         let mut results = Vec::new();
-        let mut stems: Vec<String> = Vec::new();
+        let mut used = std::collections::BTreeSet::new();
         let total = input.artifacts.len();
         for (n, artifact) in input.artifacts.iter().enumerate() {
             let rgba = images::decode(artifact)?.to_rgba8();
@@ -55,14 +55,7 @@ impl Stage for VectorTrace {
             }
             progress(n as f32 / total as f32, &format!("tracing {}", artifact.name));
             let traced = vectorize(&rgba, &params, &artifact.name);
-            let stem = images::stem(&artifact.name);
-            let mut name = format!("{stem}.svg");
-            let mut k = 2;
-            while stems.contains(&name) {
-                name = format!("{stem}-{k}.svg");
-                k += 1;
-            }
-            stems.push(name.clone());
+            let name = images::unique_name(&mut used, images::stem(&artifact.name), ".svg");
             let mut warnings = Vec::new();
             if traced.layers.iter().all(|l| l.contours == 0) {
                 warnings.push(format!("{}: nothing was traced (no foreground at this threshold)", artifact.name));

@@ -192,7 +192,9 @@ fn params_validation() {
     let p: Params = serde_json::from_str(r#"{"mode": "colors", "colors": 17}"#).unwrap();
     assert!(p.validate().unwrap_err().contains("between 2 and 16"));
     let p: Params = serde_json::from_str(r#"{"color": "blue"}"#).unwrap();
-    assert!(p.validate().unwrap_err().contains("#rrggbb"));
+    assert!(p.validate().unwrap_err().contains("color \"blue\" is not a hex colour: use #rgb or #rrggbb"));
+    let p: Params = serde_json::from_str(r#"{"color": "1E50c8"}"#).unwrap();
+    assert!(p.validate().is_ok());
     let p: Params = serde_json::from_str(r#"{"tolerance": 50}"#).unwrap();
     assert!(p.validate().is_err());
     let p: Params =

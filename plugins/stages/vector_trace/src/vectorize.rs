@@ -43,8 +43,8 @@ pub struct Params {
     pub threshold: Option<u8>,
     /// Threshold mode: trace the light pixels instead of the dark ones.
     pub invert: bool,
-    /// Threshold mode: fill colour of the traced shapes, `#rrggbb`
-    /// (default black).
+    /// Threshold mode: fill colour of the traced shapes, `#rgb` or
+    /// `#rrggbb` (hex digits in either case, the `#` optional; default black).
     pub color: Option<String>,
     /// Colors mode: number of colours (2 to 16, default 4).
     #[schemars(range(min = 2, max = 16))]
@@ -109,7 +109,7 @@ impl Params {
                     return Err("colors applies to mode \"colors\"; this is mode \"threshold\"".into());
                 }
                 if let Some(c) = &self.color {
-                    color::parse_hex(c).ok_or_else(|| format!("color must be #rrggbb or #rgb, got {c:?}"))?;
+                    color::parse_hex(c).ok_or_else(|| color::hex_error("color", c))?;
                 }
             }
             Mode::Colors => {

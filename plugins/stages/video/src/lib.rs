@@ -4,7 +4,8 @@
 //! dissolves into the next over `crossfade` seconds of blended frames at
 //! `fps`; with `loop`, the last image dissolves back into the first so the
 //! loop is seamless. The output takes the first image's size (or `width`);
-//! other images are fitted inside it (Lanczos3), centred on `background`.
+//! other images are fitted inside it (stagecraft-imaging's Lanczos3),
+//! centred on `background`.
 //!
 //! Colour: one global palette of up to `max_colors` built by median cut
 //! over all the images (and their midway blends), refined by a few k-means
@@ -12,8 +13,9 @@
 //! error diffusion, does not crawl between frames. Frames only store the
 //! rectangle that changed since the previous one.
 
-use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
 use image::RgbaImage;
+use stagecraft_imaging::color::{hex_error, parse_hex};
+use stagecraft_imaging::resize::resize_rgba;
 use stagecraft_sdk::images::decode;
 use stagecraft_sdk::prelude::*;
 use stagecraft_sdk::round4;
@@ -69,7 +71,8 @@ pub struct Params {
     #[serde(default)]
     #[schemars(range(min = 16, max = 4096))]
     pub width: Option<u32>,
-    /// Colour behind transparent pixels and around images of another shape, `#rrggbb`.
+    /// Colour behind transparent pixels and around images of another shape: `#rgb` or `#rrggbb`
+    /// (hex digits in either case, the `#` optional).
     #[serde(default = "default_background")]
     pub background: String,
     /// Ordered dithering: smooth gradients instead of bands, at the cost of a fine pattern.
@@ -104,15 +107,6 @@ impl Default for Options {
     }
 }
 
-pub fn parse_hex(s: &str) -> Option<[u8; 3]> {
-    let h = s.trim().strip_prefix('#')?;
-    if h.len() != 6 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let v = u32::from_str_radix(h, 16).ok()?;
-    Some([(v >> 16) as u8, (v >> 8) as u8, v as u8])
-}
-
 impl Options {
     pub fn from_params(p: &Params) -> Result<Options, StageError> {
         let bad = |m: String| Err(StageError::invalid_input(m));
@@ -134,7 +128,7 @@ impl Options {
             }
         }
         let Some(background) = parse_hex(&p.background) else {
-            return bad(format!("background {:?} is not a #rrggbb hex colour", p.background));
+            return bad(hex_error("background", &p.background));
         };
         Ok(Options {
             fps: p.fps,
@@ -203,10 +197,7 @@ pub fn fit(img: &RgbaImage, w: u32, h: u32, bg: [u8; 3]) -> Frame {
         let k = (w as f64 / sw as f64).min(h as f64 / sh as f64);
         let iw = ((sw as f64 * k).round() as u32).clamp(1, w);
         let ih = ((sh as f64 * k).round() as u32).clamp(1, h);
-        let src = Image::from_vec_u8(sw, sh, img.as_raw().clone(), PixelType::U8x4).expect("buffer matches its size");
-        let mut dst = Image::new(iw, ih, PixelType::U8x4);
-        Resizer::new().resize(&src, &mut dst, &ResizeOptions::new()).expect("same pixel types");
-        RgbaImage::from_raw(iw, ih, dst.into_vec()).expect("buffer matches its size")
+        resize_rgba(img, None, iw, ih)
     };
     let (iw, ih) = scaled.dimensions();
     let (ox, oy) = ((w - iw) / 2, (h - ih) / 2);
@@ -704,6 +695,16 @@ mod tests {
     }
 
     #[test]
+    fn background_takes_the_shared_colour_grammar() {
+        // Wider than before (`#rrggbb` only): short forms, any case, no `#`.
+        let bg = |c: &str| Options::from_params(&serde_json::from_value(json!({"background": c})).unwrap()).unwrap();
+        assert_eq!(bg("fff").background, [255, 255, 255]);
+        assert_eq!(bg("#F80").background, [0xff, 0x88, 0x00]);
+        assert_eq!(bg("1e50C8").background, [0x1e, 0x50, 0xc8]);
+        assert_eq!(bg("#000000").background, [0, 0, 0]);
+    }
+
+    #[test]
     fn params_are_checked() {
         let p = |v: serde_json::Value| {
             serde_json::from_value::<Params>(v)
@@ -715,7 +716,8 @@ mod tests {
         assert!(p(json!({"fps": 0})).is_err());
         assert!(p(json!({"fps": 60})).is_err());
         assert!(p(json!({"max_colors": 1})).is_err());
-        assert!(p(json!({"background": "black"})).is_err());
+        assert!(p(json!({"background": "black"})).unwrap_err().contains("background \"black\" is not a hex colour"));
+        assert!(p(json!({"background": "000000"})).is_ok());
         assert!(p(json!({"crossfade": -1})).is_err());
         assert!(p(json!({"looping": true})).is_err());
     }
