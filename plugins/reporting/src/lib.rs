@@ -621,7 +621,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod tests {
+mod params_header_tests {
     use super::*;
 
     report_params! {
