@@ -1,0 +1,33 @@
+//! # stagecraft-cluster
+//!
+//! A reliable job queue on Redis Streams (Redis 7.0 commands only), for
+//! running stagecraft on many machines:
+//!
+//! * [`queue`]: three priority bands read by one consumer group, a record
+//!   and an event stream per job, the cluster-wide bound on queued jobs,
+//!   dead letters, counters and worker heartbeats;
+//! * [`lease`]: a worker's hold on one delivery; its renewals, events and
+//!   commit are fenced by the job's epoch, so a worker that lost its lease
+//!   can change nothing;
+//! * [`worker`]: the loop a worker runs (slots, renewals, reaping, drain);
+//! * [`scripts`]: each state change as one atomic Lua script.
+//!
+//! What it promises: a job whose [`Queue::enqueue`] returned is finished
+//! exactly once, by the holder of its latest lease, or moved to the dead
+//! letters after `max_deliveries` leases ran out; with Redis's
+//! `appendfsync always` it survives a crash of Redis too. The work itself
+//! runs at least once: a worker that stalls past its lease may still be
+//! running when the job's next holder starts.
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod lease;
+pub mod queue;
+pub mod scripts;
+pub mod worker;
+
+pub use error::{ClusterError, Result};
+pub use lease::{Lease, Outcome};
+pub use queue::{valid_job_id, Band, Consumer, DeadLetter, JobRecord, Queue, QueueConfig, QueueStats, WorkerInfo};
+pub use worker::{Finished, Job, WorkerConfig, WorkerCounts};

@@ -1,0 +1,689 @@
+//! The queue: three priority bands of Redis Streams read by one consumer
+//! group, a hash per job, an event stream per job, a dead-letter stream and
+//! counters. Every change of a job's state is one script (see
+//! [`scripts`](crate::scripts)); this file turns them into typed calls.
+
+use crate::error::{ClusterError, Result};
+use crate::lease::Lease;
+use crate::scripts;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, Value};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A job's priority: higher bands are always read first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Band {
+    /// Read before anything else.
+    High,
+    /// The default.
+    Normal,
+    /// Read only when the other bands are empty.
+    Low,
+}
+
+impl Band {
+    /// Every band, highest first.
+    pub const ALL: [Band; 3] = [Band::High, Band::Normal, Band::Low];
+
+    fn index(self) -> usize {
+        match self {
+            Band::High => 0,
+            Band::Normal => 1,
+            Band::Low => 2,
+        }
+    }
+
+    fn from_index(i: usize) -> Option<Self> {
+        Self::ALL.get(i).copied()
+    }
+
+    /// The band's name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Band::High => "high",
+            Band::Normal => "normal",
+            Band::Low => "low",
+        }
+    }
+}
+
+/// How the queue behaves; every process of a cluster must agree on it.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Prefix of every key (`{prefix}:queue:0`, `{prefix}:job:{id}`, …),
+    /// so that several deployments can share one Redis.
+    pub prefix: String,
+    /// A delivery not renewed for this long is reclaimed by the reaper.
+    pub lease: Duration,
+    /// Deliveries whose lease ran out before a job goes to the dead letters.
+    pub max_deliveries: u32,
+    /// Most jobs queued (accepted, not yet delivered) across the cluster.
+    pub max_queued: u64,
+    /// How long one blocking read waits before it looks again.
+    pub block: Duration,
+    /// Events kept per job (older ones are trimmed).
+    pub events_kept: usize,
+    /// A worker not seen for this long is listed as gone.
+    pub worker_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "stagecraft".into(),
+            lease: Duration::from_secs(10),
+            max_deliveries: 3,
+            max_queued: 10_000,
+            block: Duration::from_secs(2),
+            events_kept: 10_000,
+            worker_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The consumer group every worker reads with.
+pub(crate) const GROUP: &str = "workers";
+
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn band(&self, band: Band) -> String {
+        format!("{}:queue:{}", self.prefix, band.index())
+    }
+    pub(crate) fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+    pub(crate) fn events(&self, id: &str) -> String {
+        format!("{}:events:{id}", self.prefix)
+    }
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+    pub(crate) fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+    fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+    fn worker(&self, name: &str) -> String {
+        format!("{}:worker:{name}", self.prefix)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: QueueConfig,
+    pub(crate) keys: Keys,
+    client: Client,
+}
+
+/// A handle on the cluster's queue; cheap to clone. Commands go through a
+/// [`ConnectionManager`] (reconnects on its own); blocking reads get their
+/// own connection per [`Consumer`].
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) con: ConnectionManager,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A job as recorded in Redis.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `dead`.
+    pub state: String,
+    /// The job's band.
+    pub band: Band,
+    /// What the submitter enqueued.
+    pub payload: String,
+    /// Claims, reclaims and hand-backs so far (the fence).
+    pub epoch: u64,
+    /// Times the job was handed to a worker.
+    pub deliveries: u64,
+    /// Times a final state was written (1 once it ended).
+    pub commits: u64,
+    /// The worker that holds or held it last.
+    pub worker: Option<String>,
+    /// What the worker committed.
+    pub result: Option<String>,
+    /// Why it went to the dead letters.
+    pub reason: Option<String>,
+    /// Redis's clock (ms) when the job was accepted, first claimed this
+    /// delivery, and finished.
+    pub enqueued_ms: Option<u64>,
+    /// See `enqueued_ms`.
+    pub started_ms: Option<u64>,
+    /// See `enqueued_ms`.
+    pub finished_ms: Option<u64>,
+}
+
+impl JobRecord {
+    /// Whether the job has reached a state it never leaves.
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "dead")
+    }
+}
+
+/// A job that went to the dead letters.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// The job's id.
+    pub job: String,
+    /// Why.
+    pub reason: String,
+    /// Deliveries it had.
+    pub deliveries: u64,
+    /// The worker that held it last.
+    pub worker: String,
+}
+
+/// A worker's last heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    /// Its consumer name.
+    pub name: String,
+    /// Milliseconds since its last heartbeat.
+    pub seen_ms_ago: u64,
+    /// Leases it held then.
+    pub leases: u64,
+    /// Whether it is draining (stops taking work).
+    pub draining: bool,
+    /// Whether its last heartbeat is within the worker timeout.
+    pub alive: bool,
+}
+
+/// The queue at a glance, for metrics and `GET /v1/status/queue`.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    /// Jobs accepted and not yet delivered, per band.
+    pub queued: HashMap<&'static str, u64>,
+    /// Deliveries held by workers now.
+    pub leased: u64,
+    /// Final states written.
+    pub commits: u64,
+    /// Commits refused for a stale epoch.
+    pub refused_commits: u64,
+    /// Deliveries whose lease ran out, put back in the queue.
+    pub reclaims: u64,
+    /// Jobs moved to the dead letters.
+    pub dead_letters: u64,
+    /// Jobs handed back by draining workers.
+    pub handed_back: u64,
+    /// Workers that sent a heartbeat lately.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// Job ids become key names: only a safe alphabet.
+pub fn valid_job_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn protocol(what: impl Into<String>) -> ClusterError {
+    ClusterError::Protocol(what.into())
+}
+
+impl Queue {
+    /// Connects to Redis at `url` and makes sure the streams and the
+    /// consumer group exist.
+    pub async fn connect(url: &str, config: QueueConfig) -> Result<Self> {
+        let client = Client::open(url)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(6)
+            .set_max_delay(Duration::from_secs(2));
+        let con = ConnectionManager::new_with_config(client.clone(), manager).await?;
+        let keys = Keys { prefix: config.prefix.clone() };
+        let queue = Self { con, shared: Arc::new(Shared { config, keys, client }) };
+        for band in Band::ALL {
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(queue.shared.keys.band(band))
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut queue.con.clone())
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(queue)
+    }
+
+    /// The configuration this handle was opened with.
+    pub fn config(&self) -> &QueueConfig {
+        &self.shared.config
+    }
+
+    /// Accepts a job: its record and a stream entry in its band, or
+    /// [`ClusterError::QueueFull`] when the cluster already has
+    /// `max_queued` jobs waiting. Returns the jobs queued now. Once this
+    /// returns, the job is in Redis (with `appendfsync always`, on disk).
+    pub async fn enqueue(&self, id: &str, band: Band, payload: &str) -> Result<u64> {
+        if !valid_job_id(id) {
+            return Err(ClusterError::InvalidId(id.into()));
+        }
+        let k = &self.shared.keys;
+        let c = &self.shared.config;
+        let queued_event = serde_json::json!({ "event": "job_queued", "job": id, "band": band.as_str() }).to_string();
+        let (code, queued): (i64, u64) = scripts::ENQUEUE
+            .key(k.band(Band::High))
+            .key(k.band(Band::Normal))
+            .key(k.band(Band::Low))
+            .key(k.job(id))
+            .key(k.events(id))
+            .arg(c.max_queued)
+            .arg(band.index() + 1)
+            .arg(id)
+            .arg(payload)
+            .arg(GROUP)
+            .arg(c.events_kept)
+            .arg(queued_event)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        match code {
+            1 => Ok(queued),
+            0 => Err(ClusterError::QueueFull { queued, max: c.max_queued }),
+            _ => Err(ClusterError::Duplicate(id.into())),
+        }
+    }
+
+    /// A job's record, if Redis has it.
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        if !valid_job_id(id) {
+            return Ok(None);
+        }
+        let fields: HashMap<String, String> = self.con.clone().hgetall(self.shared.keys.job(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+        let text = |k: &str| fields.get(k).cloned();
+        let band = num("band").and_then(|b| Band::from_index(b.saturating_sub(1) as usize)).unwrap_or(Band::Normal);
+        Ok(Some(JobRecord {
+            id: id.into(),
+            state: text("state").unwrap_or_default(),
+            band,
+            payload: text("payload").unwrap_or_default(),
+            epoch: num("epoch").unwrap_or(0),
+            deliveries: num("deliveries").unwrap_or(0),
+            commits: num("commits").unwrap_or(0),
+            worker: text("worker"),
+            result: text("result"),
+            reason: text("reason"),
+            enqueued_ms: num("enqueued_ms"),
+            started_ms: num("started_ms"),
+            finished_ms: num("finished_ms"),
+        }))
+    }
+
+    /// A job's events after stream position `after` (`"0"`: from the
+    /// start), as `(position, JSON)`, waiting up to `wait` for the first
+    /// one when there are none yet. Waiting reads use a connection of their
+    /// own, so they never hold up other commands.
+    pub async fn events(&self, id: &str, after: &str, wait: Option<Duration>) -> Result<Vec<(String, String)>> {
+        let key = self.shared.keys.events(id);
+        let reply: Value = match wait {
+            None => {
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(512)
+                    .arg("STREAMS")
+                    .arg(&key)
+                    .arg(after)
+                    .query_async(&mut self.con.clone())
+                    .await?
+            }
+            Some(wait) => {
+                let mut con = self.blocking_connection(wait).await?;
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(512)
+                    .arg("BLOCK")
+                    .arg(wait.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&key)
+                    .arg(after)
+                    .query_async(&mut con)
+                    .await?
+            }
+        };
+        let mut out = Vec::new();
+        for (_, entries) in parse_read(reply)? {
+            for (position, fields) in entries {
+                if let Some(event) = fields.get("event") {
+                    out.push((position, event.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A connection for one blocking read: its response timeout is the
+    /// read's own wait plus a margin, so a dead server cannot hang it.
+    pub(crate) async fn blocking_connection(&self, wait: Duration) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(wait + Duration::from_secs(5)));
+        Ok(self.shared.client.get_multiplexed_async_connection_with_config(&config).await?)
+    }
+
+    /// A reader of the queue under consumer name `name` (unique per worker).
+    pub async fn consumer(&self, name: &str) -> Result<Consumer> {
+        let con = self.blocking_connection(self.shared.config.block).await?;
+        Ok(Consumer { queue: self.clone(), name: name.into(), con, buffered: VecDeque::new() })
+    }
+
+    /// Reclaims every delivery whose lease ran out (see
+    /// [`scripts::REAP`]); any process may run it, at any time, as often as
+    /// it likes. Returns `(reclaimed, dead-lettered)`.
+    pub async fn reap(&self, reaper: &str) -> Result<(u64, u64)> {
+        let k = &self.shared.keys;
+        let c = &self.shared.config;
+        let (mut reclaimed, mut dead) = (0, 0);
+        for band in Band::ALL {
+            let mut cursor = "0-0".to_owned();
+            loop {
+                let (r, d, next): (u64, u64, String) = scripts::REAP
+                    .key(k.band(band))
+                    .key(k.dead())
+                    .key(k.stats())
+                    .arg(GROUP)
+                    .arg(reaper)
+                    .arg(c.lease.as_millis() as u64)
+                    .arg(c.max_deliveries)
+                    .arg(&c.prefix)
+                    .arg(100)
+                    .arg(&cursor)
+                    .arg(c.events_kept)
+                    .invoke_async(&mut self.con.clone())
+                    .await?;
+                reclaimed += r;
+                dead += d;
+                if next == "0-0" {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok((reclaimed, dead))
+    }
+
+    /// Records that worker `name` is alive, holding `leases`.
+    pub async fn heartbeat(&self, name: &str, leases: u64, draining: bool) -> Result<()> {
+        let k = &self.shared.keys;
+        let now = self.now_ms().await?;
+        let ttl = (self.shared.config.worker_timeout * 4).as_secs().max(1);
+        redis::pipe()
+            .atomic()
+            .zadd(k.workers(), name, now)
+            .hset_multiple(
+                k.worker(name),
+                &[("leases", leases.to_string()), ("draining", u8::from(draining).to_string())],
+            )
+            .expire(k.worker(name), ttl as i64)
+            .query_async::<()>(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Takes worker `name` off the list (it stopped on purpose).
+    pub async fn leave(&self, name: &str) -> Result<()> {
+        let k = &self.shared.keys;
+        redis::pipe().zrem(k.workers(), name).del(k.worker(name)).query_async::<()>(&mut self.con.clone()).await?;
+        Ok(())
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut self.con.clone()).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Depth, leases, counters and workers.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let k = &self.shared.keys;
+        let mut con = self.con.clone();
+        let mut queued = HashMap::new();
+        let mut leased = 0;
+        for band in Band::ALL {
+            let len: u64 = con.xlen(k.band(band)).await?;
+            let pending: Value = redis::cmd("XPENDING").arg(k.band(band)).arg(GROUP).query_async(&mut con).await?;
+            let pending = match pending {
+                Value::Array(v) => v.first().and_then(|n| redis::from_redis_value_ref::<u64>(n).ok()).unwrap_or(0),
+                _ => 0,
+            };
+            leased += pending;
+            queued.insert(band.as_str(), len.saturating_sub(pending));
+        }
+        let counters: HashMap<String, u64> = con.hgetall(k.stats()).await?;
+        let get = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let now = self.now_ms().await?;
+        let seen: Vec<(String, u64)> = con.zrange_withscores(k.workers(), 0, -1).await?;
+        let timeout = self.shared.config.worker_timeout.as_millis() as u64;
+        let mut workers = Vec::new();
+        for (name, at) in seen {
+            let info: HashMap<String, u64> = con.hgetall(k.worker(&name)).await?;
+            let ago = now.saturating_sub(at);
+            if ago > timeout * 4 {
+                // Long gone: forget it.
+                let _: () = con.zrem(k.workers(), &name).await?;
+                continue;
+            }
+            workers.push(WorkerInfo {
+                name,
+                seen_ms_ago: ago,
+                leases: info.get("leases").copied().unwrap_or(0),
+                draining: info.get("draining").copied().unwrap_or(0) == 1,
+                alive: ago <= timeout,
+            });
+        }
+        Ok(QueueStats {
+            queued,
+            leased,
+            commits: get("commits"),
+            refused_commits: get("refused"),
+            reclaims: get("reclaims"),
+            dead_letters: get("dead"),
+            handed_back: get("handed_back"),
+            workers,
+        })
+    }
+
+    /// The newest `count` dead letters, newest first.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>> {
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(self.shared.keys.dead())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(parse_entries(reply)?
+            .into_iter()
+            .map(|(_, f)| DeadLetter {
+                job: f.get("job").cloned().unwrap_or_default(),
+                reason: f.get("reason").cloned().unwrap_or_default(),
+                deliveries: f.get("deliveries").and_then(|d| d.parse().ok()).unwrap_or(0),
+                worker: f.get("worker").cloned().unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+/// One worker's reader of the queue. Bands are read highest first; a
+/// blocking read over all three may return an entry from more than one,
+/// and the extra ones wait here (claimed only when their turn comes).
+pub struct Consumer {
+    queue: Queue,
+    name: String,
+    con: MultiplexedConnection,
+    buffered: VecDeque<(Band, String, String)>,
+}
+
+impl Consumer {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next job for this worker, or `None` when nothing came within the
+    /// configured block time (call again).
+    pub async fn next(&mut self) -> Result<Option<Lease>> {
+        loop {
+            if self.buffered.is_empty() {
+                self.read().await?;
+            }
+            let Some((band, entry, job)) = self.buffered.pop_front() else { return Ok(None) };
+            if let Some(lease) = self.claim(band, entry, job).await? {
+                return Ok(Some(lease));
+            }
+        }
+    }
+
+    /// Fills the buffer: the first band that has an entry, without waiting;
+    /// failing that, one blocking read over all bands.
+    async fn read(&mut self) -> Result<()> {
+        let shared = self.queue.shared.clone();
+        let k = &shared.keys;
+        for band in Band::ALL {
+            let reply: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(k.band(band))
+                .arg(">")
+                .query_async(&mut self.con)
+                .await?;
+            self.push(reply)?;
+            if !self.buffered.is_empty() {
+                return Ok(());
+            }
+        }
+        let block = self.queue.shared.config.block.as_millis() as u64;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(&self.name).arg("COUNT").arg(1).arg("BLOCK").arg(block).arg("STREAMS");
+        for band in Band::ALL {
+            cmd.arg(k.band(band));
+        }
+        cmd.arg(">").arg(">").arg(">");
+        let reply: Value = cmd.query_async(&mut self.con).await?;
+        self.push(reply)
+    }
+
+    fn push(&mut self, reply: Value) -> Result<()> {
+        let k = &self.queue.shared.keys;
+        let mut got = Vec::new();
+        for (stream, entries) in parse_read(reply)? {
+            let band = Band::ALL.into_iter().find(|b| k.band(*b) == stream).ok_or_else(|| protocol(stream.clone()))?;
+            for (entry, fields) in entries {
+                let job = fields.get("job").cloned().unwrap_or_default();
+                got.push((band, entry, job));
+            }
+        }
+        got.sort_by_key(|(band, ..)| band.index());
+        self.buffered.extend(got);
+        Ok(())
+    }
+
+    async fn claim(&mut self, band: Band, entry: String, job: String) -> Result<Option<Lease>> {
+        let k = &self.queue.shared.keys;
+        let stale = !valid_job_id(&job);
+        if !stale {
+            let reply: Vec<Value> = scripts::CLAIM
+                .key(k.job(&job))
+                .key(k.events(&job))
+                .arg(&self.name)
+                .arg(&entry)
+                .arg(self.queue.shared.config.events_kept)
+                .invoke_async(&mut self.queue.con.clone())
+                .await?;
+            if let [epoch, deliveries, payload] = reply.as_slice() {
+                let num = |v: &Value| redis::from_redis_value_ref::<u64>(v).map_err(|e| protocol(e.to_string()));
+                return Ok(Some(Lease::new(
+                    self.queue.clone(),
+                    self.name.clone(),
+                    job,
+                    band,
+                    entry,
+                    num(epoch)?,
+                    num(deliveries)?,
+                    redis::from_redis_value_ref::<String>(payload).map_err(|e| protocol(e.to_string()))?,
+                )));
+            }
+        }
+        // The entry no longer stands for a job that can run.
+        let _: i64 =
+            scripts::DISCARD.key(k.band(band)).arg(GROUP).arg(&entry).invoke_async(&mut self.queue.con.clone()).await?;
+        Ok(None)
+    }
+}
+
+type Entry = (String, HashMap<String, String>);
+
+/// `XREAD`/`XREADGROUP` replies: `[[stream, [[id, [field, value, …]], …]], …]`
+/// (RESP2), or nil when nothing came.
+fn parse_read(reply: Value) -> Result<Vec<(String, Vec<Entry>)>> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(s) => s,
+        Value::Map(m) => m
+            .into_iter()
+            .flat_map(|(k, v)| [k, v])
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|c| Value::Array(c.to_vec()))
+            .collect(),
+        other => return Err(protocol(format!("{other:?}"))),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut pair) = stream else { return Err(protocol("a stream reply that is not a pair")) };
+        if pair.len() != 2 {
+            return Err(protocol("a stream reply that is not a pair"));
+        }
+        let entries = parse_entries(pair.pop().unwrap_or(Value::Nil))?;
+        let name: String =
+            redis::from_redis_value(pair.pop().unwrap_or(Value::Nil)).map_err(|e| protocol(e.to_string()))?;
+        out.push((name, entries));
+    }
+    Ok(out)
+}
+
+/// `[[id, [field, value, …]], …]`; entries deleted since (nil fields) are skipped.
+fn parse_entries(reply: Value) -> Result<Vec<Entry>> {
+    let Value::Array(items) = reply else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for item in items {
+        let Value::Array(mut pair) = item else { continue };
+        if pair.len() != 2 {
+            continue;
+        }
+        let fields = pair.pop().unwrap_or(Value::Nil);
+        let id: String =
+            redis::from_redis_value(pair.pop().unwrap_or(Value::Nil)).map_err(|e| protocol(e.to_string()))?;
+        let Value::Array(flat) = fields else { continue };
+        let mut map = HashMap::new();
+        for kv in flat.chunks(2) {
+            if let [k, v] = kv {
+                let k: String = redis::from_redis_value_ref(k).map_err(|e| protocol(e.to_string()))?;
+                let v: String = redis::from_redis_value_ref(v).map_err(|e| protocol(e.to_string()))?;
+                map.insert(k, v);
+            }
+        }
+        out.push((id, map));
+    }
+    Ok(out)
+}

@@ -1,0 +1,470 @@
+//! The queue against a real `redis-server` (7.0, from Debian) started on a
+//! loopback port with AOF on and `appendfsync always`. Workers run on
+//! threads of their own, each with its own runtime: "killing" one drops its
+//! runtime mid-job, so it never commits, hands back or says goodbye, and
+//! its connections close, which is all Redis sees of a `kill -9`.
+
+use stagecraft_cluster::worker::{self, Finished, Job, WorkerConfig, WorkerCounts};
+use stagecraft_cluster::{Band, ClusterError, Outcome, Queue, QueueConfig};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A `redis-server` on a free loopback port, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = spawn(port, dir.path());
+        let redis = Self { child, port, dir };
+        redis.wait_ready();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(out) = Command::new("redis-cli").args(["-p", &self.port.to_string(), "PING"]).output() {
+                if String::from_utf8_lossy(&out.stdout).trim() == "PONG" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    /// `kill -9`, then a fresh server on the same port and files.
+    fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn(self.port, self.dir.path());
+        self.wait_ready();
+    }
+}
+
+fn spawn(port: u16, dir: &Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+        .args(["--appendfsync", "always", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (Debian: redis-server)")
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(lease_ms: u64) -> QueueConfig {
+    QueueConfig {
+        lease: Duration::from_millis(lease_ms),
+        block: Duration::from_millis(200),
+        worker_timeout: Duration::from_secs(2),
+        ..QueueConfig::default()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Runs of each job's handler, and what each run returned.
+type Runs = Arc<Mutex<HashMap<String, Vec<String>>>>;
+
+/// A worker on its own thread. `stop` drains it; `kill` drops it mid-work.
+struct TestWorker {
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    counts: Arc<WorkerCounts>,
+}
+
+impl TestWorker {
+    fn start<H, F>(url: String, config: QueueConfig, name: &str, concurrency: usize, handler: H) -> Self
+    where
+        H: Fn(Job) -> F + Send + Sync + 'static,
+        F: std::future::Future<Output = Finished> + Send + 'static,
+    {
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let stop = CancellationToken::new();
+        let counts = Arc::new(WorkerCounts::default());
+        let config_w = WorkerConfig { name: name.into(), concurrency, drain: Duration::from_millis(300) };
+        let (stop2, counts2) = (stop.clone(), counts.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = rt();
+            rt.block_on(async move {
+                let queue = Queue::connect(&url, config).await.unwrap();
+                tokio::select! {
+                    done = worker::run(queue, config_w, handler, stop2, counts2) => done.unwrap(),
+                    _ = killed => {}
+                }
+            });
+            // Dropping the runtime drops every task: no commit, no hand-back.
+            drop(rt);
+        });
+        Self { kill: Some(kill), stop, thread: Some(thread), counts }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+
+    fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A handler that takes `ms` per job (waiting, like a call to a hosted
+/// model), records its run and returns the worker's name as the result.
+fn waiting_handler(
+    name: &'static str,
+    ms: u64,
+    runs: Runs,
+) -> impl Fn(Job) -> std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>> + Send + Sync + 'static {
+    move |job: Job| {
+        let runs = runs.clone();
+        Box::pin(async move {
+            runs.lock().unwrap().entry(job.id().to_owned()).or_default().push(name.into());
+            job.event(&format!(r#"{{"event":"progress","worker":"{name}"}}"#)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Finished { outcome: Outcome::Succeeded, result: format!("done by {name}"), error: None }
+        })
+    }
+}
+
+async fn wait_until_final(queue: &Queue, ids: &[String], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut open = 0;
+        for id in ids {
+            if !queue.job(id).await.unwrap().unwrap().is_final() {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{open} jobs still not final");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn bands_are_read_highest_first_and_the_bound_and_ids_hold() {
+    let redis = Redis::start();
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), QueueConfig { max_queued: 3, ..config(5_000) }).await.unwrap();
+        queue.enqueue("low-1", Band::Low, "l").await.unwrap();
+        queue.enqueue("normal-1", Band::Normal, "n").await.unwrap();
+        assert_eq!(queue.enqueue("high-1", Band::High, "h").await.unwrap(), 3);
+        match queue.enqueue("one-more", Band::High, "x").await {
+            Err(ClusterError::QueueFull { queued: 3, max: 3 }) => {}
+            other => panic!("expected QueueFull, got {other:?}"),
+        }
+        assert!(matches!(queue.enqueue("low-1", Band::Low, "again").await, Err(ClusterError::Duplicate(_))));
+        for bad in ["../etc", "a b", "", "x\n", &"a".repeat(129)] {
+            assert!(matches!(queue.enqueue(bad, Band::Low, "").await, Err(ClusterError::InvalidId(_))), "{bad:?}");
+        }
+        // A second process sees the same bound.
+        let other = Queue::connect(&redis.url(), QueueConfig { max_queued: 3, ..config(5_000) }).await.unwrap();
+        assert!(matches!(other.enqueue("elsewhere", Band::Normal, "").await, Err(ClusterError::QueueFull { .. })));
+
+        let mut consumer = queue.consumer("c1").await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let lease = consumer.next().await.unwrap().expect("a job");
+            assert_eq!((lease.epoch(), lease.delivery()), (1, 1));
+            order.push(lease.job().to_owned());
+            assert!(lease.commit(Outcome::Succeeded, "ok", None).await.unwrap());
+        }
+        assert_eq!(order, ["high-1", "normal-1", "low-1"]);
+        assert!(consumer.next().await.unwrap().is_none());
+        // Room again once delivered: the bound counts jobs waiting.
+        other.enqueue("elsewhere", Band::Normal, "").await.unwrap();
+        let stats = queue.stats().await.unwrap();
+        assert_eq!((stats.commits, stats.queued["normal"], stats.leased), (3, 1, 0));
+        let events: Vec<String> =
+            queue.events("high-1", "0", None).await.unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(
+            events[0].contains("job_queued") && events[1].contains("job_started") && events[2].contains("job_finished")
+        );
+    });
+}
+
+#[test]
+fn a_killed_worker_costs_only_its_jobs_in_flight_and_every_job_commits_once() {
+    let redis = Redis::start();
+    let runs: Runs = Arc::default();
+    // A lease long enough that a busy machine never lets a live one run out.
+    let cfg = config(2_000);
+    let ids: Vec<String> = (0..200).map(|i| format!("job-{i:03}")).collect();
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        for id in &ids {
+            queue.enqueue(id, Band::Normal, "{}").await.unwrap();
+        }
+    });
+    let mut workers: Vec<TestWorker> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|name| TestWorker::start(redis.url(), cfg.clone(), name, 4, waiting_handler(name, 30, runs.clone())))
+        .collect();
+    // Kill w2 once some work is done, while it holds jobs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while workers[1].counts.committed.load(Ordering::Relaxed) < 15 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let in_flight = workers[1].counts.holding.load(Ordering::Relaxed);
+    workers[1].kill();
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        wait_until_final(&queue, &ids, Duration::from_secs(60)).await;
+        let mut rerun = 0;
+        for id in &ids {
+            let job = queue.job(id).await.unwrap().unwrap();
+            assert_eq!((job.state.as_str(), job.commits), ("succeeded", 1), "{job:?}");
+            let job_runs = runs.lock().unwrap()[id].clone();
+            if job_runs.len() > 1 {
+                rerun += 1;
+                // The first run was the killed worker's; the result is the rerun's.
+                assert_eq!(job_runs[0], "w2", "{id}: {job_runs:?}");
+                assert_eq!(job.result.as_deref(), Some(format!("done by {}", job_runs.last().unwrap()).as_str()));
+            }
+        }
+        // Only what w2 held when it died ran again: at most its 4 slots.
+        assert!((1..=4).contains(&rerun), "{rerun} jobs ran again, w2 held {in_flight}");
+        let stats = queue.stats().await.unwrap();
+        assert_eq!(stats.commits, 200);
+        assert!(stats.reclaims >= rerun, "{} reclaims", stats.reclaims);
+        assert_eq!(stats.leased, 0);
+        assert!(stats.workers.iter().any(|w| w.name == "w1" && w.alive), "{:?}", stats.workers);
+    });
+    for w in &mut workers {
+        if w.thread.is_some() {
+            w.stop();
+        }
+    }
+}
+
+#[test]
+fn a_stalled_worker_past_its_lease_cannot_commit_and_the_reclaimers_result_stands() {
+    let redis = Redis::start();
+    let cfg = config(1_000);
+    let stalled = Arc::new(AtomicBool::new(false));
+    let flag = stalled.clone();
+    // Like SIGSTOP: the whole worker (its runtime's only thread) stops, so
+    // no renewal goes out; then it wakes and finishes.
+    let mut a = TestWorker::start(redis.url(), cfg.clone(), "stalls", 1, move |job: Job| {
+        let flag = flag.clone();
+        Box::pin(async move {
+            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(3_000));
+            let _ = job;
+            Finished { outcome: Outcome::Succeeded, result: "late result".into(), error: None }
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>>
+    });
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        queue.enqueue("stall-me", Band::Normal, "{}").await.unwrap();
+        while !stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let runs: Runs = Arc::default();
+    let mut b = TestWorker::start(redis.url(), cfg.clone(), "healthy", 1, waiting_handler("healthy", 10, runs.clone()));
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        wait_until_final(&queue, &["stall-me".into()], Duration::from_secs(10)).await;
+        // Wait for the stalled worker to wake and try its commit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.counts.refused.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the stalled worker never tried to commit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let job = queue.job("stall-me").await.unwrap().unwrap();
+        assert_eq!((job.state.as_str(), job.commits, job.deliveries), ("succeeded", 1, 2));
+        assert_eq!(job.result.as_deref(), Some("done by healthy"));
+        assert_eq!(a.counts.committed.load(Ordering::Relaxed), 0);
+        let stats = queue.stats().await.unwrap();
+        assert_eq!((stats.refused_commits, stats.reclaims), (1, 1));
+        let events: Vec<String> =
+            queue.events("stall-me", "0", None).await.unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(events.iter().filter(|e| e.contains("job_finished")).count(), 1, "{events:?}");
+        assert!(events.iter().any(|e| e.contains("job_requeued") && e.contains("stalls")), "{events:?}");
+    });
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn accepted_jobs_survive_kill_9_of_redis_with_appendfsync_always() {
+    let mut redis = Redis::start();
+    let cfg = config(1_000);
+    let ids: Vec<String> = (0..300).map(|i| format!("durable-{i}")).collect();
+    // Enqueue from a thread while Redis is killed underneath: every id
+    // whose enqueue returned Ok must be there after the restart.
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (url, ids2, acc) = (redis.url(), ids.clone(), accepted.clone());
+    let submitter = std::thread::spawn(move || {
+        rt().block_on(async {
+            let queue = Queue::connect(&url, cfg.clone()).await.unwrap();
+            for id in &ids2 {
+                // An error is a refusal the caller hears (a 503): not accepted.
+                if queue.enqueue(id, Band::Normal, "{}").await.is_ok() {
+                    acc.lock().unwrap().push(id.clone());
+                }
+            }
+        })
+    });
+    while accepted.lock().unwrap().len() < 100 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    redis.kill_and_restart();
+    submitter.join().unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 100);
+    let runs: Runs = Arc::default();
+    let mut w = TestWorker::start(redis.url(), config(1_000), "after", 8, waiting_handler("after", 1, runs.clone()));
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), config(1_000)).await.unwrap();
+        wait_until_final(&queue, &accepted, Duration::from_secs(60)).await;
+        for id in &accepted {
+            assert_eq!(queue.job(id).await.unwrap().unwrap().state, "succeeded", "{id}");
+        }
+    });
+    w.stop();
+}
+
+#[test]
+fn a_job_that_kills_its_worker_every_time_goes_to_the_dead_letters_and_the_rest_finish() {
+    let redis = Redis::start();
+    let cfg = QueueConfig { max_deliveries: 3, ..config(500) };
+    let ids: Vec<String> = (0..20).map(|i| format!("fine-{i}")).collect();
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        queue.enqueue("poison", Band::High, "{}").await.unwrap();
+        for id in &ids {
+            queue.enqueue(id, Band::Normal, "{}").await.unwrap();
+        }
+    });
+    let runs: Runs = Arc::default();
+    // Workers that die on the poison job, one after another (one slot
+    // each, so that the poison job is all a worker holds when it dies).
+    let mut crashes = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crashed = Arc::new(AtomicBool::new(false));
+        let flag = crashed.clone();
+        let inner = waiting_handler("crashy", 5, runs.clone());
+        let mut w = TestWorker::start(redis.url(), cfg.clone(), &format!("crashy-{crashes}"), 1, move |job: Job| {
+            if job.id() == "poison" {
+                flag.store(true, Ordering::SeqCst);
+                return Box::pin(std::future::pending())
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>>;
+            }
+            inner(job)
+        });
+        let state = rt().block_on(async {
+            let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+            loop {
+                let state = queue.job("poison").await.unwrap().unwrap().state;
+                if crashed.load(Ordering::SeqCst) || state == "dead" {
+                    return state;
+                }
+                assert!(Instant::now() < deadline, "the poison job was never delivered again");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        if state == "dead" {
+            w.stop();
+            break;
+        }
+        w.kill();
+        crashes += 1;
+        // Let the lease run out while no worker runs: the next one reaps it.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        wait_until_final(&queue, &ids, Duration::from_secs(30)).await;
+        for id in &ids {
+            assert_eq!(queue.job(id).await.unwrap().unwrap().state, "succeeded");
+        }
+        let poison = queue.job("poison").await.unwrap().unwrap();
+        assert_eq!((poison.state.as_str(), poison.commits), ("dead", 0));
+        let dead = queue.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].job.as_str(), dead[0].deliveries), ("poison", 3));
+        assert!(dead[0].reason.contains("lease ran out") && dead[0].reason.contains("crashy"), "{}", dead[0].reason);
+        assert_eq!(queue.stats().await.unwrap().dead_letters, 1);
+    });
+    assert_eq!(crashes, 3, "one crash per delivery, up to the cap");
+}
+
+#[test]
+fn a_draining_worker_hands_back_what_it_cannot_finish() {
+    let redis = Redis::start();
+    let cfg = config(5_000);
+    let runs: Runs = Arc::default();
+    let mut slow =
+        TestWorker::start(redis.url(), cfg.clone(), "slow", 2, waiting_handler("slow", 60_000, runs.clone()));
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        queue.enqueue("long-1", Band::Normal, "{}").await.unwrap();
+        queue.enqueue("long-2", Band::Normal, "{}").await.unwrap();
+        while slow.counts.holding.load(Ordering::Relaxed) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    slow.stop();
+    // Handed back while draining (a lease running out would not count here).
+    assert_eq!(slow.counts.handed_back.load(Ordering::Relaxed), 2);
+    let mut quick = TestWorker::start(redis.url(), cfg.clone(), "quick", 2, waiting_handler("quick", 5, runs.clone()));
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        wait_until_final(&queue, &["long-1".into(), "long-2".into()], Duration::from_secs(10)).await;
+        for id in ["long-1", "long-2"] {
+            let job = queue.job(id).await.unwrap().unwrap();
+            assert_eq!(job.result.as_deref(), Some("done by quick"));
+            // A hand-back does not count against the delivery cap.
+            assert_eq!(job.deliveries, 1);
+        }
+        let stats = queue.stats().await.unwrap();
+        assert_eq!(stats.handed_back, 2);
+        assert!(!stats.workers.iter().any(|w| w.name == "slow"), "a drained worker leaves the list");
+    });
+    quick.stop();
+}
