@@ -29,5 +29,7 @@ pub mod worker;
 
 pub use error::{ClusterError, Result};
 pub use lease::{Lease, Outcome};
-pub use queue::{valid_job_id, Band, Consumer, DeadLetter, JobRecord, Queue, QueueConfig, QueueStats, WorkerInfo};
+pub use queue::{
+    valid_job_id, Band, Consumer, DeadLetter, EventReader, JobRecord, Queue, QueueConfig, QueueStats, WorkerInfo,
+};
 pub use worker::{Finished, Job, WorkerConfig, WorkerCounts};

@@ -327,45 +327,15 @@ impl Queue {
     }
 
     /// A job's events after stream position `after` (`"0"`: from the
-    /// start), as `(position, JSON)`, waiting up to `wait` for the first
-    /// one when there are none yet. Waiting reads use a connection of their
-    /// own, so they never hold up other commands.
-    pub async fn events(&self, id: &str, after: &str, wait: Option<Duration>) -> Result<Vec<(String, String)>> {
-        let key = self.shared.keys.events(id);
-        let reply: Value = match wait {
-            None => {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(512)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(after)
-                    .query_async(&mut self.con.clone())
-                    .await?
-            }
-            Some(wait) => {
-                let mut con = self.blocking_connection(wait).await?;
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(512)
-                    .arg("BLOCK")
-                    .arg(wait.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(after)
-                    .query_async(&mut con)
-                    .await?
-            }
-        };
-        let mut out = Vec::new();
-        for (_, entries) in parse_read(reply)? {
-            for (position, fields) in entries {
-                if let Some(event) = fields.get("event") {
-                    out.push((position, event.clone()));
-                }
-            }
-        }
-        Ok(out)
+    /// start), as `(position, JSON)`, without waiting.
+    pub async fn events(&self, id: &str, after: &str) -> Result<Vec<(String, String)>> {
+        read_events(&mut self.con.clone(), &self.shared.keys.events(id), after, None).await
+    }
+
+    /// A reader that waits for a job's next events on a connection of its
+    /// own (one per watcher, so that waiting never holds up other commands).
+    pub async fn event_reader(&self, wait: Duration) -> Result<EventReader> {
+        Ok(EventReader { con: self.blocking_connection(wait).await?, queue: self.clone(), wait })
     }
 
     /// A connection for one blocking read: its response timeout is the
@@ -518,6 +488,45 @@ impl Queue {
             })
             .collect())
     }
+}
+
+/// Waits for a job's events (see [`Queue::event_reader`]).
+pub struct EventReader {
+    con: MultiplexedConnection,
+    queue: Queue,
+    wait: Duration,
+}
+
+impl EventReader {
+    /// The job's events after `after`, waiting up to the reader's wait for
+    /// the first one; empty when none came.
+    pub async fn next(&mut self, id: &str, after: &str) -> Result<Vec<(String, String)>> {
+        let key = self.queue.shared.keys.events(id);
+        read_events(&mut self.con, &key, after, Some(self.wait)).await
+    }
+}
+
+async fn read_events(
+    con: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    after: &str,
+    wait: Option<Duration>,
+) -> Result<Vec<(String, String)>> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT").arg(512);
+    if let Some(wait) = wait {
+        cmd.arg("BLOCK").arg(wait.as_millis().max(1) as u64);
+    }
+    let reply: Value = cmd.arg("STREAMS").arg(key).arg(after).query_async(con).await?;
+    let mut out = Vec::new();
+    for (_, entries) in parse_read(reply)? {
+        for (position, fields) in entries {
+            if let Some(event) = fields.get("event") {
+                out.push((position, event.clone()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One worker's reader of the queue. Bands are read highest first; a

@@ -20,14 +20,20 @@ struct Redis {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    fsync: &'static str,
 }
 
 impl Redis {
     fn start() -> Self {
+        Self::start_with("always")
+    }
+
+    /// With `appendfsync` set to `fsync` (`always`, `everysec`).
+    fn start_with(fsync: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = spawn(port, dir.path());
-        let redis = Self { child, port, dir };
+        let child = spawn(port, dir.path(), fsync);
+        let redis = Self { child, port, dir, fsync };
         redis.wait_ready();
         redis
     }
@@ -53,15 +59,15 @@ impl Redis {
     fn kill_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        self.child = spawn(self.port, self.dir.path());
+        self.child = spawn(self.port, self.dir.path(), self.fsync);
         self.wait_ready();
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> Child {
+fn spawn(port: u16, dir: &Path, fsync: &str) -> Child {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-        .args(["--appendfsync", "always", "--dir"])
+        .args(["--appendfsync", fsync, "--dir"])
         .arg(dir)
         .stdout(Stdio::null())
         .spawn()
@@ -215,8 +221,7 @@ fn bands_are_read_highest_first_and_the_bound_and_ids_hold() {
         other.enqueue("elsewhere", Band::Normal, "").await.unwrap();
         let stats = queue.stats().await.unwrap();
         assert_eq!((stats.commits, stats.queued["normal"], stats.leased), (3, 1, 0));
-        let events: Vec<String> =
-            queue.events("high-1", "0", None).await.unwrap().into_iter().map(|(_, e)| e).collect();
+        let events: Vec<String> = queue.events("high-1", "0").await.unwrap().into_iter().map(|(_, e)| e).collect();
         assert_eq!(events.len(), 3, "{events:?}");
         assert!(
             events[0].contains("job_queued") && events[1].contains("job_started") && events[2].contains("job_finished")
@@ -320,8 +325,7 @@ fn a_stalled_worker_past_its_lease_cannot_commit_and_the_reclaimers_result_stand
         assert_eq!(a.counts.committed.load(Ordering::Relaxed), 0);
         let stats = queue.stats().await.unwrap();
         assert_eq!((stats.refused_commits, stats.reclaims), (1, 1));
-        let events: Vec<String> =
-            queue.events("stall-me", "0", None).await.unwrap().into_iter().map(|(_, e)| e).collect();
+        let events: Vec<String> = queue.events("stall-me", "0").await.unwrap().into_iter().map(|(_, e)| e).collect();
         assert_eq!(events.iter().filter(|e| e.contains("job_finished")).count(), 1, "{events:?}");
         assert!(events.iter().any(|e| e.contains("job_requeued") && e.contains("stalls")), "{events:?}");
     });
@@ -467,4 +471,151 @@ fn a_draining_worker_hands_back_what_it_cannot_finish() {
         assert!(!stats.workers.iter().any(|w| w.name == "slow"), "a drained worker leaves the list");
     });
     quick.stop();
+}
+
+/// A fixed amount of arithmetic (a CPU-bound stage): `rounds` rounds,
+/// calibrated once to take about 20 ms alone, so that sharing a core makes
+/// it slower (spinning on the clock would not).
+fn spin(rounds: u64) -> u64 {
+    let mut x = 0u64;
+    for r in 0..rounds {
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i ^ r));
+        }
+    }
+    x
+}
+
+fn rounds_for(ms: u64) -> u64 {
+    let t = Instant::now();
+    std::hint::black_box(spin(200));
+    (200.0 * ms as f64 / (t.elapsed().as_secs_f64() * 1e3)).max(1.0) as u64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Jobs/s for `jobs` jobs over `workers` workers of `slots` slots each,
+/// each job taking `ms` waiting (`cpu` false) or computing (`cpu` true).
+fn throughput(redis: &Redis, prefix: &str, workers: usize, slots: usize, jobs: usize, ms: u64, cpu: bool) -> f64 {
+    let cfg = QueueConfig { prefix: prefix.into(), max_queued: 100_000, ..config(5_000) };
+    let rounds = if cpu { rounds_for(ms) } else { 0 };
+    let handler = move |_job: Job| {
+        Box::pin(async move {
+            if cpu {
+                std::hint::black_box(spin(rounds));
+            } else {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Finished { outcome: Outcome::Succeeded, result: String::new(), error: None }
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>>
+    };
+    let ids: Vec<String> = (0..jobs).map(|i| format!("j{i}")).collect();
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        for id in &ids {
+            queue.enqueue(id, Band::Normal, "{}").await.unwrap();
+        }
+    });
+    let started = Instant::now();
+    let mut ws: Vec<TestWorker> = (0..workers)
+        .map(|i| TestWorker::start(redis.url(), cfg.clone(), &format!("{prefix}-w{i}"), slots, handler))
+        .collect();
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        while queue.stats().await.unwrap().commits < jobs as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    for w in &mut ws {
+        w.stop();
+    }
+    rate
+}
+
+/// One job's latency from enqueue to its `job_finished` event, through
+/// Redis, against the same hand-off over an in-process channel.
+fn latencies(redis: &Redis, n: usize) -> (f64, f64, f64) {
+    let cfg = QueueConfig { prefix: "latency".into(), ..config(5_000) };
+    let mut w = TestWorker::start(redis.url(), cfg.clone(), "latency-w", 1, |_job: Job| {
+        Box::pin(async { Finished { outcome: Outcome::Succeeded, result: String::new(), error: None } })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>>
+    });
+    let via_redis = rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        let mut reader = queue.event_reader(Duration::from_secs(5)).await.unwrap();
+        let mut times = Vec::new();
+        let mut enqueue_times = Vec::new();
+        for i in 0..n {
+            let id = format!("lat-{i}");
+            let t = Instant::now();
+            queue.enqueue(&id, Band::Normal, "{}").await.unwrap();
+            enqueue_times.push(t.elapsed().as_secs_f64() * 1e3);
+            let mut after = "0".to_owned();
+            'wait: loop {
+                for (pos, event) in reader.next(&id, &after).await.unwrap() {
+                    if event.contains("job_finished") {
+                        break 'wait;
+                    }
+                    after = pos;
+                }
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (median(times), median(enqueue_times))
+    });
+    w.stop();
+    let in_process = rt().block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(16);
+        tokio::spawn(async move {
+            while let Some(done) = rx.recv().await {
+                let _ = done.send(());
+            }
+        });
+        let mut times = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let (done, finished) = tokio::sync::oneshot::channel();
+            tx.send(done).await.unwrap();
+            finished.await.unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        median(times)
+    });
+    (via_redis.0, via_redis.1, in_process)
+}
+
+/// `cargo test --release -p stagecraft-cluster --test queue -- --ignored --nocapture bench`
+#[test]
+#[ignore = "a benchmark: prints a table"]
+fn bench_queue_scaling_and_latency() {
+    let redis = Redis::start();
+    println!("\nworkers on the Redis queue (one process, a thread and a runtime each), median of 3 runs\n");
+    println!("{:<38} {:>9} {:>9} {:>9} {:>10}", "work", "1 worker", "2", "4", "4 vs 1");
+    let rows: [(&str, usize, usize, u64, bool); 2] = [
+        ("waiting 200 ms, 8 slots each (jobs/s)", 8, 160, 200, false),
+        ("CPU 20 ms, 1 slot each (jobs/s)", 1, 100, 20, true),
+    ];
+    for (label, slots, jobs, ms, cpu) in rows {
+        let mut rates = Vec::new();
+        for workers in [1, 2, 4] {
+            let runs: Vec<f64> = (0..3)
+                .map(|r| throughput(&redis, &format!("b-{cpu}-{workers}-{r}"), workers, slots, jobs, ms, cpu))
+                .collect();
+            rates.push(median(runs));
+        }
+        println!("{:<38} {:>9.1} {:>9.1} {:>9.1} {:>9.2}x", label, rates[0], rates[1], rates[2], rates[2] / rates[0]);
+    }
+    let (redis_ms, enqueue_ms, local_ms) = latencies(&redis, 300);
+    let lax = Redis::start_with("everysec");
+    let (lax_ms, lax_enqueue_ms, _) = latencies(&lax, 300);
+    println!("\nenqueue to job_finished, no-op job, p50 of 300 (ms)");
+    println!("{:<38} {:>10} {:>10}", "appendfsync", "always", "everysec");
+    println!("{:<38} {:>10.3} {:>10.3}", "through Redis (one worker)", redis_ms, lax_ms);
+    println!("{:<38} {:>10.3} {:>10.3}", "  of which the enqueue (202) call", enqueue_ms, lax_enqueue_ms);
+    println!("{:<38} {:>10.3} {:>10.3}", "in-process channel (embedded)", local_ms, local_ms);
+    println!("{:<38} {:>10.3} {:>10.3}", "Redis adds", redis_ms - local_ms, lax_ms - local_ms);
 }
