@@ -65,6 +65,10 @@ enum Command {
     Dev(commands::dev::DevArgs),
     /// Upload a component as a new version of its stage on a running server.
     Push(commands::push::PushArgs),
+    /// Run pipeline jobs pulled from a Redis queue (scale-out; see docs/cluster.md).
+    Worker(commands::cluster::WorkerArgs),
+    /// Put a pipeline job on a Redis queue (inputs into the shared blob store); --wait follows it.
+    Submit(commands::cluster::SubmitArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +101,8 @@ fn main() -> ExitCode {
             Command::Build(args) => commands::build::run(args),
             Command::Dev(args) => commands::dev::run(&cli.host, args).await,
             Command::Push(args) => commands::push::run(args).await,
+            Command::Worker(args) => commands::cluster::worker(&cli.host, args).await,
+            Command::Submit(args) => commands::cluster::submit(args).await,
         }
     });
     match result {

@@ -25,6 +25,8 @@ mod error;
 pub mod lease;
 pub mod queue;
 pub mod scripts;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 pub use error::{ClusterError, Result};

@@ -4,82 +4,14 @@
 //! runtime mid-job, so it never commits, hands back or says goodbye, and
 //! its connections close, which is all Redis sees of a `kill -9`.
 
+use stagecraft_cluster::testing::Redis;
 use stagecraft_cluster::worker::{self, Finished, Job, WorkerConfig, WorkerCounts};
 use stagecraft_cluster::{Band, ClusterError, Outcome, Queue, QueueConfig};
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// A `redis-server` on a free loopback port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-    fsync: &'static str,
-}
-
-impl Redis {
-    fn start() -> Self {
-        Self::start_with("always")
-    }
-
-    /// With `appendfsync` set to `fsync` (`always`, `everysec`).
-    fn start_with(fsync: &'static str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = spawn(port, dir.path(), fsync);
-        let redis = Self { child, port, dir, fsync };
-        redis.wait_ready();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(out) = Command::new("redis-cli").args(["-p", &self.port.to_string(), "PING"]).output() {
-                if String::from_utf8_lossy(&out.stdout).trim() == "PONG" {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not answer on port {}", self.port);
-    }
-
-    /// `kill -9`, then a fresh server on the same port and files.
-    fn kill_and_restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.child = spawn(self.port, self.dir.path(), self.fsync);
-        self.wait_ready();
-    }
-}
-
-fn spawn(port: u16, dir: &Path, fsync: &str) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-        .args(["--appendfsync", fsync, "--dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (Debian: redis-server)")
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(lease_ms: u64) -> QueueConfig {
     QueueConfig {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_pipeline;
 pub mod bench_stages;
 pub mod build;
+pub mod cluster;
 pub mod dev;
 pub mod invoke;
 pub mod live;

@@ -1,0 +1,152 @@
+//! `stagecraft worker` processes on a real `redis-server`: pipeline jobs
+//! pulled from the queue, artifacts in a shared blob store, a worker killed
+//! with `kill -9` or stopped with SIGSTOP mid-run.
+
+use stagecraft_cluster::testing::Redis;
+use stagecraft_cluster::{Band, Queue, QueueConfig};
+use stagecraft_orchestrator::BlobStore;
+use stagecraft_tests::{plugins_dir, stagecraft_bin};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A worker process; `ready` once it said it is taking work.
+fn spawn_worker(redis: &Redis, home: &Path, blobs: &Path, name: &str) -> Child {
+    let mut child = Command::new(stagecraft_bin())
+        .arg("--plugins")
+        .arg(plugins_dir())
+        .args(["worker", "--redis", &redis.url(), "--lease-secs", "2", "--slots", "4", "--name", name, "--blobs"])
+        .arg(blobs)
+        .env("STAGECRAFT_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting stagecraft worker");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let who = name.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("worker ") && line.contains(" slots") {
+                let _ = tx.send(());
+            }
+            eprintln!("{who}: {line}");
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(300)).expect("the worker did not start");
+    child
+}
+
+fn payload(prompt: &str, size: u32, count: u32) -> String {
+    let pipeline = format!(
+        "name: cluster\nsteps:\n  - {{ name: picture, type: generate, params: {{ prompt: \"{{{{input}}}}\", width: {size}, height: {size}, count: {count}, seed: 1 }} }}\n  - {{ name: large, type: upscale, input_from: picture, params: {{ factor: 2 }} }}\n"
+    );
+    serde_json::json!({ "pipeline": pipeline, "file": "cluster.yaml", "input": prompt, "inputs": [] }).to_string()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+async fn wait_final(queue: &Queue, ids: &[String], within: Duration) {
+    let deadline = Instant::now() + within;
+    for id in ids {
+        while !queue.job(id).await.unwrap().unwrap().is_final() {
+            assert!(Instant::now() < deadline, "{id} never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_a_worker_killed_with_kill_9_and_each_commits_once() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (home, blobs) = (dir.path().join("home"), dir.path().join("blobs"));
+    let config = QueueConfig { lease: Duration::from_secs(2), ..QueueConfig::default() };
+    let queue = Queue::connect(&redis.url(), config).await.unwrap();
+    // The first worker fills the compiled-component cache the others share.
+    let mut workers = vec![spawn_worker(&redis, &home, &blobs, "w1")];
+    workers.push(spawn_worker(&redis, &home, &blobs, "w2"));
+    workers.push(spawn_worker(&redis, &home, &blobs, "w3"));
+    let ids: Vec<String> = (0..120).map(|i| format!("job-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        queue.enqueue(id, Band::Normal, &payload(&format!("picture {i}"), 384, 1)).await.unwrap();
+    }
+    // Kill w2 while it holds jobs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = queue.stats().await.unwrap();
+        let w2 = stats.workers.iter().find(|w| w.name == "w2").map_or(0, |w| w.leases);
+        if stats.commits >= 10 && w2 > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&workers[1], "-KILL");
+    workers[1].wait().unwrap();
+    wait_final(&queue, &ids, Duration::from_secs(300)).await;
+
+    let store = BlobStore::new(&blobs);
+    let mut again = 0;
+    for id in &ids {
+        let job = queue.job(id).await.unwrap().unwrap();
+        assert_eq!((job.state.as_str(), job.commits), ("succeeded", 1), "{id}: {job:?}");
+        if job.deliveries > 1 {
+            again += 1;
+            assert_ne!(job.worker.as_deref(), Some("w2"), "{id} was finished by the dead worker");
+        }
+        // The report's artifacts are in the shared store.
+        let report: serde_json::Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+        let large = &report["steps"][1]["artifacts"][0];
+        let png = store.get(large["sha256"].as_str().unwrap()).unwrap().expect("the artifact is in the blob store");
+        assert_eq!(image::load_from_memory(&png).unwrap().width(), 768);
+    }
+    // Only what w2 held ran again: at most its 4 slots.
+    assert!((1..=4).contains(&again), "{again} jobs ran again");
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.commits, 120);
+    for (i, mut w) in workers.into_iter().enumerate() {
+        if i == 1 {
+            continue; // w2, killed above
+        }
+        signal(&w, "-TERM");
+        w.wait().unwrap();
+    }
+    // Drained workers leave the list.
+    let names: Vec<String> = queue.stats().await.unwrap().workers.into_iter().map(|w| w.name).collect();
+    assert!(!names.contains(&"w1".to_owned()) && !names.contains(&"w3".to_owned()), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_lease_cannot_commit_and_the_reclaimers_result_stands() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (home, blobs) = (dir.path().join("home"), dir.path().join("blobs"));
+    let config = QueueConfig { lease: Duration::from_secs(2), ..QueueConfig::default() };
+    let queue = Queue::connect(&redis.url(), config).await.unwrap();
+    let mut first = spawn_worker(&redis, &home, &blobs, "first");
+    queue.enqueue("stopped", Band::Normal, &payload("a big one", 1024, 8)).await.unwrap();
+    while queue.job("stopped").await.unwrap().unwrap().state != "running" {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&first, "-STOP");
+    let mut second = spawn_worker(&redis, &home, &blobs, "second");
+    wait_final(&queue, &["stopped".into()], Duration::from_secs(120)).await;
+    signal(&first, "-CONT");
+    // Give the woken worker time to try its renewal or its commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = queue.job("stopped").await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.commits, job.worker.as_deref()), ("succeeded", 1, Some("second")));
+    assert_eq!(job.deliveries, 2);
+    let events: Vec<String> = queue.events("stopped", "0").await.unwrap().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(events.iter().filter(|e| e.contains("\"job_finished\"")).count(), 1, "{events:?}");
+    assert!(events.iter().any(|e| e.contains("job_requeued") && e.contains("first")), "{events:?}");
+    for w in [&mut first, &mut second] {
+        signal(w, "-TERM");
+        w.wait().unwrap();
+    }
+}
