@@ -3,6 +3,7 @@
 //! runtime with every bundled stage and test plugin loaded.
 
 pub mod http;
+pub mod slow_api;
 
 use stagecraft_runtime::{Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};

@@ -11,13 +11,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A worker process; `ready` once it said it is taking work.
+/// A worker process with 4 slots, once it said it is taking work.
 fn spawn_worker(redis: &Redis, home: &Path, blobs: &Path, name: &str) -> Child {
+    spawn_worker_with(redis, home, blobs, name, &["--slots", "4"])
+}
+
+fn spawn_worker_with(redis: &Redis, home: &Path, blobs: &Path, name: &str, extra: &[&str]) -> Child {
     let mut child = Command::new(stagecraft_bin())
         .arg("--plugins")
         .arg(plugins_dir())
-        .args(["worker", "--redis", &redis.url(), "--lease-secs", "2", "--slots", "4", "--name", name, "--blobs"])
+        .args(["worker", "--redis", &redis.url(), "--lease-secs", "2", "--name", name, "--blobs"])
         .arg(blobs)
+        .args(extra)
         .env("STAGECRAFT_HOME", home)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -31,7 +36,9 @@ fn spawn_worker(redis: &Redis, home: &Path, blobs: &Path, name: &str) -> Child {
             if line.starts_with("worker ") && line.contains(" slots") {
                 let _ = tx.send(());
             }
-            eprintln!("{who}: {line}");
+            if std::env::var_os("STAGECRAFT_BENCH_QUIET").is_none() {
+                eprintln!("{who}: {line}");
+            }
         }
     });
     rx.recv_timeout(Duration::from_secs(300)).expect("the worker did not start");
@@ -148,5 +155,105 @@ async fn a_worker_stopped_past_its_lease_cannot_commit_and_the_reclaimers_result
     for w in [&mut first, &mut second] {
         signal(w, "-TERM");
         w.wait().unwrap();
+    }
+}
+
+/// Jobs/s of `jobs` copies of `pipeline` on `n` worker processes.
+async fn workers_rate(pipeline: &str, jobs: usize, n: usize, flags: &[&str]) -> f64 {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (home, blobs) = (dir.path().join("home"), dir.path().join("blobs"));
+    let queue = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
+    let mut workers = Vec::new();
+    for i in 0..n {
+        workers.push(spawn_worker_with(&redis, &home, &blobs, &format!("b{i}"), flags));
+    }
+    let ids: Vec<String> = (0..jobs).map(|i| format!("bench-{i}")).collect();
+    let body =
+        serde_json::json!({ "pipeline": pipeline, "file": "bench.yaml", "input": "x", "inputs": [] }).to_string();
+    let started = Instant::now();
+    for id in &ids {
+        queue.enqueue(id, Band::Normal, &body).await.unwrap();
+    }
+    wait_final(&queue, &ids, Duration::from_secs(600)).await;
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    for id in &ids {
+        assert_eq!(queue.job(id).await.unwrap().unwrap().state, "succeeded", "{id}");
+    }
+    for mut w in workers {
+        signal(&w, "-TERM");
+        w.wait().unwrap();
+    }
+    rate
+}
+
+/// Jobs/s of the same jobs on one embedded `stagecraft serve` (SQLite, no Redis).
+async fn embedded_rate(pipeline: &str, jobs: usize, flags: &[&str]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) =
+        stagecraft_tests::spawn_serve(dir.path(), plugins_dir(), flags, Some(&dir.path().join("log")));
+    let api = stagecraft_tests::http::Api::new(&base);
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..jobs {
+        let r = api.run_pipeline(serde_json::json!({ "pipeline": pipeline, "input": format!("job {i}") })).await;
+        assert_eq!(r.status.as_u16(), 202, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert_eq!(api.wait_job(id).await["state"], "succeeded");
+    }
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    rate
+}
+
+/// `cargo test -p stagecraft-tests --test cluster -- --ignored --nocapture bench`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: prints a table"]
+async fn bench_worker_processes_against_the_embedded_server() {
+    std::env::set_var("STAGECRAFT_BENCH_QUIET", "1");
+    let api = stagecraft_tests::slow_api::SlowImagesApi::start(Duration::from_secs(1)).await;
+    let grant = format!("generate_http=127.0.0.1:{}", api.addr.port());
+    let waiting = format!(
+        "name: hosted\nsteps:\n  - {{ name: take, type: generate_http, params: {} }}\n",
+        api.params("a hosted call")
+    );
+    let cpu = "name: cpu\nsteps:\n  - { name: picture, type: generate, params: { prompt: \"{{input}}\", width: 512, height: 512, seed: 1 } }\n  - { name: large, type: upscale, input_from: picture, params: { factor: 2 } }\n";
+    println!("\njobs/s on worker processes over Redis (appendfsync always) against one embedded server");
+    println!("(embedded: one `stagecraft serve`, SQLite, as many job slots as one worker; a different input per job)");
+    println!(
+        "{:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "work", "embedded", "1 worker", "2", "4", "2 vs 1", "4 vs 1"
+    );
+    // (label, pipeline, jobs, worker flags, serve flags)
+    type Row<'a> = (&'a str, &'a str, usize, Vec<&'a str>, Vec<&'a str>);
+    let rows: [Row; 2] = [
+        (
+            "waiting: 1 s hosted call, 8 slots each",
+            &waiting,
+            64,
+            vec!["--http-grant", &grant, "--slots", "8"],
+            vec!["--http-grant", &grant, "--max-jobs", "8"],
+        ),
+        ("CPU: generate 512 + upscale 2x, 1 slot each", cpu, 24, vec!["--slots", "1"], vec!["--max-jobs", "1"]),
+    ];
+    for (label, pipeline, jobs, worker_flags, serve_flags) in rows {
+        let embedded = embedded_rate(pipeline, jobs, &serve_flags).await;
+        let mut rates = Vec::new();
+        for n in [1, 2, 4] {
+            rates.push(workers_rate(pipeline, jobs, n, &worker_flags).await);
+        }
+        println!(
+            "{:<44} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2}x {:>8.2}x",
+            label,
+            embedded,
+            rates[0],
+            rates[1],
+            rates[2],
+            rates[1] / rates[0],
+            rates[2] / rates[0]
+        );
     }
 }
