@@ -26,16 +26,17 @@ impl Outcome {
     }
 }
 
-/// One delivery, held by one worker.
+/// One delivery, held by one worker (made by [`Consumer::next`](crate::Consumer::next)).
 pub struct Lease {
-    queue: Queue,
-    consumer: String,
-    job: String,
-    band: Band,
-    entry: String,
-    epoch: u64,
-    deliveries: u64,
-    payload: String,
+    pub(crate) queue: Queue,
+    pub(crate) consumer: String,
+    pub(crate) job: String,
+    pub(crate) band: Band,
+    /// The stream entry delivered.
+    pub(crate) entry: String,
+    pub(crate) epoch: u64,
+    pub(crate) deliveries: u64,
+    pub(crate) payload: String,
 }
 
 impl std::fmt::Debug for Lease {
@@ -45,20 +46,6 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        queue: Queue,
-        consumer: String,
-        job: String,
-        band: Band,
-        entry: String,
-        epoch: u64,
-        deliveries: u64,
-        payload: String,
-    ) -> Self {
-        Self { queue, consumer, job, band, entry, epoch, deliveries, payload }
-    }
-
     /// The job's id.
     pub fn job(&self) -> &str {
         &self.job

@@ -621,16 +621,16 @@ impl Consumer {
                 .await?;
             if let [epoch, deliveries, payload] = reply.as_slice() {
                 let num = |v: &Value| redis::from_redis_value_ref::<u64>(v).map_err(|e| protocol(e.to_string()));
-                return Ok(Some(Lease::new(
-                    self.queue.clone(),
-                    self.name.clone(),
+                return Ok(Some(Lease {
+                    queue: self.queue.clone(),
+                    consumer: self.name.clone(),
                     job,
                     band,
                     entry,
-                    num(epoch)?,
-                    num(deliveries)?,
-                    redis::from_redis_value_ref::<String>(payload).map_err(|e| protocol(e.to_string()))?,
-                )));
+                    epoch: num(epoch)?,
+                    deliveries: num(deliveries)?,
+                    payload: redis::from_redis_value_ref::<String>(payload).map_err(|e| protocol(e.to_string()))?,
+                }));
             }
         }
         // The entry no longer stands for a job that can run.
@@ -643,18 +643,11 @@ impl Consumer {
 type Entry = (String, HashMap<String, String>);
 
 /// `XREAD`/`XREADGROUP` replies: `[[stream, [[id, [field, value, …]], …]], …]`
-/// (RESP2), or nil when nothing came.
+/// (RESP2: the connections never ask for RESP3), or nil when nothing came.
 fn parse_read(reply: Value) -> Result<Vec<(String, Vec<Entry>)>> {
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(s) => s,
-        Value::Map(m) => m
-            .into_iter()
-            .flat_map(|(k, v)| [k, v])
-            .collect::<Vec<_>>()
-            .chunks(2)
-            .map(|c| Value::Array(c.to_vec()))
-            .collect(),
         other => return Err(protocol(format!("{other:?}"))),
     };
     let mut out = Vec::new();

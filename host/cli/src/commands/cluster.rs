@@ -180,8 +180,15 @@ async fn run_job(orchestrator: &Orchestrator, blobs: &BlobStore, job: Job) -> Fi
             let name = step["name"].as_str().unwrap_or_default().to_owned();
             let Some(output) = outcome.outputs.get(&name) else { continue };
             let mut links = Vec::new();
-            for artifact in &output.artifacts {
-                match blobs.put(&artifact.data) {
+            for (i, artifact) in output.artifacts.iter().enumerate() {
+                // The runner already hashed each artifact (its sha256 is in
+                // the step's report): store under it instead of hashing again,
+                // as the server's jobs do.
+                let stored = match step["execution"]["artifacts"][i]["sha256"].as_str() {
+                    Some(known) => blobs.put_known(known, &artifact.data).map(|()| known.to_owned()),
+                    None => blobs.put(&artifact.data),
+                };
+                match stored {
                     Ok(digest) => links.push(json!({
                         "name": artifact.name, "media_type": artifact.media_type,
                         "bytes": artifact.data.len(), "sha256": digest,
@@ -195,7 +202,8 @@ async fn run_job(orchestrator: &Orchestrator, blobs: &BlobStore, job: Job) -> Fi
     let (outcome_kind, error) = match outcome.report.status {
         RunStatus::Succeeded => (Outcome::Succeeded, None),
         status => {
-            (Outcome::Failed, Some(format!("the run ended {}", serde_json::to_value(status).unwrap_or_default())))
+            let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned));
+            (Outcome::Failed, Some(format!("the run ended {}", status.unwrap_or_default())))
         }
     };
     Finished { outcome: outcome_kind, result: report.to_string(), error }
