@@ -473,10 +473,13 @@ mod tests {
                 let _mark = waiter.waiting(WaitKind::Inference);
                 rx.await.unwrap();
             }));
-            while slots.status().parked_total == 0 {
+            // The park is counted before the slot goes back, so wait (bounded) for both to settle.
+            let settle = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut status = slots.status();
+            while (status.parked_total == 0 || status.cpu_busy != expect_busy) && tokio::time::Instant::now() < settle {
                 tokio::task::yield_now().await;
+                status = slots.status();
             }
-            let status = slots.status();
             assert_eq!(status.cpu_busy, expect_busy, "{policy:?}");
             assert_eq!(
                 status.parked,
