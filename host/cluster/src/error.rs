@@ -12,6 +12,14 @@ pub enum ClusterError {
         /// The configured bound.
         max: u64,
     },
+    /// The payload is larger than the queue accepts (an HTTP 413).
+    #[error("the job's payload is {bytes} bytes, more than the queue's limit of {max}")]
+    PayloadTooLarge {
+        /// The payload's size.
+        bytes: usize,
+        /// The configured limit.
+        max: usize,
+    },
     /// A job with this id was accepted before.
     #[error("a job {0:?} exists already")]
     Duplicate(String),

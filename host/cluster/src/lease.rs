@@ -14,6 +14,21 @@ pub enum Outcome {
     /// The work ran and failed (not retried by the queue: the pipeline
     /// engine already retried what it could).
     Failed,
+    /// The work stopped because a cancel was asked for.
+    Cancelled,
+}
+
+/// What a renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The lease holds for another lease time.
+    Renewed,
+    /// The lease holds, and a cancel was asked for: stop the work and
+    /// commit [`Outcome::Cancelled`].
+    CancelRequested,
+    /// The lease is lost (reclaimed or handed back): stop, nothing more
+    /// will be accepted.
+    Lost,
 }
 
 impl Outcome {
@@ -22,6 +37,7 @@ impl Outcome {
         match self {
             Outcome::Succeeded => "succeeded",
             Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }
@@ -71,9 +87,9 @@ impl Lease {
         self.deliveries
     }
 
-    /// Resets the lease's clock. `false`: the lease is lost (reclaimed or
-    /// handed back); stop working on the job, nothing more will be accepted.
-    pub async fn renew(&self) -> Result<bool> {
+    /// Resets the lease's clock, and says whether the lease still holds
+    /// and whether a cancel was asked for.
+    pub async fn renew(&self) -> Result<Renewal> {
         let k = &self.queue.shared.keys;
         let renewed: i64 = scripts::RENEW
             .key(k.job(&self.job))
@@ -84,7 +100,11 @@ impl Lease {
             .arg(&self.entry)
             .invoke_async(&mut self.queue.con.clone())
             .await?;
-        Ok(renewed == 1)
+        Ok(match renewed {
+            1 => Renewal::Renewed,
+            2 => Renewal::CancelRequested,
+            _ => Renewal::Lost,
+        })
     }
 
     /// Appends an event (JSON) to the job's stream. `false`: the lease is lost.
@@ -126,6 +146,8 @@ impl Lease {
             .arg(result)
             .arg(finished)
             .arg(self.queue.shared.config.events_kept)
+            .arg(error.unwrap_or_default())
+            .arg(self.queue.shared.config.retention.as_secs().max(1))
             .invoke_async(&mut self.queue.con.clone())
             .await?;
         Ok(committed == 1)

@@ -30,8 +30,9 @@ pub mod testing;
 pub mod worker;
 
 pub use error::{ClusterError, Result};
-pub use lease::{Lease, Outcome};
+pub use lease::{Lease, Outcome, Renewal};
 pub use queue::{
-    valid_job_id, Band, Consumer, DeadLetter, EventReader, JobRecord, Queue, QueueConfig, QueueStats, WorkerInfo,
+    valid_job_id, Band, Cancel, Consumer, DeadLetter, EventReader, JobRecord, Queue, QueueConfig, QueueStats,
+    WorkerInfo,
 };
 pub use worker::{Finished, Job, WorkerConfig, WorkerCounts};

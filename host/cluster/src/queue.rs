@@ -69,6 +69,12 @@ pub struct QueueConfig {
     pub events_kept: usize,
     /// A worker not seen for this long is listed as gone.
     pub worker_timeout: Duration,
+    /// How long a finished job's record and events stay in Redis.
+    pub retention: Duration,
+    /// Largest payload accepted by [`Queue::enqueue`].
+    pub max_payload_bytes: usize,
+    /// Jobs listed by [`Queue::recent`] (the index is trimmed to this).
+    pub recent_kept: usize,
 }
 
 impl Default for QueueConfig {
@@ -81,6 +87,9 @@ impl Default for QueueConfig {
             block: Duration::from_secs(2),
             events_kept: 10_000,
             worker_timeout: Duration::from_secs(15),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_payload_bytes: 4 << 20,
+            recent_kept: 10_000,
         }
     }
 }
@@ -107,6 +116,9 @@ impl Keys {
     }
     pub(crate) fn stats(&self) -> String {
         format!("{}:stats", self.prefix)
+    }
+    fn recent(&self) -> String {
+        format!("{}:recent", self.prefix)
     }
     fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
@@ -136,7 +148,7 @@ pub struct Queue {
 pub struct JobRecord {
     /// The job's id.
     pub id: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `dead`.
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `dead`.
     pub state: String,
     /// The job's band.
     pub band: Band,
@@ -152,8 +164,12 @@ pub struct JobRecord {
     pub worker: Option<String>,
     /// What the worker committed.
     pub result: Option<String>,
+    /// Why it failed or was cancelled, as committed.
+    pub error: Option<String>,
     /// Why it went to the dead letters.
     pub reason: Option<String>,
+    /// Whether a cancel was asked for while it ran.
+    pub cancel_requested: bool,
     /// Redis's clock (ms) when the job was accepted, first claimed this
     /// delivery, and finished.
     pub enqueued_ms: Option<u64>,
@@ -166,8 +182,21 @@ pub struct JobRecord {
 impl JobRecord {
     /// Whether the job has reached a state it never leaves.
     pub fn is_final(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "dead")
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled" | "dead")
     }
+}
+
+/// What [`Queue::cancel`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// No such job (or it expired).
+    Unknown,
+    /// It was queued and is now `cancelled`.
+    Cancelled,
+    /// It is running; its holder stops it at its next renewal.
+    Requested,
+    /// It had already ended, in this state.
+    Ended(String),
 }
 
 /// A job that went to the dead letters.
@@ -266,14 +295,18 @@ impl Queue {
 
     /// Accepts a job: its record and a stream entry in its band, or
     /// [`ClusterError::QueueFull`] when the cluster already has
-    /// `max_queued` jobs waiting. Returns the jobs queued now. Once this
-    /// returns, the job is in Redis (with `appendfsync always`, on disk).
+    /// `max_queued` jobs waiting, or [`ClusterError::PayloadTooLarge`].
+    /// Returns the jobs queued now. Once this returns, the job is in Redis
+    /// (with `appendfsync always`, on disk).
     pub async fn enqueue(&self, id: &str, band: Band, payload: &str) -> Result<u64> {
         if !valid_job_id(id) {
             return Err(ClusterError::InvalidId(id.into()));
         }
         let k = &self.shared.keys;
         let c = &self.shared.config;
+        if payload.len() > c.max_payload_bytes {
+            return Err(ClusterError::PayloadTooLarge { bytes: payload.len(), max: c.max_payload_bytes });
+        }
         let queued_event = serde_json::json!({ "event": "job_queued", "job": id, "band": band.as_str() }).to_string();
         let (code, queued): (i64, u64) = scripts::ENQUEUE
             .key(k.band(Band::High))
@@ -281,6 +314,7 @@ impl Queue {
             .key(k.band(Band::Low))
             .key(k.job(id))
             .key(k.events(id))
+            .key(k.recent())
             .arg(c.max_queued)
             .arg(band.index() + 1)
             .arg(id)
@@ -288,6 +322,7 @@ impl Queue {
             .arg(GROUP)
             .arg(c.events_kept)
             .arg(queued_event)
+            .arg(c.recent_kept.max(1))
             .invoke_async(&mut self.con.clone())
             .await?;
         match code {
@@ -319,11 +354,59 @@ impl Queue {
             commits: num("commits").unwrap_or(0),
             worker: text("worker"),
             result: text("result"),
+            error: text("error"),
             reason: text("reason"),
+            cancel_requested: num("cancel") == Some(1),
             enqueued_ms: num("enqueued_ms"),
             started_ms: num("started_ms"),
             finished_ms: num("finished_ms"),
         }))
+    }
+
+    /// Asks a job to stop: a queued job ends `cancelled` at once; a running
+    /// one is flagged, and its holder cancels the work at its next renewal
+    /// (within a third of the lease) and commits `cancelled`.
+    pub async fn cancel(&self, id: &str) -> Result<Cancel> {
+        if !valid_job_id(id) {
+            return Ok(Cancel::Unknown);
+        }
+        let k = &self.shared.keys;
+        let c = &self.shared.config;
+        let finished = serde_json::json!({
+            "event": "job_finished", "job": id, "state": "cancelled", "error": "cancelled before it started",
+        })
+        .to_string();
+        let (code, state): (i64, String) = scripts::CANCEL
+            .key(k.job(id))
+            .key(k.events(id))
+            .key(k.stats())
+            .arg(GROUP)
+            .arg(c.events_kept)
+            .arg(c.retention.as_secs().max(1))
+            .arg(&c.prefix)
+            .arg(finished)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(match code {
+            0 => Cancel::Unknown,
+            1 => Cancel::Cancelled,
+            2 => Cancel::Requested,
+            _ => Cancel::Ended(state),
+        })
+    }
+
+    /// The newest `limit` jobs still in Redis, newest first.
+    pub async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let ids: Vec<String> =
+            self.con.clone().zrevrange(self.shared.keys.recent(), 0, limit.max(1) as isize - 1).await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            // Expired records are skipped; the index is trimmed on enqueue.
+            if let Some(job) = self.job(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
     }
 
     /// A job's events after stream position `after` (`"0"`: from the
@@ -375,6 +458,7 @@ impl Queue {
                     .arg(100)
                     .arg(&cursor)
                     .arg(c.events_kept)
+                    .arg(c.retention.as_secs().max(1))
                     .invoke_async(&mut self.con.clone())
                     .await?;
                 reclaimed += r;
@@ -614,9 +698,11 @@ impl Consumer {
             let reply: Vec<Value> = scripts::CLAIM
                 .key(k.job(&job))
                 .key(k.events(&job))
+                .key(k.stats())
                 .arg(&self.name)
                 .arg(&entry)
                 .arg(self.queue.shared.config.events_kept)
+                .arg(self.queue.shared.config.retention.as_secs().max(1))
                 .invoke_async(&mut self.queue.con.clone())
                 .await?;
             if let [epoch, deliveries, payload] = reply.as_slice() {

@@ -13,12 +13,18 @@
 //! still agree on when a lease ran out.
 //!
 //! Job record fields (a hash at `{prefix}:job:{id}`): `state` (queued,
-//! running, succeeded, failed, dead), `epoch` (bumped on every claim,
+//! running, succeeded, failed, cancelled, dead), `epoch` (bumped on every claim,
 //! reclaim and hand-back: the fence), `deliveries` (claims so far, for the
 //! delivery cap), `entry` (the stream entry that currently stands for the
 //! job: older entries are stale), `band`, `payload`, `worker`, `result`,
-//! `reason`, `commits` (how many times a final state was written: 1),
-//! `enqueued_ms`, `started_ms`, `finished_ms`.
+//! `error`, `reason` (why it went to the dead letters), `cancel` (1 once a
+//! cancel was asked for a running job), `commits` (how many times a final
+//! state was written: 1), `enqueued_ms`, `started_ms`, `finished_ms`.
+//!
+//! Retention: when a job reaches a final state, its record and its event
+//! stream get a time to live (`EXPIRE`), so Redis holds finished jobs for
+//! a bounded time; the index of recent jobs (`{prefix}:recent`, a sorted
+//! set by acceptance time) is trimmed to a bounded length on every enqueue.
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -39,9 +45,10 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
 }
 
-/// KEYS: the three band streams, the job record, its event stream.
+/// KEYS: the three band streams, the job record, its event stream, the
+/// recent-jobs index.
 /// ARGV: queued cap, band (1-3), job id, payload, group, events kept, the
-/// `job_queued` event (JSON).
+/// `job_queued` event (JSON), recent jobs kept.
 /// Returns `{1, queued}` when added, `{0, queued}` when full, `{-1, 0}`
 /// when the id is taken. "Queued" counts entries not yet delivered, across
 /// every band: the bound holds for the whole cluster.
@@ -59,22 +66,36 @@ local entry = redis.call('XADD', KEYS[tonumber(ARGV[2])], '*', 'job', ARGV[3])
 redis.call('HSET', KEYS[4], 'id', ARGV[3], 'state', 'queued', 'epoch', 0, 'deliveries', 0, 'commits', 0,
   'band', ARGV[2], 'payload', ARGV[4], 'entry', entry, 'enqueued_ms', now_ms())
 event(KEYS[5], ARGV[6], ARGV[7])
+redis.call('ZADD', KEYS[6], now_ms(), ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[8]) + 1))
 return {1, queued + 1}
 "#,
     )
 });
 
-/// KEYS: the job record, its event stream. ARGV: worker, the delivered
-/// entry id, events kept.
+/// KEYS: the job record, its event stream, the stats hash. ARGV: worker,
+/// the delivered entry id, events kept, seconds a finished job is kept.
 /// Returns `{epoch, deliveries, payload}` when this worker now holds the
 /// job, or `{-1}` when the delivered entry no longer stands for a job that
 /// can run (forgotten, already final, or superseded by a newer entry): the
-/// caller acks it and moves on.
+/// caller acks it and moves on. A job whose cancel was asked for while it
+/// ran, and which came back to the queue since, ends `cancelled` here.
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' or redis.call('HGET', KEYS[1], 'entry') ~= ARGV[2] then return {-1} end
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+  redis.call('HINCRBY', KEYS[1], 'commits', 1)
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', 'cancelled', 'finished_ms', now_ms())
+  redis.call('HINCRBY', KEYS[3], 'commits', 1)
+  event(KEYS[2], ARGV[3], cjson.encode({event = 'job_finished', job = redis.call('HGET', KEYS[1], 'id'),
+    state = 'cancelled', error = 'cancelled'}))
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  return {-1}
+end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], 'started_ms', now_ms())
@@ -99,7 +120,8 @@ return 1
 
 /// KEYS: the job record, its band stream. ARGV: epoch, group, consumer,
 /// entry. Renews the lease (resets the entry's idle time) if the epoch is
-/// still this holder's. Returns 1 when renewed, 0 when the lease is lost.
+/// still this holder's. Returns 1 when renewed, 2 when renewed and a cancel
+/// was asked for, 0 when the lease is lost.
 pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -108,6 +130,7 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1]
 end
 local claimed = redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
 if #claimed == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 2 end
 return 1
 "#,
     )
@@ -115,7 +138,8 @@ return 1
 
 /// KEYS: the job record, its band stream, the stats hash, the job's event
 /// stream. ARGV: epoch, group, entry, final state, result, the
-/// `job_finished` event (JSON), events kept.
+/// `job_finished` event (JSON), events kept, error (`''`: none), seconds
+/// the finished job is kept.
 /// Writes the final state, appends the event and acks the entry, all or
 /// nothing, only if the epoch is still the committer's and the job is
 /// running. Returns 1, or 0 when refused.
@@ -127,11 +151,14 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] or redis.call('HGET', KEYS[1]
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'result', ARGV[5], 'finished_ms', now_ms())
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[8]) end
 redis.call('HINCRBY', KEYS[1], 'commits', 1)
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'commits', 1)
 event(KEYS[4], ARGV[7], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+redis.call('EXPIRE', KEYS[4], ARGV[9])
 return 1
 "#,
     )
@@ -177,7 +204,7 @@ return 1
 
 /// KEYS: a band stream, the dead-letter stream, the stats hash.
 /// ARGV: group, reaper consumer, lease (ms), delivery cap, key prefix,
-/// most entries, cursor, events kept.
+/// most entries, cursor, events kept, seconds a finished job is kept.
 /// Takes the band's entries whose lease ran out (`XAUTOCLAIM` from the
 /// cursor), and for each: a job that may still run goes back to the end of
 /// its band with its epoch bumped (its stalled holder is fenced at once);
@@ -213,6 +240,8 @@ for _, item in ipairs(claimed[2]) do
         redis.call('XADD', KEYS[2], '*', 'job', job_id, 'reason', reason, 'deliveries', deliveries, 'worker', worker)
         redis.call('HINCRBY', KEYS[3], 'dead', 1)
         event(events, ARGV[8], cjson.encode({event = 'job_finished', job = job_id, state = 'dead', error = reason}))
+        redis.call('EXPIRE', key, ARGV[9])
+        redis.call('EXPIRE', events, ARGV[9])
         dead = dead + 1
       else
         local entry = redis.call('XADD', KEYS[1], '*', 'job', job_id)
@@ -226,6 +255,46 @@ for _, item in ipairs(claimed[2]) do
   end
 end
 return {reclaimed, dead, claimed[1]}
+"#,
+    )
+});
+
+/// KEYS: the job record, its event stream, the stats hash.
+/// ARGV: group, events kept, seconds a finished job is kept, key prefix,
+/// the `job_finished` event for a job cancelled before it started (JSON).
+/// A queued job ends `cancelled` at once (its entry acked and deleted, so
+/// no worker gets it); a running one gets its `cancel` flag, which its
+/// holder learns at its next renewal, and a `cancel_requested` event.
+/// Returns `{0, ''}` for an unknown job, `{1, 'cancelled'}`, `{2,
+/// 'running'}`, or `{3, state}` when it had already ended.
+pub static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, ''} end
+if state == 'queued' then
+  local band = tonumber(redis.call('HGET', KEYS[1], 'band')) - 1
+  local stream = ARGV[4] .. ':queue:' .. band
+  local entry = redis.call('HGET', KEYS[1], 'entry')
+  redis.call('XACK', stream, ARGV[1], entry)
+  redis.call('XDEL', stream, entry)
+  redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+  redis.call('HINCRBY', KEYS[1], 'commits', 1)
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', 'cancelled before it started', 'finished_ms', now_ms())
+  redis.call('HINCRBY', KEYS[3], 'commits', 1)
+  event(KEYS[2], ARGV[2], ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  return {1, 'cancelled'}
+end
+if state == 'running' then
+  if redis.call('HGET', KEYS[1], 'cancel') ~= '1' then
+    redis.call('HSET', KEYS[1], 'cancel', 1)
+    event(KEYS[2], ARGV[2], cjson.encode({event = 'cancel_requested', job = redis.call('HGET', KEYS[1], 'id')}))
+  end
+  return {2, 'running'}
+end
+return {3, state}
 "#,
     )
 });

@@ -5,7 +5,7 @@
 //! drain time are committed, the rest are handed back.
 
 use crate::error::Result;
-use crate::lease::{Lease, Outcome};
+use crate::lease::{Lease, Outcome, Renewal};
 use crate::queue::Queue;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ pub struct WorkerConfig {
 #[derive(Clone)]
 pub struct Job {
     lease: Arc<Lease>,
+    cancel: CancellationToken,
 }
 
 impl Job {
@@ -48,6 +49,12 @@ impl Job {
     /// The delivery's epoch.
     pub fn epoch(&self) -> u64 {
         self.lease.epoch()
+    }
+    /// Cancelled when a cancel was asked for ([`Queue::cancel`]), which the
+    /// worker learns at a renewal: the handler should stop and return
+    /// [`Outcome::Cancelled`].
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
     }
     /// Appends an event to the job's stream (refused once the lease is lost).
     pub async fn event(&self, json: &str) -> Result<bool> {
@@ -129,12 +136,13 @@ where
         };
         counts.taken.fetch_add(1, Ordering::Relaxed);
         counts.holding.fetch_add(1, Ordering::Relaxed);
-        let work = handler(Job { lease: lease.clone() });
+        let cancel = CancellationToken::new();
+        let work = handler(Job { lease: lease.clone(), cancel: cancel.clone() });
         let counts = counts.clone();
         let draining = draining.clone();
         let drain = config.drain;
         tasks.spawn(async move {
-            hold(lease, work, lease_time, &counts, draining, drain).await;
+            hold(lease, work, cancel, lease_time, &counts, draining, drain).await;
             counts.holding.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -154,6 +162,7 @@ where
 async fn hold<F>(
     lease: Arc<Lease>,
     work: F,
+    cancel: CancellationToken,
     lease_time: Duration,
     counts: &WorkerCounts,
     draining: CancellationToken,
@@ -186,8 +195,9 @@ async fn hold<F>(
                 return;
             }
             _ = ticker.tick() => match lease.renew().await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Renewal::Renewed) => {}
+                Ok(Renewal::CancelRequested) => cancel.cancel(),
+                Ok(Renewal::Lost) => {
                     tracing::warn!(job = lease.job(), epoch = lease.epoch(), "lease lost; dropping the job");
                     counts.lost.fetch_add(1, Ordering::Relaxed);
                     return;

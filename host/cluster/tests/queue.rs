@@ -6,7 +6,7 @@
 
 use stagecraft_cluster::testing::Redis;
 use stagecraft_cluster::worker::{self, Finished, Job, WorkerConfig, WorkerCounts};
-use stagecraft_cluster::{Band, ClusterError, Outcome, Queue, QueueConfig};
+use stagecraft_cluster::{Band, Cancel, ClusterError, Outcome, Queue, QueueConfig};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -403,6 +403,74 @@ fn a_draining_worker_hands_back_what_it_cannot_finish() {
         assert!(!stats.workers.iter().any(|w| w.name == "slow"), "a drained worker leaves the list");
     });
     quick.stop();
+}
+
+/// A handler that waits until its job is cancelled (or a minute passes).
+fn cancellable_handler(
+) -> impl Fn(Job) -> std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>> + Send + Sync + 'static {
+    |job: Job| {
+        Box::pin(async move {
+            tokio::select! {
+                _ = job.cancelled().cancelled() => {
+                    Finished { outcome: Outcome::Cancelled, result: "stopped".into(), error: Some("cancelled".into()) }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    Finished { outcome: Outcome::Succeeded, result: "ran to the end".into(), error: None }
+                }
+            }
+        })
+    }
+}
+
+#[test]
+fn cancels_reach_queued_and_running_jobs_and_finished_jobs_expire() {
+    let redis = Redis::start();
+    let cfg = QueueConfig { retention: Duration::from_secs(2), max_payload_bytes: 1024, ..config(900) };
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        // A payload past the limit is refused before it reaches Redis.
+        match queue.enqueue("huge", Band::Normal, &"x".repeat(1025)).await {
+            Err(ClusterError::PayloadTooLarge { bytes: 1025, max: 1024 }) => {}
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+        assert!(queue.job("huge").await.unwrap().is_none());
+        // Cancelled while queued: it ends at once and no worker ever gets it.
+        queue.enqueue("queued-then-cancelled", Band::Normal, "{}").await.unwrap();
+        assert_eq!(queue.cancel("queued-then-cancelled").await.unwrap(), Cancel::Cancelled);
+        let job = queue.job("queued-then-cancelled").await.unwrap().unwrap();
+        assert_eq!((job.state.as_str(), job.commits), ("cancelled", 1));
+        assert_eq!(queue.cancel("queued-then-cancelled").await.unwrap(), Cancel::Ended("cancelled".into()));
+        assert_eq!(queue.cancel("no-such-job").await.unwrap(), Cancel::Unknown);
+        assert_eq!(queue.cancel("../etc").await.unwrap(), Cancel::Unknown);
+    });
+    let mut worker = TestWorker::start(redis.url(), cfg.clone(), "w", 2, cancellable_handler());
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        queue.enqueue("running-then-cancelled", Band::Normal, "{}").await.unwrap();
+        while queue.job("running-then-cancelled").await.unwrap().unwrap().state != "running" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(queue.cancel("running-then-cancelled").await.unwrap(), Cancel::Requested);
+        wait_until_final(&queue, &["running-then-cancelled".into()], Duration::from_secs(10)).await;
+        let job = queue.job("running-then-cancelled").await.unwrap().unwrap();
+        assert_eq!((job.state.as_str(), job.commits, job.result.as_deref()), ("cancelled", 1, Some("stopped")));
+        assert_eq!((job.error.as_deref(), job.cancel_requested), (Some("cancelled"), true));
+        let events: Vec<String> =
+            queue.events("running-then-cancelled", "0").await.unwrap().into_iter().map(|(_, e)| e).collect();
+        assert!(events.iter().any(|e| e.contains("cancel_requested")), "{events:?}");
+        assert!(events.last().unwrap().contains("job_finished"), "{events:?}");
+        // Both are listed, newest first, until they expire.
+        let recent: Vec<String> = queue.recent(10).await.unwrap().into_iter().map(|j| j.id).collect();
+        assert_eq!(recent, ["running-then-cancelled", "queued-then-cancelled"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.job("running-then-cancelled").await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the finished job never expired");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(queue.events("running-then-cancelled", "0").await.unwrap().is_empty(), "its events expired too");
+        assert!(queue.recent(10).await.unwrap().is_empty());
+    });
+    worker.stop();
 }
 
 /// A fixed amount of arithmetic (a CPU-bound stage): `rounds` rounds,
