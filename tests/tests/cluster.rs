@@ -1,6 +1,7 @@
-//! `stagecraft worker` processes on a real `redis-server`: pipeline jobs
-//! pulled from the queue, artifacts in a shared blob store, a worker killed
-//! with `kill -9` or stopped with SIGSTOP mid-run.
+//! `stagecraft serve --redis` and `stagecraft worker` processes on a real
+//! `redis-server`: pipeline jobs accepted over HTTP by any API process and
+//! pulled from the queue by workers, artifacts in a shared blob store, a
+//! worker killed with `kill -9` or stopped with SIGSTOP mid-run.
 
 use stagecraft_cluster::testing::Redis;
 use stagecraft_cluster::{Band, Queue, QueueConfig};
@@ -67,6 +68,9 @@ async fn wait_final(queue: &Queue, ids: &[String], within: Duration) {
     }
 }
 
+/// Jobs in the `kill -9` test.
+const JOBS: usize = 200;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_survive_a_worker_killed_with_kill_9_and_each_commits_once() {
     let redis = Redis::start();
@@ -74,13 +78,19 @@ async fn jobs_survive_a_worker_killed_with_kill_9_and_each_commits_once() {
     let (home, blobs) = (dir.path().join("home"), dir.path().join("blobs"));
     let config = QueueConfig { lease: Duration::from_secs(2), ..QueueConfig::default() };
     let queue = Queue::connect(&redis.url(), config).await.unwrap();
-    // The first worker fills the compiled-component cache the others share.
+    // The API fills the compiled-component cache the workers share.
+    let (mut api, base) = spawn_api(&redis, &home, &blobs, None, &[]);
+    let api_client = stagecraft_tests::http::Api::new(&base);
     let mut workers = vec![spawn_worker(&redis, &home, &blobs, "w1")];
     workers.push(spawn_worker(&redis, &home, &blobs, "w2"));
     workers.push(spawn_worker(&redis, &home, &blobs, "w3"));
-    let ids: Vec<String> = (0..120).map(|i| format!("job-{i}")).collect();
-    for (i, id) in ids.iter().enumerate() {
-        queue.enqueue(id, Band::Normal, &payload(&format!("picture {i}"), 384, 1)).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..JOBS {
+        let spec: serde_json::Value = serde_json::from_str(&payload(&format!("picture {i}"), 384, 1)).unwrap();
+        let accepted =
+            api_client.run_pipeline(serde_json::json!({ "pipeline": spec["pipeline"], "input": spec["input"] })).await;
+        assert_eq!(accepted.status.as_u16(), 202, "{}", accepted.text());
+        ids.push(accepted.json()["id"].as_str().unwrap().to_owned());
     }
     // Kill w2 while it holds jobs.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -115,7 +125,12 @@ async fn jobs_survive_a_worker_killed_with_kill_9_and_each_commits_once() {
     // Only what w2 held ran again: at most its 4 slots.
     assert!((1..=4).contains(&again), "{again} jobs ran again");
     let stats = queue.stats().await.unwrap();
-    assert_eq!(stats.commits, 120);
+    assert_eq!(stats.commits, JOBS as u64);
+    // The API agrees.
+    let first = api_client.wait_job(&ids[0]).await;
+    assert_eq!((first["state"].as_str(), first["commits"].as_u64()), (Some("succeeded"), Some(1)));
+    signal(&api, "-TERM");
+    api.wait().unwrap();
     for (i, mut w) in workers.into_iter().enumerate() {
         if i == 1 {
             continue; // w2, killed above
@@ -156,6 +171,136 @@ async fn a_worker_stopped_past_its_lease_cannot_commit_and_the_reclaimers_result
         signal(w, "-TERM");
         w.wait().unwrap();
     }
+}
+
+/// `stagecraft serve --redis` serving the API only (`--workers 0`), its
+/// home's compiled-component cache shared with `cache_from` when given.
+fn spawn_api(redis: &Redis, home: &Path, blobs: &Path, cache_from: Option<&Path>, extra: &[&str]) -> (Child, String) {
+    std::fs::create_dir_all(home).unwrap();
+    if let Some(shared) = cache_from {
+        std::fs::create_dir_all(shared.join("cache")).unwrap();
+        std::os::unix::fs::symlink(shared.join("cache"), home.join("cache")).unwrap();
+    }
+    let (url, blobs) = (redis.url(), blobs.to_str().unwrap());
+    let mut flags = vec!["--redis", &url, "--blobs", blobs, "--workers", "0", "--lease-secs", "2"];
+    flags.extend_from_slice(extra);
+    stagecraft_tests::spawn_serve(home, plugins_dir(), &flags, None)
+}
+
+const UPSCALE_INPUT: &str = "name: enlarge\nsteps:\n  - { name: large, type: upscale, params: { factor: 2 } }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_processes_serve_the_same_jobs_events_bound_and_cancels() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    let (home_a, home_b, home_w) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("w"));
+    let (mut api_a, base_a) = spawn_api(&redis, &home_a, &blobs, None, &["--max-queued", "3"]);
+    let (mut api_b, base_b) = spawn_api(&redis, &home_b, &blobs, Some(&home_a), &["--max-queued", "3"]);
+    let (a, b) = (stagecraft_tests::http::Api::new(&base_a), stagecraft_tests::http::Api::new(&base_b));
+
+    // No worker yet: jobs wait in Redis. One with an input file, through A.
+    let picture = stagecraft_tests::png(&stagecraft_tests::test_picture(64, 48));
+    let file = serde_json::json!({ "name": "in.png", "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &picture) });
+    let first = a.run_pipeline(serde_json::json!({ "pipeline": UPSCALE_INPUT, "files": [file] })).await;
+    assert_eq!(first.status.as_u16(), 202, "{}", first.text());
+    let first = first.json()["id"].as_str().unwrap().to_owned();
+    // Watched on B, from before it starts.
+    let watch = {
+        let (base_b, first) = (base_b.clone(), first.clone());
+        tokio::spawn(
+            async move { stagecraft_tests::http::Api::new(&base_b).get(&format!("/v1/jobs/{first}/events")).await },
+        )
+    };
+    let mut ids = vec![first.clone()];
+    for (api, prompt) in [(&b, "second"), (&a, "third")] {
+        let r = api.run_pipeline(serde_json::json!({ "pipeline": payload_pipeline(128), "input": prompt })).await;
+        assert_eq!(r.status.as_u16(), 202, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    // The bound is the cluster's: three queued through A and B, so B refuses a fourth.
+    let full = b.run_pipeline(serde_json::json!({ "pipeline": payload_pipeline(128), "input": "fourth" })).await;
+    assert_eq!(full.status.as_u16(), 429, "{}", full.text());
+    assert_eq!(full.json()["error"]["code"], "queue_full");
+    assert!(full.header("retry-after").is_some());
+    // A cancel on B of a job accepted by A ends it at once.
+    let cancel = b.call(hyper::Method::DELETE, &format!("/v1/jobs/{}", ids[2]), &[], bytes::Bytes::new()).await;
+    assert_eq!(cancel.status.as_u16(), 202, "{}", cancel.text());
+    assert_eq!(a.wait_job(&ids[2]).await["state"], "cancelled");
+    // A job that is valid but fails when it runs (an upscale with no picture).
+    let bad = a.run_pipeline(serde_json::json!({ "pipeline": UPSCALE_INPUT, "input": "x" })).await;
+    assert_eq!(bad.status.as_u16(), 202, "{}", bad.text());
+    ids.push(bad.json()["id"].as_str().unwrap().to_owned());
+    // Bad requests get a clear error.
+    let priority = a
+        .call(
+            hyper::Method::POST,
+            "/v1/pipelines/run?priority=urgent",
+            &[("content-type", "application/json")],
+            serde_json::json!({ "pipeline": UPSCALE_INPUT }).to_string(),
+        )
+        .await;
+    assert_eq!(priority.status.as_u16(), 400, "{}", priority.text());
+    assert_eq!(b.get("/v1/jobs/..%2Fetc").await.status.as_u16(), 404);
+
+    // A worker on another "machine": it needs the Redis URL and the blob store only.
+    let mut worker = spawn_worker(&redis, &home_w, &blobs, "w1");
+    let job = b.wait_job(&first).await;
+    assert_eq!((job["state"].as_str(), job["commits"].as_u64()), (Some("succeeded"), Some(1)), "{job}");
+    let artifact = &job["report"]["steps"][0]["artifacts"][0];
+    let fetched = a.get(artifact["url"].as_str().unwrap()).await;
+    assert_eq!(fetched.status.as_u16(), 200);
+    assert_eq!(fetched.header("content-type"), Some("image/png"));
+    assert_eq!(image::load_from_memory(&fetched.body).unwrap().width(), 128, "the 64-px input upscaled 2x");
+    assert_eq!(b.wait_job(&ids[1]).await["state"], "succeeded");
+    // The bad one failed with its reason, and nothing else was affected.
+    let bad = a.wait_job(&ids[3]).await;
+    assert_eq!(bad["state"], "failed", "{bad}");
+
+    // The SSE stream opened on B replayed the past and followed to the end.
+    let events = watch.await.unwrap();
+    assert_eq!(events.status.as_u16(), 200);
+    let text = events.text();
+    let kinds: Vec<String> =
+        text.lines().filter_map(|l| l.strip_prefix("event: ").map(|k| k.trim().to_owned())).collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("job_queued"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "job_started") && kinds.iter().any(|k| k == "finished"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("job_finished"), "{kinds:?}");
+    // A late subscriber on A gets the same events.
+    let late = a.get(&format!("/v1/jobs/{first}/events")).await.text();
+    assert_eq!(late.matches("event: ").count(), kinds.len());
+
+    // Both list the same jobs, and report the queue and the worker.
+    for api in [&a, &b] {
+        let listed = api.get("/v1/jobs?limit=10").await.json();
+        let listed: Vec<&str> = listed["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        for id in &ids {
+            assert!(listed.contains(&id.as_str()), "{id} not in {listed:?}");
+        }
+        let status = api.get("/v1/status/queue").await.json();
+        let cluster = &status["cluster"];
+        assert_eq!(cluster["commits"].as_u64(), Some(4), "{status}");
+        assert!(
+            cluster["workers"].as_array().unwrap().iter().any(|w| w["name"] == "w1" && w["alive"] == true),
+            "{status}"
+        );
+        let metrics = api.get("/metrics").await.text();
+        assert!(metrics.contains("stagecraft_cluster_commits_total 4"), "{metrics}");
+        assert!(metrics.contains("stagecraft_cluster_worker_up{worker=\"w1\"} 1"), "{metrics}");
+    }
+    signal(&worker, "-TERM");
+    worker.wait().unwrap();
+    for child in [&mut api_a, &mut api_b] {
+        signal(child, "-TERM");
+        child.wait().unwrap();
+    }
+}
+
+fn payload_pipeline(size: u32) -> String {
+    format!(
+        "name: cluster\nsteps:\n  - {{ name: picture, type: generate, params: {{ prompt: \"{{{{input}}}}\", width: {size}, height: {size}, seed: 1 }} }}\n"
+    )
 }
 
 /// Jobs/s of `jobs` copies of `pipeline` on `n` worker processes.

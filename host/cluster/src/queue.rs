@@ -120,6 +120,9 @@ impl Keys {
     fn recent(&self) -> String {
         format!("{}:recent", self.prefix)
     }
+    fn artifact(&self, digest: &str) -> String {
+        format!("{}:artifact:{digest}", self.prefix)
+    }
     fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
     }
@@ -184,6 +187,21 @@ impl JobRecord {
     pub fn is_final(&self) -> bool {
         matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled" | "dead")
     }
+}
+
+/// An artifact's name and media type, by its digest in the blob store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
+    /// Its file name.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+}
+
+fn is_digest(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// What [`Queue::cancel`] did.
@@ -392,6 +410,38 @@ impl Queue {
             1 => Cancel::Cancelled,
             2 => Cancel::Requested,
             _ => Cancel::Ended(state),
+        })
+    }
+
+    /// Remembers artifacts' names and media types by digest (their bytes
+    /// are in the blob store), for as long as finished jobs are kept, so
+    /// that any API process serves them with the right type and name.
+    pub async fn record_artifacts(&self, artifacts: &[ArtifactInfo]) -> Result<()> {
+        if artifacts.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.shared.config.retention.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        for a in artifacts.iter().filter(|a| is_digest(&a.sha256)) {
+            let key = self.shared.keys.artifact(&a.sha256);
+            pipe.hset_multiple(&key, &[("name", &a.name), ("media_type", &a.media_type)]).ignore();
+            pipe.expire(&key, ttl).ignore();
+        }
+        pipe.query_async::<()>(&mut self.con.clone()).await?;
+        Ok(())
+    }
+
+    /// An artifact's name and media type, if [`Queue::record_artifacts`] kept them.
+    pub async fn artifact(&self, digest: &str) -> Result<Option<ArtifactInfo>> {
+        if !is_digest(digest) {
+            return Ok(None);
+        }
+        let fields: HashMap<String, String> = self.con.clone().hgetall(self.shared.keys.artifact(digest)).await?;
+        Ok(match (fields.get("name"), fields.get("media_type")) {
+            (Some(name), Some(media_type)) => {
+                Some(ArtifactInfo { sha256: digest.into(), name: name.clone(), media_type: media_type.clone() })
+            }
+            _ => None,
         })
     }
 

@@ -11,6 +11,8 @@
 //!
 //! * [`invoke`]: one invocation as a scheduler task (deadline, memory
 //!   estimate, retries, the runtime's error kept typed), for both;
+//! * [`job`]: a pipeline job (inputs and artifacts by digest in the blob
+//!   store), as the server and a cluster worker both run one;
 //! * [`runner`]: each pipeline step as such a task on a pinned component
 //!   version, with the result cache;
 //! * [`error`]: why an invocation produced nothing;
@@ -24,6 +26,7 @@ pub mod catalog;
 pub mod error;
 pub mod events;
 pub mod invoke;
+pub mod job;
 mod limits;
 pub mod output;
 pub mod result_cache;
@@ -35,6 +38,7 @@ pub use catalog::RuntimeCatalog;
 pub use error::{Error, Result};
 pub use events::{LimitedEvent, RunEvent, RunObserver};
 pub use invoke::{InvokeRequest, Target};
+pub use job::{ArtifactSink, JobEnd, JobInput, JobResult, JobSpec};
 pub use result_cache::ResultCache;
 pub use reuse::{Reuse, ReusePolicy, StageReuse};
 pub use runner::{SharedArtifact, StageRunner};

@@ -48,6 +48,28 @@ pub struct ServerConfig {
     pub retention: crate::retention::Retention,
     /// The operators' per-stage rules for reusing results (`--reuse`).
     pub reuse: stagecraft_orchestrator::ReusePolicy,
+    /// Where blobs (inputs, artifacts) live; None: `home/blobs`. In a
+    /// cluster, the store every worker and API process reaches.
+    pub blobs: Option<PathBuf>,
+    /// `serve --redis`: pipeline jobs on the cluster's queue instead of
+    /// this process's SQLite store (see [`crate::cluster`]).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How `serve --redis` joins the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The Redis URL.
+    pub redis: String,
+    /// The queue's settings (every process of a cluster agrees on them).
+    pub queue: stagecraft_cluster::QueueConfig,
+    /// Pipeline jobs this process also runs at once as a worker (0: it only
+    /// serves the API).
+    pub workers: usize,
+    /// This process's worker name in the cluster.
+    pub worker_name: String,
+    /// On shutdown, how long jobs in hand may take before they are handed back.
+    pub drain: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -69,6 +91,8 @@ impl ServerConfig {
             pipeline_limits: stagecraft_pipeline::Limits::default(),
             retention: crate::retention::Retention::default(),
             reuse: stagecraft_orchestrator::ReusePolicy::default(),
+            blobs: None,
+            cluster: None,
         }
     }
 }

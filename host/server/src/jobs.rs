@@ -6,8 +6,9 @@
 
 use crate::store::{ArtifactMeta, InputRef, JobRecord, JobState, JobStore};
 use serde_json::{json, Value};
-use stagecraft_orchestrator::{BlobStore, Orchestrator, RunEvent};
-use stagecraft_pipeline::{CancellationToken, RunInput, RunOptions, RunStatus};
+pub use stagecraft_orchestrator::job::artifact_link;
+use stagecraft_orchestrator::{ArtifactSink, BlobStore, JobEnd, JobInput, JobSpec, Orchestrator, RunEvent};
+use stagecraft_pipeline::{CancellationToken, RunOptions};
 use stagecraft_runtime::Artifact;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -248,23 +249,15 @@ impl JobManager {
         if live.cancel.is_cancelled() {
             return (JobState::Cancelled, None, Some("cancelled before it started".into()));
         }
-        let mut files = Vec::with_capacity(record.inputs.len());
-        for input in &record.inputs {
-            match self.blobs.get(&input.digest) {
-                Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
-                Ok(None) => {
-                    return (
-                        JobState::Failed,
-                        None,
-                        Some(format!("input {} is missing from the blob store", input.name)),
-                    )
-                }
-                Err(e) => return (JobState::Failed, None, Some(format!("reading input {}: {e:#}", input.name))),
-            }
-        }
-        let pipeline = match self.orchestrator.load_pipeline(&record.pipeline, &record.file) {
-            Ok(p) => p,
-            Err(d) => return (JobState::Failed, None, Some(format!("the pipeline is no longer valid: {d}"))),
+        let spec = JobSpec {
+            pipeline: record.pipeline.clone(),
+            file: record.file.clone(),
+            input: record.input_text.clone(),
+            inputs: record
+                .inputs
+                .iter()
+                .map(|i| JobInput { name: i.name.clone(), media_type: i.media_type.clone(), sha256: i.digest.clone() })
+                .collect(),
         };
         let sink = live.clone();
         let observer: stagecraft_orchestrator::RunObserver = Arc::new(move |e: &RunEvent| {
@@ -273,66 +266,27 @@ impl JobManager {
             }
         });
         let options = RunOptions { run_id: record.id.clone(), cancel: live.cancel.clone(), ..RunOptions::default() };
-        let input = RunInput { text: record.input_text.clone(), files };
-        let outcome = self.orchestrator.run(&pipeline, input, options, Some(observer)).await;
-        let mut report = outcome.report.to_json();
-        if let Some(steps) = report["steps"].as_array_mut() {
-            for step in steps {
-                if let Some(hit) = step["execution"]["cache_hit"].as_bool() {
-                    self.metrics.record_step(hit);
-                }
-                let name = step["name"].as_str().unwrap_or_default().to_owned();
-                let Some(output) = outcome.outputs.get(&name) else { continue };
-                // The step report already has each artifact's sha256 (the
-                // runner hashed it once): store under it instead of hashing again.
-                let known: Vec<Option<String>> = (0..output.artifacts.len())
-                    .map(|i| step["execution"]["artifacts"][i]["sha256"].as_str().map(str::to_owned))
-                    .collect();
-                let stored =
-                    self.store_artifacts(output.artifacts.iter().map(|a| &**a).zip(known.iter().map(Option::as_deref)));
-                let digests = match stored {
-                    Ok(d) => d,
-                    Err(e) => {
-                        return (JobState::Failed, Some(report.clone()), Some(format!("storing an artifact: {e:#}")))
-                    }
-                };
-                let links: Vec<Value> = output
-                    .artifacts
-                    .iter()
-                    .zip(&digests)
-                    .map(|(a, digest)| artifact_link(&a.name, &a.media_type, a.data.len(), digest))
-                    .collect();
-                step["artifacts"] = Value::Array(links);
-                step["metadata"] = output.metadata.clone();
+        let result = self.orchestrator.run_job(&self.blobs, self, &spec, options, Some(observer)).await;
+        for step in result.report.iter().flat_map(|r| r["steps"].as_array()).flatten() {
+            if let Some(hit) = step["execution"]["cache_hit"].as_bool() {
+                self.metrics.record_step(hit);
             }
         }
-        let state = match outcome.report.status {
-            RunStatus::Succeeded => JobState::Succeeded,
-            RunStatus::Cancelled => JobState::Cancelled,
-            RunStatus::Failed | RunStatus::TimedOut => JobState::Failed,
+        let state = match result.end {
+            JobEnd::Succeeded => JobState::Succeeded,
+            JobEnd::Failed => JobState::Failed,
+            JobEnd::Cancelled => JobState::Cancelled,
         };
-        let error = (state != JobState::Succeeded).then(|| {
-            format!(
-                "the run ended {}",
-                serde_json::to_value(outcome.report.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            )
-        });
-        (state, Some(report), error)
+        (state, result.report, result.error)
     }
 }
 
-/// How an artifact is listed in responses: a link to `GET /v1/artifacts/{digest}`.
-pub fn artifact_link(name: &str, media_type: &str, bytes: usize, digest: &str) -> Value {
-    json!({
-        "name": name,
-        "media_type": media_type,
-        "bytes": bytes,
-        "sha256": digest,
-        "url": format!("/v1/artifacts/{digest}"),
-    })
+/// The server's artifacts: in the blob store, with their names and media
+/// types recorded in SQLite.
+impl ArtifactSink for JobManager {
+    fn store(&self, artifacts: &[(&Artifact, Option<&str>)]) -> anyhow::Result<Vec<String>> {
+        self.store_artifacts(artifacts.iter().copied())
+    }
 }
 
 /// Input references for the store, after putting the data in the blob store.

@@ -10,6 +10,8 @@
 //! * [`routes`]: the handlers, by area;
 //! * [`jobs`] and [`store`]: jobs, kept in SQLite so that an accepted job
 //!   finishes even across a crash;
+//! * [`cluster`]: with `--redis`, jobs on the cluster's queue instead, run
+//!   by workers anywhere and watched from any API process;
 //! * [`sse`]: job events as server-sent events;
 //! * [`error`]: the one JSON error shape;
 //! * [`components`]: uploaded component versions, kept across restarts;
@@ -22,6 +24,7 @@
 //! * [`console`]: the operator console at `GET /` and its live status;
 //! * [`metrics`] and [`openapi`].
 
+pub mod cluster;
 pub mod components;
 pub mod config;
 pub mod console;
@@ -38,7 +41,7 @@ pub mod sse;
 pub mod store;
 pub mod watch;
 
-pub use config::ServerConfig;
+pub use config::{ClusterConfig, ServerConfig};
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
@@ -64,6 +67,8 @@ pub struct AppState {
     /// status) end on it so that a graceful shutdown does not wait forever.
     pub stopping: CancellationToken,
     pub invoke_cache: invoke_cache::InvokeCache,
+    /// With `--redis`: the cluster's queue, which pipeline jobs go through.
+    pub cluster: Option<Arc<cluster::ClusterJobs>>,
 }
 
 pub type App = Arc<AppState>;
@@ -111,6 +116,35 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// Connects to the cluster's queue and, unless told not to, runs a worker
+/// in this process too (stopped and drained with the server).
+async fn start_cluster(
+    config: &ClusterConfig,
+    blobs: &BlobStore,
+    orchestrator: &Orchestrator,
+    stop: &CancellationToken,
+) -> anyhow::Result<(cluster::ClusterJobs, Option<tokio::task::JoinHandle<()>>)> {
+    let queue = stagecraft_cluster::Queue::connect(&config.redis, config.queue.clone())
+        .await
+        .with_context(|| format!("connecting to {}", config.redis))?;
+    let mut running = None;
+    if config.workers > 0 {
+        let worker = stagecraft_cluster::WorkerConfig {
+            name: config.worker_name.clone(),
+            concurrency: config.workers,
+            drain: config.drain,
+        };
+        let (orchestrator, blobs, queue, stop) = (orchestrator.clone(), blobs.clone(), queue.clone(), stop.clone());
+        running = Some(tokio::spawn(async move {
+            let counts = Arc::new(stagecraft_cluster::WorkerCounts::default());
+            if let Err(e) = cluster::run_worker(orchestrator, blobs, queue, worker, stop, counts).await {
+                tracing::error!("the in-process worker stopped: {e}");
+            }
+        }));
+    }
+    Ok((cluster::ClusterJobs { queue, blobs: blobs.clone() }, running))
+}
+
 /// A running server.
 pub struct Server {
     pub app: App,
@@ -118,6 +152,8 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The in-process cluster worker, drained on shutdown.
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -131,7 +167,7 @@ impl Server {
             tracing::info!("restored {restored} uploaded component version(s)");
         }
         let store = store::JobStore::open(&config.home.join("jobs.sqlite3"))?;
-        let blobs = BlobStore::new(config.home.join("blobs"));
+        let blobs = BlobStore::new(config.blobs.clone().unwrap_or_else(|| config.home.join("blobs")));
         let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
         let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache)
             .with_reuse(config.reuse.clone());
@@ -143,17 +179,27 @@ impl Server {
             metrics.clone(),
             config.max_running_jobs,
         ));
-        let resumed = jobs.resume()?;
-        if resumed > 0 {
-            tracing::info!("resumed {resumed} unfinished job(s)");
-        }
+        let stop = CancellationToken::new();
+        let cluster = match &config.cluster {
+            None => {
+                let resumed = jobs.resume()?;
+                if resumed > 0 {
+                    tracing::info!("resumed {resumed} unfinished job(s)");
+                }
+                None
+            }
+            Some(c) => Some(start_cluster(c, &jobs.blobs, &orchestrator, &stop).await?),
+        };
+        let (cluster, worker) = match cluster {
+            Some((jobs, worker)) => (Some(Arc::new(jobs)), worker),
+            None => (None, None),
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let recent = recent::RecentArtifacts::start(jobs.clone(), config.recent_artifact_bytes);
         let invoke_cache = invoke_cache::InvokeCache::new(config.invoke_cache_bytes);
-        let stop = CancellationToken::new();
         let app = Arc::new(AppState {
             config,
             runtime,
@@ -164,6 +210,7 @@ impl Server {
             recent,
             invoke_cache,
             stopping: stop.clone(),
+            cluster,
         });
         let service = router(app.clone());
         retention::spawn(app.clone(), stop.clone());
@@ -174,13 +221,16 @@ impl Server {
         let task = tokio::spawn(async move {
             axum::serve(listener, service).with_graceful_shutdown(async move { stopped.cancelled().await }).await
         });
-        Ok(Self { app, addr, stop, task })
+        Ok(Self { app, addr, stop, task, worker })
     }
 
     /// Stops accepting connections and waits for open requests to finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.task.await.context("the server task")?.context("serving")?;
+        if let Some(worker) = self.worker {
+            worker.await.context("the worker task")?;
+        }
         Ok(())
     }
 
@@ -210,6 +260,10 @@ impl Server {
             stop.cancel();
         });
         self.task.await.context("the server task")?.context("serving")?;
+        if let Some(worker) = self.worker {
+            // Jobs in hand finish or are handed back to the queue.
+            worker.await.context("the worker task")?;
+        }
         Ok(())
     }
 }

@@ -3,21 +3,19 @@
 //! submit` puts one there (inputs into the shared blob store) and can
 //! follow it to the end.
 //!
-//! A job's payload is JSON: `{"pipeline": YAML, "file": name, "input":
-//! text or null, "inputs": [{"name", "media_type", "sha256"}]}`, each input
-//! already in the blob store under its sha256. The committed result is the
-//! run report, whose steps list their artifacts by sha256 in the same
-//! store.
+//! A job's payload is a [`JobSpec`] as JSON: `{"pipeline": YAML, "file":
+//! name, "input": text or null, "inputs": [{"name", "media_type",
+//! "sha256"}]}`, each input already in the blob store under its sha256.
+//! The committed result is the run report, whose steps list their
+//! artifacts by sha256 in the same store. `stagecraft serve --redis`
+//! accepts the same jobs over HTTP and its workers run the same function
+//! ([`stagecraft_server::cluster::run_pipeline_job`]).
 
 use crate::host::HostArgs;
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use stagecraft_cluster::worker::{self, Finished, Job, WorkerConfig, WorkerCounts};
-use stagecraft_cluster::{Band, Outcome, Queue, QueueConfig};
-use stagecraft_orchestrator::{BlobStore, Orchestrator, RunEvent};
-use stagecraft_pipeline::{RunInput, RunOptions, RunStatus};
-use stagecraft_runtime::Artifact;
+use stagecraft_cluster::worker::{WorkerConfig, WorkerCounts};
+use stagecraft_cluster::{Band, Queue, QueueConfig};
+use stagecraft_orchestrator::{BlobStore, JobInput, JobSpec, Orchestrator};
 use stagecraft_scheduler::Scheduler;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,14 +40,23 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    async fn queue(&self) -> anyhow::Result<Queue> {
-        let config = QueueConfig {
+    fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
             lease: Duration::from_secs(self.lease_secs.max(1)),
             max_deliveries: self.max_deliveries.max(1),
             ..QueueConfig::default()
-        };
-        Queue::connect(&self.redis, config).await.with_context(|| format!("connecting to {}", self.redis))
+        }
     }
+
+    async fn queue(&self) -> anyhow::Result<Queue> {
+        Queue::connect(&self.redis, self.queue_config()).await.with_context(|| format!("connecting to {}", self.redis))
+    }
+}
+
+/// This process's name in the cluster: the host's name and the process id.
+pub fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 #[derive(clap::Args)]
@@ -67,30 +74,12 @@ pub struct WorkerArgs {
     drain_secs: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct InputRef {
-    name: String,
-    media_type: String,
-    sha256: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Payload {
-    pipeline: String,
-    file: String,
-    input: Option<String>,
-    inputs: Vec<InputRef>,
-}
-
 pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let queue = args.cluster.queue().await?;
     let blobs = BlobStore::new(&args.cluster.blobs);
     let runtime = Arc::new(host.runtime()?);
     let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), None).with_reuse(host.reuse()?);
-    let name = args.name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let name = args.name.clone().unwrap_or_else(default_worker_name);
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -111,12 +100,7 @@ pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
         args.cluster.blobs.display()
     );
     let counts = Arc::new(WorkerCounts::default());
-    let handler = move |job: Job| {
-        let orchestrator = orchestrator.clone();
-        let blobs = blobs.clone();
-        async move { run_job(&orchestrator, &blobs, job).await }
-    };
-    worker::run(queue, config, handler, shutdown, counts.clone()).await?;
+    stagecraft_server::cluster::run_worker(orchestrator, blobs, queue, config, shutdown, counts.clone()).await?;
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
         "worker {name} stopped: {} jobs committed, {} refused, {} lost, {} handed back",
@@ -126,87 +110,6 @@ pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
         n(&counts.handed_back)
     );
     Ok(())
-}
-
-fn failed(error: String) -> Finished {
-    Finished { outcome: Outcome::Failed, result: json!({ "error": error }).to_string(), error: Some(error) }
-}
-
-/// One pipeline job: inputs from the blob store, the run with its events
-/// forwarded to the job's stream, artifacts back into the blob store.
-async fn run_job(orchestrator: &Orchestrator, blobs: &BlobStore, job: Job) -> Finished {
-    let payload: Payload = match serde_json::from_str(job.payload()) {
-        Ok(p) => p,
-        Err(e) => return failed(format!("the job's payload is not a pipeline job: {e}")),
-    };
-    let mut files = Vec::new();
-    for input in &payload.inputs {
-        match blobs.get(&input.sha256) {
-            Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
-            Ok(None) => return failed(format!("input {} is missing from the blob store", input.name)),
-            Err(e) => return failed(format!("reading input {}: {e:#}", input.name)),
-        }
-    }
-    let pipeline = match orchestrator.load_pipeline(&payload.pipeline, &payload.file) {
-        Ok(p) => p,
-        Err(d) => return failed(format!("not a valid pipeline here: {d}")),
-    };
-    // The engine's observer is synchronous: events go through a bounded
-    // channel to a task that appends them (fenced by the lease's epoch);
-    // when the channel is full, progress and log events are dropped.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
-    let forwarder = {
-        let job = job.clone();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if let Err(e) = job.event(&event).await {
-                    tracing::warn!(job = job.id(), "sending an event: {e}");
-                }
-            }
-        })
-    };
-    let observer: stagecraft_orchestrator::RunObserver = Arc::new(move |e: &RunEvent| {
-        if let Ok(v) = serde_json::to_string(e) {
-            let _ = tx.try_send(v);
-        }
-    });
-    let options = RunOptions { run_id: job.id().to_owned(), ..RunOptions::default() };
-    let outcome =
-        orchestrator.run(&pipeline, RunInput { text: payload.input.clone(), files }, options, Some(observer)).await;
-    let _ = forwarder.await;
-    let mut report = outcome.report.to_json();
-    if let Some(steps) = report["steps"].as_array_mut() {
-        for step in steps {
-            let name = step["name"].as_str().unwrap_or_default().to_owned();
-            let Some(output) = outcome.outputs.get(&name) else { continue };
-            let mut links = Vec::new();
-            for (i, artifact) in output.artifacts.iter().enumerate() {
-                // The runner already hashed each artifact (its sha256 is in
-                // the step's report): store under it instead of hashing again,
-                // as the server's jobs do.
-                let stored = match step["execution"]["artifacts"][i]["sha256"].as_str() {
-                    Some(known) => blobs.put_known(known, &artifact.data).map(|()| known.to_owned()),
-                    None => blobs.put(&artifact.data),
-                };
-                match stored {
-                    Ok(digest) => links.push(json!({
-                        "name": artifact.name, "media_type": artifact.media_type,
-                        "bytes": artifact.data.len(), "sha256": digest,
-                    })),
-                    Err(e) => return failed(format!("storing an artifact: {e:#}")),
-                }
-            }
-            step["artifacts"] = Value::Array(links);
-        }
-    }
-    let (outcome_kind, error) = match outcome.report.status {
-        RunStatus::Succeeded => (Outcome::Succeeded, None),
-        status => {
-            let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned));
-            (Outcome::Failed, Some(format!("the run ended {}", status.unwrap_or_default())))
-        }
-    };
-    Finished { outcome: outcome_kind, result: report.to_string(), error }
 }
 
 #[derive(clap::Args)]
@@ -245,9 +148,9 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let mut inputs = Vec::new();
     for file in crate::host::read_inputs(&args.input_files)? {
         let sha256 = blobs.put(&file.data)?;
-        inputs.push(InputRef { name: file.name, media_type: file.media_type, sha256 });
+        inputs.push(JobInput { name: file.name, media_type: file.media_type, sha256 });
     }
-    let payload = Payload { pipeline, file: args.pipeline.display().to_string(), input: args.input.clone(), inputs };
+    let payload = JobSpec { pipeline, file: args.pipeline.display().to_string(), input: args.input.clone(), inputs };
     let id = args.id.clone().unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         format!("job-{nanos:x}-{}", std::process::id())

@@ -43,6 +43,29 @@ pub struct ServeArgs {
     /// written longest ago are removed past it.
     #[arg(long, default_value_t = 10_240)]
     store_mb: u64,
+    /// Run pipeline jobs on the cluster's queue in Redis (redis://host:port/)
+    /// instead of this process's SQLite store: any number of API processes
+    /// then serve the same jobs, and `stagecraft worker` processes run them.
+    #[arg(long, env = "STAGECRAFT_REDIS")]
+    redis: Option<String>,
+    /// The blob store for inputs and artifacts (default: under the server's
+    /// home). With --redis, the folder every worker reaches.
+    #[arg(long, env = "STAGECRAFT_BLOBS")]
+    blobs: Option<std::path::PathBuf>,
+    /// With --redis: pipeline jobs this process also runs at once as a
+    /// worker (0: it serves the API only). Default: --max-jobs.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// With --redis: most jobs queued across the cluster (429 past it).
+    #[arg(long, default_value_t = 10_000)]
+    max_queued: u64,
+    /// With --redis: seconds a lease lasts without renewal before the job
+    /// is reclaimed (every process of a cluster must agree).
+    #[arg(long, default_value_t = 10)]
+    lease_secs: u64,
+    /// With --redis: hours a finished job's record and events stay in Redis.
+    #[arg(long, default_value_t = 168)]
+    keep_hours: u64,
 }
 
 pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -68,10 +91,37 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
     config.retention.keep_jobs = args.keep_jobs;
     config.retention.keep_artifacts = args.keep_artifacts;
     config.retention.store_bytes = args.store_mb << 20;
+    config.blobs = args.blobs.clone();
+    if let Some(redis) = &args.redis {
+        let queue = stagecraft_cluster::QueueConfig {
+            lease: std::time::Duration::from_secs(args.lease_secs.max(1)),
+            max_queued: args.max_queued.max(1),
+            retention: std::time::Duration::from_secs(args.keep_hours.max(1) * 3600),
+            ..stagecraft_cluster::QueueConfig::default()
+        };
+        config.cluster = Some(stagecraft_server::ClusterConfig {
+            redis: redis.clone(),
+            queue,
+            workers: args.workers.unwrap_or(config.max_running_jobs),
+            worker_name: super::cluster::default_worker_name(),
+            drain: std::time::Duration::from_secs(30),
+        });
+    } else {
+        anyhow::ensure!(
+            args.workers.is_none(),
+            "--workers needs --redis (without it, --max-jobs sets the jobs run at once)"
+        );
+    }
     let runtime = Arc::new(host.runtime()?);
     // Changed model files are reloaded in place (checked every 2 s).
     let _model_watch = runtime.models().map(|m| m.watch(std::time::Duration::from_secs(2)));
     let server = Server::start(config, runtime).await?;
-    eprintln!("stagecraft serving on http://{} (Ctrl-C to stop)", server.addr);
+    match &server.app.config.cluster {
+        Some(c) => eprintln!(
+            "stagecraft serving on http://{} with jobs on {} ({} worker slots here; Ctrl-C to stop)",
+            server.addr, c.redis, c.workers
+        ),
+        None => eprintln!("stagecraft serving on http://{} (Ctrl-C to stop)", server.addr),
+    }
     server.run_until_ctrl_c().await
 }

@@ -90,8 +90,21 @@ pub fn queue_status(app: &App) -> Value {
     status
 }
 
-pub async fn queue(State(app): State<App>) -> Json<Value> {
-    Json(queue_status(&app))
+/// `GET /v1/status/queue`: this process's scheduler and capacity, and with
+/// `--redis` the cluster's queue: depth per band, leases, commits,
+/// reclaims, dead letters (the newest ten with their reasons) and each
+/// worker's liveness.
+pub async fn queue(State(app): State<App>) -> ApiResult<Json<Value>> {
+    let mut status = queue_status(&app);
+    if let Some(cluster) = &app.cluster {
+        let stats = cluster.queue.stats().await.map_err(|e| ApiError::internal(format!("the cluster's queue: {e}")))?;
+        let dead =
+            cluster.queue.dead_letters(10).await.map_err(|e| ApiError::internal(format!("dead letters: {e}")))?;
+        let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
+        value["recent_dead_letters"] = serde_json::to_value(dead).unwrap_or(Value::Null);
+        status["cluster"] = value;
+    }
+    Ok(Json(status))
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -133,7 +146,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
         capacity.parked.iter().map(|(k, n)| (format!("wait=\"{}\"", k.as_str()), *n as f64)).collect();
     let (cache_hits, cache_misses) = app.invoke_cache.counts();
     let (cache_answers, cache_bytes) = app.invoke_cache.occupancy();
-    let gauges = [
+    let mut gauges = vec![
         ("stagecraft_queue_size", "Tasks waiting for a slot.", one(status.queue_size as f64)),
         ("stagecraft_queue_max", "Maximum queue size.", one(status.max_queue_size as f64)),
         ("stagecraft_running_tasks", "Tasks in flight (holding an in-flight slot).", one(status.running_tasks as f64)),
@@ -157,6 +170,43 @@ pub async fn metrics(State(app): State<App>) -> Response {
         ("stagecraft_invoke_cache_answers", "Answers kept in the invoke cache.", one(cache_answers as f64)),
         ("stagecraft_invoke_cache_bytes", "Bytes kept in the invoke cache.", one(cache_bytes as f64)),
     ];
+    // With --redis: the cluster's queue, as every API process sees it.
+    if let Some(stats) = match &app.cluster {
+        Some(c) => c.queue.stats().await.map_err(|e| tracing::warn!("queue stats for /metrics: {e}")).ok(),
+        None => None,
+    } {
+        let bands: Vec<(String, f64)> =
+            ["high", "normal", "low"].iter().map(|b| (format!("band=\"{b}\""), stats.queued[b] as f64)).collect();
+        let alive = stats.workers.iter().filter(|w| w.alive).count();
+        let workers: Vec<(String, f64)> = stats
+            .workers
+            .iter()
+            .map(|w| (format!("worker=\"{}\"", w.name.replace(['"', '\\', '\n'], "_")), f64::from(u8::from(w.alive))))
+            .collect();
+        gauges.extend([
+            ("stagecraft_cluster_queued", "Jobs accepted and not yet delivered, per band.", bands),
+            ("stagecraft_cluster_leased", "Deliveries held by workers.", one(stats.leased as f64)),
+            ("stagecraft_cluster_commits_total", "Final states written.", one(stats.commits as f64)),
+            (
+                "stagecraft_cluster_refused_commits_total",
+                "Commits refused for a stale epoch.",
+                one(stats.refused_commits as f64),
+            ),
+            ("stagecraft_cluster_reclaims_total", "Leases that ran out and were requeued.", one(stats.reclaims as f64)),
+            (
+                "stagecraft_cluster_dead_letters_total",
+                "Jobs moved to the dead letters.",
+                one(stats.dead_letters as f64),
+            ),
+            (
+                "stagecraft_cluster_handed_back_total",
+                "Jobs handed back by draining workers.",
+                one(stats.handed_back as f64),
+            ),
+            ("stagecraft_cluster_workers_alive", "Workers whose heartbeat is recent.", one(alive as f64)),
+            ("stagecraft_cluster_worker_up", "Per worker: 1 while its heartbeat is recent.", workers),
+        ]);
+    }
     let text = app.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -3,6 +3,7 @@
 //! `GET /v1/jobs/{id}/events` (server-sent events).
 
 use super::{body_bytes, content_type, multipart};
+use crate::cluster::ClusterJobs;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::store_inputs;
 use crate::{sse, App};
@@ -12,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
+use stagecraft_cluster::{Band, Cancel, ClusterError};
 use stagecraft_orchestrator::blobs::sha256_hex;
+use stagecraft_orchestrator::{JobInput, JobSpec};
 use stagecraft_runtime::Artifact;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +116,9 @@ pub async fn run(
         return Err(super::invalid_pipeline(&diagnostics));
     }
     let id = new_job_id();
+    if let Some(cluster) = &app.cluster {
+        return enqueue(&app, cluster, &id, &query, run, file).await;
+    }
     let inputs = store_inputs(&app.jobs, &run.files)?;
     app.jobs.store.insert(&id, &run.pipeline, &file, run.input.as_deref(), &inputs)?;
     let record = app.jobs.store.get(&id)?.ok_or_else(|| ApiError::internal("the job vanished after it was written"))?;
@@ -120,6 +126,54 @@ pub async fn run(
     let url = format!("/v1/jobs/{id}");
     let body = json!({ "id": id, "state": "queued", "url": url, "events": format!("{url}/events") });
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, url)], Json(body)).into_response())
+}
+
+/// `serve --redis`: the job goes on the cluster's queue (inputs into the
+/// shared blob store first); 429 when the cluster's bound on queued jobs
+/// is reached, wherever the other jobs were accepted.
+async fn enqueue(
+    app: &App,
+    cluster: &ClusterJobs,
+    id: &str,
+    query: &HashMap<String, String>,
+    run: RunRequest,
+    file: String,
+) -> ApiResult<Response> {
+    let band = match query.get("priority").map(String::as_str) {
+        None | Some("normal") => Band::Normal,
+        Some("high") => Band::High,
+        Some("low") => Band::Low,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("priority must be high, normal or low, not '{other}'"),
+            ))
+        }
+    };
+    let mut inputs = Vec::with_capacity(run.files.len());
+    for f in &run.files {
+        let sha256 = cluster.blobs.put(&f.data)?;
+        inputs.push(JobInput { name: f.name.clone(), media_type: f.media_type.clone(), sha256 });
+    }
+    let spec = JobSpec { pipeline: run.pipeline, file, input: run.input, inputs };
+    let payload = serde_json::to_string(&spec).map_err(anyhow::Error::from)?;
+    match cluster.queue.enqueue(id, band, &payload).await {
+        Ok(_) => {}
+        Err(ClusterError::QueueFull { max, .. }) => {
+            return Err(ApiError::queue_full(max as usize, app.config.retry_after_secs));
+        }
+        Err(e @ ClusterError::PayloadTooLarge { .. }) => {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()));
+        }
+        Err(e) => return Err(ApiError::internal(format!("the cluster's queue: {e}"))),
+    }
+    let url = format!("/v1/jobs/{id}");
+    let body = json!({ "id": id, "state": "queued", "url": url, "events": format!("{url}/events") });
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, url)], Json(body)).into_response())
+}
+
+fn cluster_error(e: ClusterError) -> ApiError {
+    ApiError::internal(format!("the cluster's queue: {e}"))
 }
 
 /// `POST /v1/pipelines/validate`: what `run` would refuse, without running
@@ -154,6 +208,21 @@ pub async fn list(State(app): State<App>, Query(query): Query<HashMap<String, St
             ApiError::bad_request("invalid_request", format!("limit must be a number from 1 to 500, not '{text}'"))
         })?,
     };
+    if let Some(cluster) = &app.cluster {
+        let jobs = cluster.queue.recent(limit).await.map_err(cluster_error)?;
+        let jobs: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                let mut v = crate::cluster::record_json(j);
+                // A listing stays small: no reports or inputs.
+                for heavy in ["report", "inputs", "input_text"] {
+                    v.as_object_mut().map(|o| o.remove(heavy));
+                }
+                v
+            })
+            .collect();
+        return Ok(Json(json!({ "jobs": jobs })));
+    }
     let jobs = app.jobs.store.recent(limit)?;
     Ok(Json(json!({ "jobs": jobs })))
 }
@@ -163,6 +232,10 @@ fn unknown_job(id: &str) -> ApiError {
 }
 
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if let Some(cluster) = &app.cluster {
+        let record = cluster.queue.job(&id).await.map_err(cluster_error)?.ok_or_else(|| unknown_job(&id))?;
+        return Ok(Json(crate::cluster::record_json(&record)));
+    }
     let record = app.jobs.store.get(&id)?.ok_or_else(|| unknown_job(&id))?;
     let mut body = serde_json::to_value(&record).map_err(anyhow::Error::from)?;
     body["events_url"] = json!(format!("/v1/jobs/{id}/events"));
@@ -170,6 +243,18 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
 }
 
 pub async fn cancel(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
+    if let Some(cluster) = &app.cluster {
+        return match cluster.queue.cancel(&id).await.map_err(cluster_error)? {
+            Cancel::Unknown => Err(unknown_job(&id)),
+            Cancel::Ended(state) => {
+                Err(ApiError::new(StatusCode::CONFLICT, "job_finished", format!("job '{id}' already ended ({state})"))
+                    .with_details(json!({ "state": state })))
+            }
+            Cancel::Cancelled | Cancel::Requested => {
+                Ok((StatusCode::ACCEPTED, Json(json!({ "id": id, "cancel_requested": true }))).into_response())
+            }
+        };
+    }
     match app.jobs.cancel(&id)? {
         None => Err(unknown_job(&id)),
         Some(state) if state.is_final() => Err(ApiError::new(
@@ -183,6 +268,10 @@ pub async fn cancel(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 }
 
 pub async fn events(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
+    if let Some(cluster) = &app.cluster {
+        cluster.queue.job(&id).await.map_err(cluster_error)?.ok_or_else(|| unknown_job(&id))?;
+        return Ok(crate::cluster::events(&cluster.queue, &id).await.map_err(cluster_error)?.into_response());
+    }
     if let Some(live) = app.jobs.live(&id) {
         return Ok(sse::live(live).into_response());
     }

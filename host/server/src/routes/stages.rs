@@ -268,7 +268,18 @@ pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> Api
                     .artifact_data(&digest)?
                     .ok_or_else(|| ApiError::not_found("unknown_artifact", format!("no artifact {digest}")))?,
             };
-            (app.jobs.store.artifact(&digest)?, Bytes::from(data))
+            let mut meta = app.jobs.store.artifact(&digest)?;
+            if let (None, Some(cluster)) = (&meta, &app.cluster) {
+                // A worker's artifact: its name and type are in Redis.
+                meta = match cluster.queue.artifact(&digest).await {
+                    Ok(info) => info.map(|i| ArtifactMeta { digest: i.sha256, name: i.name, media_type: i.media_type }),
+                    Err(e) => {
+                        tracing::warn!("looking up artifact {digest} in the cluster: {e}");
+                        None
+                    }
+                };
+            }
+            (meta, Bytes::from(data))
         }
     };
     let media_type = meta
