@@ -10,6 +10,8 @@ use stagecraft_tests::{plugins_dir, stagecraft_bin};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A worker process with 4 slots, once it said it is taking work.
@@ -291,6 +293,155 @@ async fn two_api_processes_serve_the_same_jobs_events_bound_and_cancels() {
     }
     signal(&worker, "-TERM");
     worker.wait().unwrap();
+    for child in [&mut api_a, &mut api_b] {
+        signal(child, "-TERM");
+        child.wait().unwrap();
+    }
+}
+
+/// noop.wasm with an extra custom section: the same stage, another digest.
+fn noop_v2() -> Vec<u8> {
+    let mut bytes = std::fs::read(plugins_dir().join("noop.wasm")).unwrap();
+    let (name, payload) = (b"stagecraft-test", b"cluster version two");
+    bytes.extend_from_slice(&[0, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+async fn noop_digest(api: &stagecraft_tests::http::Api) -> String {
+    let listed = api.get("/v1/stages").await.json();
+    let noop = listed["stages"].as_array().unwrap().iter().find(|s| s["name"] == "noop").unwrap().clone();
+    noop["digest"].as_str().unwrap().to_owned()
+}
+
+/// Waits until every API lists `digest` for noop; returns how long it took.
+async fn until_listed(apis: &[&stagecraft_tests::http::Api], digest: &str) -> Duration {
+    let started = Instant::now();
+    for api in apis {
+        while noop_digest(api).await != digest {
+            assert!(started.elapsed() < Duration::from_secs(20), "{} never ran {digest}", api.base);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_reaches_two_apis_and_three_workers_under_load_and_rolls_back_everywhere() {
+    const TOKEN: &str = "cluster-admin-token";
+    std::env::set_var("STAGECRAFT_CLUSTER_TEST_TOKEN", TOKEN);
+    let auth = format!("Bearer {TOKEN}");
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    let (home_a, home_b, home_w) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("w"));
+    let admin = ["--admin-token-env", "STAGECRAFT_CLUSTER_TEST_TOKEN"];
+    let (mut api_a, base_a) = spawn_api(&redis, &home_a, &blobs, None, &admin);
+    let (mut api_b, base_b) = spawn_api(&redis, &home_b, &blobs, Some(&home_a), &admin);
+    let (a, b) = (stagecraft_tests::http::Api::new(&base_a), stagecraft_tests::http::Api::new(&base_b));
+    std::fs::create_dir_all(&home_w).unwrap();
+    std::os::unix::fs::symlink(home_a.join("cache"), home_w.join("cache")).unwrap();
+    let mut workers: Vec<Child> = (1..=3).map(|i| spawn_worker(&redis, &home_w, &blobs, &format!("w{i}"))).collect();
+    let old = noop_digest(&a).await;
+    assert_eq!(noop_digest(&b).await, old);
+
+    // Load: synchronous invocations on both APIs, and pipeline jobs (a
+    // noop step) through the workers; every answer names its version.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (task, base) in [base_a.clone(), base_b.clone(), base_a.clone(), base_b.clone()].into_iter().enumerate() {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let api = stagecraft_tests::http::Api::new(&base);
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let body = format!("load {task} {}", seen.len());
+                if task < 2 {
+                    let r = api.invoke("noop", "", "text/plain", body.into_bytes()).await;
+                    assert!(r.status.is_success(), "{}: {}", r.status, r.text());
+                    seen.push(r.json()["digest"].as_str().unwrap().to_owned());
+                } else {
+                    let pipeline = "name: swap\nsteps:\n  - { name: touch, type: noop }\n";
+                    let r = api.run_pipeline(serde_json::json!({ "pipeline": pipeline, "input": body })).await;
+                    assert_eq!(r.status.as_u16(), 202, "{}", r.text());
+                    let job = api.wait_job(r.json()["id"].as_str().unwrap()).await;
+                    assert_eq!(job["state"], "succeeded", "{job}");
+                    seen.push(job["report"]["steps"][0]["execution"]["digest"].as_str().unwrap().to_owned());
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = a.call(hyper::Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], noop_v2()).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let new = r.json()["digest"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let reached = until_listed(&[&a, &b], &new).await;
+    // Let the load run on the new version: every worker must pick it up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = a
+            .run_pipeline(serde_json::json!({ "pipeline": "name: probe\nsteps:\n  - { name: touch, type: noop }\n" }))
+            .await;
+        let job = a.wait_job(job.json()["id"].as_str().unwrap()).await;
+        if job["report"]["steps"][0]["execution"]["digest"] == new.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers never ran the new version");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for task in load {
+        seen.extend(task.await.unwrap());
+    }
+    assert!(seen.iter().all(|d| *d == old || *d == new), "a version neither old nor new");
+    assert!(seen.contains(&new), "the load never saw the new version");
+
+    // A rollback on B: every process is back on the old version.
+    let r =
+        b.call(hyper::Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], bytes::Bytes::new()).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json()["digest"], old.as_str());
+    let back = until_listed(&[&a, &b], &old).await;
+    let probe = b
+        .run_pipeline(serde_json::json!({ "pipeline": "name: probe\nsteps:\n  - { name: touch, type: noop }\n" }))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut job = b.wait_job(probe.json()["id"].as_str().unwrap()).await;
+    while job["report"]["steps"][0]["execution"]["digest"] != old.as_str() {
+        assert!(Instant::now() < deadline, "the workers never rolled back");
+        let probe = b
+            .run_pipeline(serde_json::json!({ "pipeline": "name: probe\nsteps:\n  - { name: touch, type: noop }\n" }))
+            .await;
+        job = b.wait_job(probe.json()["id"].as_str().unwrap()).await;
+    }
+    let r =
+        a.call(hyper::Method::POST, "/v1/stages/noop/rollback", &[("authorization", &auth)], bytes::Bytes::new()).await;
+    assert_eq!(r.status.as_u16(), 409, "nothing older in the cluster: {}", r.text());
+    eprintln!(
+        "the upload reached both APIs in {reached:?}, the rollback in {back:?}; {} answers under load",
+        seen.len()
+    );
+
+    // A worker started now runs the cluster's version from the start.
+    let r = b.call(hyper::Method::PUT, "/v1/stages/noop", &[("authorization", &auth)], noop_v2()).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    until_listed(&[&a, &b], &new).await;
+    for mut w in workers.drain(..) {
+        signal(&w, "-TERM");
+        w.wait().unwrap();
+    }
+    let mut late = spawn_worker(&redis, &home_w, &blobs, "late");
+    let probe = a
+        .run_pipeline(serde_json::json!({ "pipeline": "name: probe\nsteps:\n  - { name: touch, type: noop }\n" }))
+        .await;
+    let job = a.wait_job(probe.json()["id"].as_str().unwrap()).await;
+    assert_eq!(job["report"]["steps"][0]["execution"]["digest"], new.as_str(), "{job}");
+    signal(&late, "-TERM");
+    late.wait().unwrap();
     for child in [&mut api_a, &mut api_b] {
         signal(child, "-TERM");
         child.wait().unwrap();

@@ -10,6 +10,8 @@
 //!   commit are fenced by the job's epoch, so a worker that lost its lease
 //!   can change nothing;
 //! * [`worker`]: the loop a worker runs (slots, renewals, reaping, drain);
+//! * [`stages`]: the active component version of each stage, and its
+//!   change log, so an upload or rollback reaches every process;
 //! * [`scripts`]: each state change as one atomic Lua script.
 //!
 //! What it promises: a job whose [`Queue::enqueue`] returned is finished
@@ -25,6 +27,7 @@ mod error;
 pub mod lease;
 pub mod queue;
 pub mod scripts;
+pub mod stages;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod worker;
@@ -35,4 +38,5 @@ pub use queue::{
     valid_job_id, ArtifactInfo, Band, Cancel, Consumer, DeadLetter, EventReader, JobRecord, Queue, QueueConfig,
     QueueStats, WorkerInfo,
 };
+pub use stages::StageChanges;
 pub use worker::{Finished, Job, WorkerConfig, WorkerCounts};

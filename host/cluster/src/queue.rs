@@ -780,7 +780,7 @@ type Entry = (String, HashMap<String, String>);
 
 /// `XREAD`/`XREADGROUP` replies: `[[stream, [[id, [field, value, …]], …]], …]`
 /// (RESP2: the connections never ask for RESP3), or nil when nothing came.
-fn parse_read(reply: Value) -> Result<Vec<(String, Vec<Entry>)>> {
+pub(crate) fn parse_read(reply: Value) -> Result<Vec<(String, Vec<Entry>)>> {
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(s) => s,

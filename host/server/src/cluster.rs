@@ -11,7 +11,10 @@
 //!   workers inside `serve --redis` run the same function;
 //! * [`events`]: a job's events as server-sent events, read from its
 //!   stream (replayed from the start, then followed), so a caller may watch
-//!   on any API process.
+//!   on any API process;
+//! * [`follow_stages`] and [`activate_digest`]: hot swap across the
+//!   cluster: every process runs the version Redis says is active, and
+//!   learns of an upload or rollback on any API process as it happens.
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
@@ -20,6 +23,7 @@ use stagecraft_cluster::worker::{self, Finished, Job, WorkerConfig, WorkerCounts
 use stagecraft_cluster::{ArtifactInfo, EventReader, JobRecord, Outcome, Queue};
 use stagecraft_orchestrator::{BlobStore, JobEnd, JobSpec, Orchestrator, RunEvent};
 use stagecraft_pipeline::RunOptions;
+use stagecraft_runtime::{Runtime, StageVersion};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,4 +216,120 @@ pub async fn events(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Makes `digest` the active version of `stage` in this process: nothing to
+/// do when it already is; a version this process still holds is made
+/// current again; otherwise the component is read from the blob store,
+/// compiled and checked to be the stage it should be. Steps and
+/// invocations in flight keep the version they started with.
+pub async fn activate_digest(
+    runtime: &Arc<Runtime>,
+    blobs: &BlobStore,
+    stage: &str,
+    digest: &str,
+) -> anyhow::Result<Arc<StageVersion>> {
+    if let Some(current) = runtime.stage(stage).filter(|v| v.digest == digest) {
+        return Ok(current);
+    }
+    if let Some(held) = runtime.previous_versions(stage).into_iter().find(|v| v.digest == digest) {
+        return Ok(runtime.activate(held));
+    }
+    let bytes = blobs
+        .get(digest)?
+        .ok_or_else(|| anyhow::anyhow!("component {digest} of stage '{stage}' is not in the blob store"))?;
+    let (runtime_c, origin) = (runtime.clone(), format!("cluster:{stage}"));
+    let version = tokio::task::spawn_blocking(move || runtime_c.prepare_bytes(&bytes, &origin)).await??;
+    anyhow::ensure!(
+        version.info.name == stage,
+        "component {digest} describes itself as '{}', not '{stage}'",
+        version.info.name
+    );
+    tracing::info!(stage, version = %version.info.version, digest, "the cluster's version is active here");
+    Ok(runtime.activate(version))
+}
+
+/// Puts the component of `version` into the blob store if it came from a
+/// file (a plugins folder) that still holds it, so that a process that
+/// never loaded that file can roll back to it.
+pub fn keep_component(blobs: &BlobStore, version: &StageVersion) {
+    match std::fs::read(&version.origin) {
+        Ok(bytes) if stagecraft_orchestrator::blobs::sha256_hex(&bytes) == version.digest => {
+            if let Err(e) = blobs.put_known(&version.digest, &bytes) {
+                tracing::warn!(stage = %version.info.name, "keeping the component for rollbacks: {e:#}");
+            }
+        }
+        _ => tracing::warn!(
+            stage = %version.info.name,
+            origin = %version.origin,
+            "the running component's file is gone or changed: other processes cannot roll back to it"
+        ),
+    }
+}
+
+/// Makes this process run the cluster's active version of each stage (of
+/// `only` these, when given). A process calls it once before it takes
+/// traffic, then [`follow_stages`] keeps it current.
+pub async fn apply_stages(runtime: &Arc<Runtime>, blobs: &BlobStore, queue: &Queue, only: Option<&[String]>) {
+    let active = match queue.stage_versions().await {
+        Ok(a) => a,
+        Err(e) => return tracing::warn!("reading the cluster's stage versions: {e}"),
+    };
+    for (stage, digest) in &active {
+        if only.is_some_and(|s| !s.contains(stage)) {
+            continue;
+        }
+        if let Err(e) = activate_digest(runtime, blobs, stage, digest).await {
+            tracing::error!(stage, digest, "cannot run the cluster's version: {e:#}");
+        }
+    }
+}
+
+/// How often the active versions are compared whole, besides the change
+/// log's wake-ups (a process that lost its connection catches up here).
+const STAGES_RESYNC: Duration = Duration::from_secs(10);
+
+/// Follows the cluster's active stage versions until `stop`: applies them
+/// all at once, then each change as the log announces it.
+pub async fn follow_stages(runtime: Arc<Runtime>, blobs: BlobStore, queue: Queue, stop: CancellationToken) {
+    let apply = |stages: Option<Vec<String>>| {
+        let (runtime, blobs, queue) = (runtime.clone(), blobs.clone(), queue.clone());
+        async move { apply_stages(&runtime, &blobs, &queue, stages.as_deref()).await }
+    };
+    loop {
+        let mut changes = tokio::select! {
+            c = queue.stage_changes(Duration::from_secs(2)) => c,
+            _ = stop.cancelled() => return,
+        };
+        apply(None).await;
+        let mut since_resync = tokio::time::Instant::now();
+        loop {
+            let next = match &mut changes {
+                Ok(changes) => tokio::select! {
+                    n = changes.next() => n,
+                    _ = stop.cancelled() => return,
+                },
+                Err(e) => {
+                    tracing::warn!("following the cluster's stage versions: {e}");
+                    break;
+                }
+            };
+            match next {
+                Ok(stages) if !stages.is_empty() => apply(Some(stages)).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("following the cluster's stage versions: {e}");
+                    break;
+                }
+            }
+            if since_resync.elapsed() >= STAGES_RESYNC {
+                apply(None).await;
+                since_resync = tokio::time::Instant::now();
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }

@@ -120,6 +120,7 @@ pub fn router(app: App) -> Router {
 /// in this process too (stopped and drained with the server).
 async fn start_cluster(
     config: &ClusterConfig,
+    runtime: &Arc<Runtime>,
     blobs: &BlobStore,
     orchestrator: &Orchestrator,
     stop: &CancellationToken,
@@ -127,6 +128,9 @@ async fn start_cluster(
     let queue = stagecraft_cluster::Queue::connect(&config.redis, config.queue.clone())
         .await
         .with_context(|| format!("connecting to {}", config.redis))?;
+    // Run the versions the cluster runs, and follow its uploads and rollbacks.
+    cluster::apply_stages(runtime, blobs, &queue, None).await;
+    tokio::spawn(cluster::follow_stages(runtime.clone(), blobs.clone(), queue.clone(), stop.clone()));
     let mut running = None;
     if config.workers > 0 {
         let worker = stagecraft_cluster::WorkerConfig {
@@ -188,7 +192,7 @@ impl Server {
                 }
                 None
             }
-            Some(c) => Some(start_cluster(c, &jobs.blobs, &orchestrator, &stop).await?),
+            Some(c) => Some(start_cluster(c, &runtime, &jobs.blobs, &orchestrator, &stop).await?),
         };
         let (cluster, worker) = match cluster {
             Some((jobs, worker)) => (Some(Arc::new(jobs)), worker),

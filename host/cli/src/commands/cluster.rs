@@ -78,7 +78,8 @@ pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let queue = args.cluster.queue().await?;
     let blobs = BlobStore::new(&args.cluster.blobs);
     let runtime = Arc::new(host.runtime()?);
-    let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), None).with_reuse(host.reuse()?);
+    let orchestrator =
+        Orchestrator::new(runtime.clone(), Scheduler::new(host.scheduler()?), None).with_reuse(host.reuse()?);
     let name = args.name.clone().unwrap_or_else(default_worker_name);
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
@@ -99,8 +100,18 @@ pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
         args.slots,
         args.cluster.blobs.display()
     );
+    // Run the component versions the cluster runs (uploads and rollbacks
+    // on any API process reach this worker as they happen).
+    stagecraft_server::cluster::apply_stages(&runtime, &blobs, &queue, None).await;
+    let follow = tokio::spawn(stagecraft_server::cluster::follow_stages(
+        runtime,
+        blobs.clone(),
+        queue.clone(),
+        shutdown.clone(),
+    ));
     let counts = Arc::new(WorkerCounts::default());
     stagecraft_server::cluster::run_worker(orchestrator, blobs, queue, config, shutdown, counts.clone()).await?;
+    let _ = follow.await;
     let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
         "worker {name} stopped: {} jobs committed, {} refused, {} lost, {} handed back",

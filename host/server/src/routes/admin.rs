@@ -57,6 +57,20 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
             format!("the component describes itself as '{}', not '{name}'", version.info.name),
         ));
     }
+    if let Some(cluster) = &app.cluster {
+        // Every process of the cluster runs it once Redis says so; the
+        // bytes go to the shared store first, so any process can load them.
+        cluster.blobs.put_known(&version.digest, &bytes)?;
+        let before = app.runtime.stage(&name);
+        if let Some(before) = before.as_deref().filter(|b| cluster.blobs.get(&b.digest).ok().flatten().is_none()) {
+            crate::cluster::keep_component(&cluster.blobs, before);
+        }
+        cluster
+            .queue
+            .publish_stage(&name, &version.digest, before.as_ref().map(|b| b.digest.as_str()))
+            .await
+            .map_err(|e| ApiError::internal(format!("publishing the version to the cluster: {e}")))?;
+    }
     // Kept on disk before it serves, so a crash right after cannot lose it.
     let swap = app.uploads.swap_lock();
     app.uploads.record_upload(&version, &bytes)?;
@@ -68,6 +82,24 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
 
 pub async fn rollback(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     require_admin(&app, &headers)?;
+    if let Some(cluster) = &app.cluster {
+        // The cluster's history decides, so every process rolls back alike.
+        if app.runtime.stage(&name).is_none() {
+            return Err(ApiError::not_found("unknown_stage", format!("no stage '{name}'")));
+        }
+        let cluster_error = |e| ApiError::internal(format!("rolling back in the cluster: {e}"));
+        let Some(digest) = cluster.queue.rollback_stage(&name).await.map_err(cluster_error)? else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_previous_version",
+                format!("the cluster has no earlier version of '{name}'"),
+            ));
+        };
+        let version = crate::cluster::activate_digest(&app.runtime, &cluster.blobs, &name, &digest)
+            .await
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+        return Ok(Json(describe(&version)));
+    }
     let _swap = app.uploads.swap_lock();
     match app.runtime.rollback(&name) {
         Ok(version) => {
