@@ -24,7 +24,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ("get", "/v1/jobs/{id}", "A job's state, per-step results, timings and artifact links", false),
     ("delete", "/v1/jobs/{id}", "Cancel a job", false),
     ("get", "/v1/jobs/{id}/events", "Server-sent events of a job, past ones first", false),
-    ("get", "/v1/status/queue", "Queue size, running tasks, workers, per-stage pools", false),
+    (
+        "get",
+        "/v1/status/queue",
+        "Queue size, running tasks, workers, per-stage pools; with serve --redis, the cluster's queue and workers",
+        false,
+    ),
     ("get", "/v1/status/stream", "The live status the console draws, as server-sent events (one a second)", false),
     ("get", "/v1/jobs", "The newest jobs (?limit=, 50 by default), newest first", false),
     ("post", "/v1/pipelines/validate", "Check a pipeline without running it: its steps, or the diagnostics", false),
@@ -59,6 +64,17 @@ pub fn document() -> Value {
             _ => "200",
         };
         op["responses"][ok] = json!({ "description": "Success" });
+        if *path == "/v1/pipelines/run" {
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "priority", "in": "query", "required": false,
+                "schema": { "type": "string", "enum": ["high", "normal", "low"] },
+                "description": "With serve --redis: the job's band in the cluster's queue (normal by default)"
+            }));
+            op["parameters"].as_array_mut().unwrap().push(json!({
+                "name": "input", "in": "query", "required": false, "schema": { "type": "string" },
+                "description": "Text input, {{input}} in params, when the body does not carry one"
+            }));
+        }
         if *path == "/v1/stages/{name}/invoke" {
             op["parameters"].as_array_mut().unwrap().push(json!({
                 "name": "params", "in": "query", "required": false, "schema": { "type": "string" },
