@@ -10,7 +10,7 @@
 //!   tries the GPU again.
 
 use crate::breaker::{Breaker, Route};
-use crate::cuda::{Engine, GpuError};
+use crate::cuda::{Gpu, GpuError};
 use crate::device::{Device, DeviceInfo};
 use crate::segment::{self, Foreground, SegmentError, SegmentOptions, Segmentation};
 use crate::GrayImage;
@@ -31,7 +31,7 @@ pub enum Ran {
 /// Dispatches segmentation to the CPU or the CUDA engine.
 pub struct Segmenter {
     device: Result<DeviceInfo, String>,
-    engine: Option<&'static Engine>,
+    engine: Option<&'static Gpu>,
     breaker: Breaker,
 }
 

@@ -23,7 +23,7 @@
 //! slot and no work.
 
 use crate::config::ModelConfig;
-use crate::engine::Engine;
+use crate::engine::CompiledModel;
 use crate::error::InferError;
 use crate::tensor::Tensor;
 use serde::Serialize;
@@ -133,7 +133,7 @@ struct State {
 
 struct Shared {
     model: String,
-    engine: Arc<Engine>,
+    engine: Arc<CompiledModel>,
     max_batch: usize,
     max_queue: usize,
     delay: Duration,
@@ -161,7 +161,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts `config.instances` worker threads for `engine`.
-    pub fn start(engine: Arc<Engine>, config: &ModelConfig, counters: Arc<Counters>) -> anyhow::Result<Batcher> {
+    pub fn start(engine: Arc<CompiledModel>, config: &ModelConfig, counters: Arc<Counters>) -> anyhow::Result<Batcher> {
         let shared = Arc::new(Shared {
             model: config.name.clone(),
             engine,

@@ -9,7 +9,7 @@
 //! - ONNX Runtime on the CPU ([`crate::ort_engine`]), when the library loads.
 //!
 //! Each candidate runs a probe batch that tract runs too and is kept only
-//! when the two agree; otherwise the next one is tried, and [`Engine::runs_on`]
+//! when the two agree; otherwise the next one is tried, and [`CompiledModel::runs_on`]
 //! says which engine won and why the others did not.
 //!
 //! Batch strategy: the leading dimension of every input is replaced by one
@@ -104,7 +104,7 @@ impl EngineOptions {
     }
 }
 
-/// Which engine runs a model (the short form of [`Engine::runs_on`]).
+/// Which engine runs a model (the short form of [`CompiledModel::runs_on`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
@@ -127,7 +127,7 @@ impl EngineKind {
 }
 
 /// A model optimised and ready to run, shared by the model's workers.
-pub struct Engine {
+pub struct CompiledModel {
     plan: Arc<TypedRunnableModel>,
     /// ONNX Runtime sessions: the main engine (CPU or CUDA provider), or the
     /// CPU behind the five-op GPU engine.
@@ -140,21 +140,21 @@ pub struct Engine {
     pub kind: EngineKind,
 }
 
-impl std::fmt::Debug for Engine {
+impl std::fmt::Debug for CompiledModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("inputs", &self.inputs).field("outputs", &self.outputs).finish()
+        f.debug_struct("CompiledModel").field("inputs", &self.inputs).field("outputs", &self.outputs).finish()
     }
 }
 
-impl Engine {
-    /// Loads `model.onnx` on tract only (see [`Engine::load_with`]).
-    pub fn load(onnx: &Path, config: &ModelConfig) -> anyhow::Result<Engine> {
+impl CompiledModel {
+    /// Loads `model.onnx` on tract only (see [`CompiledModel::load_with`]).
+    pub fn load(onnx: &Path, config: &ModelConfig) -> anyhow::Result<CompiledModel> {
         let tract_only = EngineOptions { choice: EngineChoice::Tract, cpus: 1 };
         Self::load_with(onnx, config, &Placement::Cpu("tract requested".into()), &tract_only)
     }
 
-    /// [`Engine::load_with`] with [`EngineOptions::from_env`].
-    pub fn load_on(onnx: &Path, config: &ModelConfig, placement: &Placement) -> anyhow::Result<Engine> {
+    /// [`CompiledModel::load_with`] with [`EngineOptions::from_env`].
+    pub fn load_on(onnx: &Path, config: &ModelConfig, placement: &Placement) -> anyhow::Result<CompiledModel> {
         Self::load_with(onnx, config, placement, &EngineOptions::from_env())
     }
 
@@ -163,14 +163,14 @@ impl Engine {
     /// runs it once on zeros to prove it batches. With a CUDA placement,
     /// also puts the model on the GPU when its graph allows and the GPU
     /// agrees with tract on a probe input; otherwise it stays on tract and
-    /// the log and [`Engine::runs_on`] say why. Then ONNX Runtime, as the
+    /// the log and [`CompiledModel::runs_on`] say why. Then ONNX Runtime, as the
     /// module docs say, unless `options` choose tract.
     pub fn load_with(
         onnx: &Path,
         config: &ModelConfig,
         placement: &Placement,
         options: &EngineOptions,
-    ) -> anyhow::Result<Engine> {
+    ) -> anyhow::Result<CompiledModel> {
         let mut model = tract_onnx::onnx()
             .model_for_path(onnx)
             .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -238,8 +238,15 @@ impl Engine {
             .and_then(|m| m.into_runnable())
             .map_err(|e| anyhow::anyhow!("{e:?}"))
             .context("tract cannot optimise the model with a symbolic batch dimension N")?;
-        let mut engine =
-            Engine { plan, ort: None, inputs, outputs, gpu: None, runs_on: String::new(), kind: EngineKind::Tract };
+        let mut engine = CompiledModel {
+            plan,
+            ort: None,
+            inputs,
+            outputs,
+            gpu: None,
+            runs_on: String::new(),
+            kind: EngineKind::Tract,
+        };
         engine.smoke_test(config.max_batch.min(2))?;
         let mut not_used: Vec<String> = Vec::new();
         let runtime = match options.choice {
@@ -353,7 +360,7 @@ impl Engine {
 
     /// Lowers the graph for the GPU, uploads it and compares it with tract
     /// on a probe input; returns the GPU path and the largest difference.
-    fn attach_gpu(&self, onnx: &Path, cuda: &'static stagecraft_accel::cuda::Engine) -> Result<(GpuPath, f32), String> {
+    fn attach_gpu(&self, onnx: &Path, cuda: &'static stagecraft_accel::cuda::Gpu) -> Result<(GpuPath, f32), String> {
         let ([input], [output]) = (self.inputs.as_slice(), self.outputs.as_slice()) else {
             return Err("the CUDA engine runs models of one input and one output".into());
         };
@@ -423,7 +430,7 @@ impl Engine {
     }
 
     /// Runs one batch. `inputs` are in model order, already checked against
-    /// [`Engine::inputs`]. On the five-op GPU engine when the model runs
+    /// [`CompiledModel::inputs`]. On the five-op GPU engine when the model runs
     /// there and the GPU takes the batch, else on ONNX Runtime when the
     /// model runs there, else on tract. Blocking: call it from a worker
     /// thread.

@@ -45,7 +45,7 @@ pub enum Placement {
     /// Every model on tract, and why.
     Cpu(String),
     /// Supported models on this CUDA engine, the rest on tract.
-    Cuda(&'static cuda::Engine),
+    Cuda(&'static cuda::Gpu),
 }
 
 impl Placement {
@@ -357,7 +357,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 impl GpuPath {
     /// Uploads `spec` to `engine`.
-    pub fn load(engine: &'static cuda::Engine, spec: NetSpec) -> Result<GpuPath, String> {
+    pub fn load(engine: &'static cuda::Gpu, spec: NetSpec) -> Result<GpuPath, String> {
         Ok(GpuPath { net: engine.load_net(spec)?, guard: Guard::default() })
     }
 

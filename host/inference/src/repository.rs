@@ -11,7 +11,7 @@
 
 use crate::batcher::{Batcher, Counters, ModelStats, Refused};
 use crate::config::ModelConfig;
-use crate::engine::{Engine, EngineOptions, Port};
+use crate::engine::{CompiledModel, EngineOptions, Port};
 use crate::error::InferError;
 use crate::gpu::Placement;
 use crate::tensor::{shape_str, Tensor};
@@ -29,7 +29,7 @@ type Fingerprint = Vec<(SystemTime, u64)>;
 /// One loaded version of a model.
 struct Loaded {
     config: ModelConfig,
-    engine: Arc<Engine>,
+    engine: Arc<CompiledModel>,
     batcher: Batcher,
     version: u64,
 }
@@ -203,7 +203,8 @@ impl Models {
     fn build(&self, name: &str) -> anyhow::Result<Loaded> {
         let folder = self.dir.join(name);
         let config = ModelConfig::load(&folder.join("config.json"), name)?;
-        let engine = Arc::new(Engine::load_with(&folder.join("model.onnx"), &config, &self.placement, &self.options)?);
+        let engine =
+            Arc::new(CompiledModel::load_with(&folder.join("model.onnx"), &config, &self.placement, &self.options)?);
         let counters =
             self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_owned()).or_default().clone();
         let version = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).map_or(1, |l| l.version + 1);

@@ -11,7 +11,7 @@
 //!   and inference works.
 
 use stagecraft_accel::cuda::net::Layer;
-use stagecraft_inference::engine::Engine;
+use stagecraft_inference::engine::CompiledModel;
 use stagecraft_inference::gpu::{self, max_abs_diff, probe_input, Placement};
 use stagecraft_inference::{ModelConfig, Models, Tensor};
 use std::path::{Path, PathBuf};
@@ -25,10 +25,10 @@ fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
-fn tract(name: &str) -> Engine {
+fn tract(name: &str) -> CompiledModel {
     let dir = models_dir().join(name);
     let config = ModelConfig::load(&dir.join("config.json"), name).unwrap();
-    Engine::load(&dir.join("model.onnx"), &config).unwrap()
+    CompiledModel::load(&dir.join("model.onnx"), &config).unwrap()
 }
 
 fn write_f32(path: &Path, values: &[f32]) {

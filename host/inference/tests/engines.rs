@@ -8,7 +8,7 @@ mod common;
 
 use common::{assert_close, layers, reference, row, IN, OUT};
 use serde_json::json;
-use stagecraft_inference::engine::Engine;
+use stagecraft_inference::engine::CompiledModel;
 use stagecraft_inference::gpu::{max_abs_diff, Placement};
 use stagecraft_inference::onnx_build;
 use stagecraft_inference::{ort_engine, EngineChoice, EngineOptions, InferError, ModelConfig, Models, Tensor};
@@ -166,9 +166,13 @@ fn onnx_runtime_agrees_with_tract_on_the_shipped_models() {
     let options = EngineOptions { choice: EngineChoice::Ort, cpus: 2 };
     for (name, c) in [("sr2x", 3), ("cell_fg", 1)] {
         let config = ModelConfig::load(&dir.join(name).join("config.json"), name).unwrap();
-        let engine =
-            Engine::load_with(&dir.join(name).join("model.onnx"), &config, &Placement::Cpu("test".into()), &options)
-                .unwrap();
+        let engine = CompiledModel::load_with(
+            &dir.join(name).join("model.onnx"),
+            &config,
+            &Placement::Cpu("test".into()),
+            &options,
+        )
+        .unwrap();
         assert_eq!(engine.kind.as_str(), "onnxruntime-cpu", "{}", engine.runs_on);
         let n = 2 * c * 37 * 45;
         let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.013).sin() * 0.5 + 0.5).collect();

@@ -43,7 +43,7 @@ pub use result_cache::ResultCache;
 pub use reuse::{Reuse, ReusePolicy, StageReuse};
 pub use runner::{SharedArtifact, StageRunner};
 
-use stagecraft_pipeline::{Diagnostics, Engine, Pipeline, RunInput, RunOptions, RunOutcome};
+use stagecraft_pipeline::{DagExecutor, Diagnostics, Pipeline, RunInput, RunOptions, RunOutcome};
 use stagecraft_runtime::{Runtime, StageInput, StageOutput};
 use stagecraft_scheduler::{RetryPolicy, Scheduler};
 use std::sync::Arc;
@@ -147,6 +147,6 @@ impl Orchestrator {
             let forward = observer.clone();
             options.observer = Some(Arc::new(move |e| forward(&RunEvent::Step(e.clone()))));
         }
-        Engine::new(runner).run(pipeline, input, options).await
+        DagExecutor::new(runner).run(pipeline, input, options).await
     }
 }

@@ -220,17 +220,17 @@ pub struct RunOutcome<A> {
 }
 
 /// Runs pipelines with a [`StepRunner`].
-pub struct Engine<R> {
+pub struct DagExecutor<R> {
     runner: Arc<R>,
 }
 
-impl<R> Clone for Engine<R> {
+impl<R> Clone for DagExecutor<R> {
     fn clone(&self) -> Self {
         Self { runner: self.runner.clone() }
     }
 }
 
-impl<R> Engine<R> {
+impl<R> DagExecutor<R> {
     /// An engine that executes steps with `runner`.
     pub fn new(runner: R) -> Self {
         Self { runner: Arc::new(runner) }

@@ -26,7 +26,7 @@
 //! let runner = |step: ReadyStep<String>| -> BoxFuture<'static, Result<StepOutput<String>, StepFailure>> {
 //!     Box::pin(async move { Ok(StepOutput::new(vec![step.name], serde_json::json!({}))) })
 //! };
-//! let outcome = Engine::new(runner)
+//! let outcome = DagExecutor::new(runner)
 //!     .run(&pipeline, RunInput::text("a cat"), RunOptions::default())
 //!     .await;
 //! println!("{}", outcome.report.to_json());
@@ -45,7 +45,9 @@ pub mod validate;
 
 pub use dag::{Pipeline, PlannedGroup, PlannedStep, Settings};
 pub use diag::{Diagnostic, Diagnostics, Position};
-pub use engine::{BoxFuture, Engine, ReadyStep, RunInput, RunOptions, RunOutcome, StepFailure, StepOutput, StepRunner};
+pub use engine::{
+    BoxFuture, DagExecutor, ReadyStep, RunInput, RunOptions, RunOutcome, StepFailure, StepOutput, StepRunner,
+};
 pub use event::{channel_observer, Event, Observer};
 pub use limits::Limits;
 pub use report::{Execution, RunReport, RunStatus, StepReport, StepStatus};

@@ -532,7 +532,7 @@ async fn events_can_go_to_a_channel_and_reports_round_trip() {
     let p = load_ok("steps:\n  - { name: a, type: work }\n");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let options = RunOptions { observer: Some(channel_observer(tx)), ..Default::default() };
-    let out = Engine::new(Fake::sleeping(&["a"], ms(5))).run(&p, RunInput::default(), options).await;
+    let out = DagExecutor::new(Fake::sleeping(&["a"], ms(5))).run(&p, RunInput::default(), options).await;
     let mut kinds = Vec::new();
     while let Ok(e) = rx.try_recv() {
         kinds.push(serde_json::to_value(&e).unwrap()["event"].as_str().unwrap().to_owned());

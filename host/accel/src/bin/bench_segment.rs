@@ -128,7 +128,7 @@ fn time_stagecraft(
 /// host threads (each job takes a stream from the pool); returns the median
 /// images/s and the labels of the last pass.
 fn time_cuda(
-    engine: &cuda::Engine,
+    engine: &cuda::Gpu,
     images: &[GrayImage],
     options: &SegmentOptions,
     threads: usize,

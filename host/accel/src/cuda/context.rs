@@ -22,7 +22,7 @@ pub const WARN_AT: f64 = 0.90;
 pub const REFUSE_AT: f64 = 0.95;
 
 /// A started CUDA engine (see the module docs).
-pub struct Engine {
+pub struct Gpu {
     pub(crate) ctx: Arc<CudaContext>,
     kernels: HashMap<&'static str, CudaFunction>,
     /// `nn.cu`'s kernels, compiled when the first model is loaded (a host
@@ -36,16 +36,16 @@ pub struct Engine {
     pub summary: String,
 }
 
-impl std::fmt::Debug for Engine {
+impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.summary)
     }
 }
 
-impl Engine {
+impl Gpu {
     /// Loads the driver and NVRTC, opens device 0 and compiles the kernels
     /// for its architecture. Every failure is one line saying which step.
-    pub fn start() -> Result<Engine, String> {
+    pub fn start() -> Result<Gpu, String> {
         // SAFETY: only tries to dlopen libcuda by its candidate names.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err("no CUDA driver: libcuda.so not found".into());
@@ -53,7 +53,7 @@ impl Engine {
         let (major, minor) = compile::nvrtc_version()?;
         // cudarc panics where a symbol is missing from an old library:
         // contain that as an error.
-        let started = std::panic::catch_unwind(|| -> Result<Engine, String> {
+        let started = std::panic::catch_unwind(|| -> Result<Gpu, String> {
             let ctx = CudaContext::new(0).map_err(|e| format!("CUDA context on device 0: {e}"))?;
             let name = ctx.name().map_err(|e| format!("device name: {e}"))?;
             let (cc_major, cc_minor) = ctx.compute_capability().map_err(|e| format!("compute capability: {e}"))?;
@@ -78,7 +78,7 @@ impl Engine {
                 "{name} ({arch}), {:.1} GiB, NVRTC {major}.{minor}, {STREAMS} streams",
                 total as f64 / (1u64 << 30) as f64
             );
-            Ok(Engine {
+            Ok(Gpu {
                 ctx,
                 kernels,
                 nn_kernels: OnceLock::new(),

@@ -17,7 +17,7 @@ pub mod context;
 pub mod net;
 pub mod pipeline;
 
-pub use context::Engine;
+pub use context::Gpu;
 
 use crate::segment::{Foreground, SegmentError, SegmentOptions, Segmentation};
 use crate::GrayImage;
@@ -25,12 +25,12 @@ use std::sync::OnceLock;
 
 /// The process's engine, started (and its kernels compiled) on first use;
 /// the error says why CUDA cannot be used here.
-pub fn engine() -> Result<&'static Engine, &'static str> {
-    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+pub fn engine() -> Result<&'static Gpu, &'static str> {
+    static ENGINE: OnceLock<Result<Gpu, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let started = std::time::Instant::now();
-            let engine = Engine::start();
+            let engine = Gpu::start();
             match &engine {
                 Ok(e) => tracing::info!(engine = %e.summary, ms = started.elapsed().as_millis() as u64, "CUDA engine started"),
                 Err(why) => tracing::info!(%why, "CUDA unavailable"),
@@ -59,7 +59,7 @@ impl From<GpuError> for SegmentError {
     }
 }
 
-impl Engine {
+impl Gpu {
     /// Segments one checked image on the GPU: reserves its memory, waits
     /// for a stream, runs the pipeline. A panic inside is a failure.
     pub fn segment(

@@ -16,7 +16,7 @@
 //! engine's pool with all intermediate tensors on the device, one copy out;
 //! the job's bytes are reserved with the engine's memory account first.
 
-use super::context::Engine;
+use super::context::Gpu;
 use super::GpuError;
 use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use std::fmt::Write as _;
@@ -332,7 +332,7 @@ impl NetSpec {
 /// A network uploaded to the GPU, ready to run batches (any number of runs
 /// at once, each on its own stream).
 pub struct GpuNet {
-    engine: &'static Engine,
+    engine: &'static Gpu,
     spec: NetSpec,
     weights: CudaSlice<f32>,
 }
@@ -349,7 +349,7 @@ impl std::fmt::Debug for GpuNet {
     }
 }
 
-impl Engine {
+impl Gpu {
     /// Checks `spec`, compiles `nn.cu` if not done yet and uploads the
     /// weights once.
     pub fn load_net(&'static self, spec: NetSpec) -> Result<GpuNet, String> {

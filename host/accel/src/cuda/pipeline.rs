@@ -17,7 +17,7 @@
 //! pixels equidistant from two seeds may go to the other seed. The CUDA
 //! test measures that as AP/IoU agreement with the CPU labels.
 
-use super::context::Engine;
+use super::context::Gpu;
 use crate::segment::watershed::{LEVELS_PER_PIXEL, MAX_BUCKETS};
 use crate::segment::{blur, measure::Cell, peaks, Foreground, SegmentOptions, Segmentation};
 use crate::GrayImage;
@@ -101,7 +101,7 @@ fn read_u32(stream: &Arc<CudaStream>, buf: &CudaSlice<u32>, what: &str) -> Resul
 
 /// Runs the pipeline for one image (already checked by the caller).
 pub fn segment(
-    engine: &Engine,
+    engine: &Gpu,
     stream: &Arc<CudaStream>,
     image: &GrayImage,
     options: &SegmentOptions,

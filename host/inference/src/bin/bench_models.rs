@@ -12,7 +12,7 @@
 
 use stagecraft_accel::cuda::net::{Layer, NetSpec};
 use stagecraft_inference::bench::{self, BatchingArgs};
-use stagecraft_inference::engine::Engine;
+use stagecraft_inference::engine::CompiledModel;
 use stagecraft_inference::gpu::{self, max_abs_diff, probe_input, GpuPath, Placement};
 use stagecraft_inference::{ort_engine, EngineChoice, EngineKind, EngineOptions, ModelConfig, Tensor};
 use std::path::{Path, PathBuf};
@@ -58,11 +58,11 @@ fn time(rounds: usize, mut f: impl FnMut() -> anyhow::Result<Vec<f32>>) -> anyho
     Ok((median(times), out))
 }
 
-fn ort_engine_for(onnx: &Path, config: &ModelConfig, threads: usize, placement: &Placement) -> Option<Engine> {
+fn ort_engine_for(onnx: &Path, config: &ModelConfig, threads: usize, placement: &Placement) -> Option<CompiledModel> {
     let mut config = config.clone();
     config.cpu_threads = Some(threads);
     let options = EngineOptions { choice: EngineChoice::Ort, cpus: threads };
-    match Engine::load_with(onnx, &config, placement, &options) {
+    match CompiledModel::load_with(onnx, &config, placement, &options) {
         Ok(e) => Some(e),
         Err(e) => {
             println!("{}: ONNX Runtime ({threads} threads) failed to load: {e:#}", config.name);
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         let config = ModelConfig::load(&folder.join("config.json"), name)?;
         let onnx = folder.join("model.onnx");
         let spec = gpu::lower(&onnx).map_err(anyhow::Error::msg)?;
-        let tract = Engine::load(&onnx, &config)?;
+        let tract = CompiledModel::load(&onnx, &config)?;
         let cpu = Placement::Cpu("benchmark".into());
         let (ort1, ort2) = match &rt {
             Ok(_) => (ort_engine_for(&onnx, &config, 1, &cpu), ort_engine_for(&onnx, &config, 2, &cpu)),
@@ -133,11 +133,12 @@ async fn main() -> anyhow::Result<()> {
                 let values = probe_input(batch * c * size * size, batch as u64);
                 let input = [Tensor::from_f32("input", vec![batch, c, size, size], &values)];
                 let work = flops(&spec, size, size) * batch as f64;
-                let on =
-                    |e: &Engine| -> anyhow::Result<Vec<f32>> { Ok(e.run(&input)?[0].to_f32().unwrap_or_default()) };
+                let on = |e: &CompiledModel| -> anyhow::Result<Vec<f32>> {
+                    Ok(e.run(&input)?[0].to_f32().unwrap_or_default())
+                };
                 let (tract_ms, want) = time(rounds, || Ok(tract.run_tract(&input)?[0].to_f32().unwrap_or_default()))?;
                 let mut diff = 0f32;
-                let mut cell = |engine: Option<&Engine>| -> anyhow::Result<String> {
+                let mut cell = |engine: Option<&CompiledModel>| -> anyhow::Result<String> {
                     let Some(e) = engine else { return Ok("-".into()) };
                     let (ms, got) = time(rounds, || on(e))?;
                     diff = diff.max(max_abs_diff(&got, &want));

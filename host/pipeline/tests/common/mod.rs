@@ -184,7 +184,7 @@ pub async fn run_with(
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     options.observer = Some(Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone())));
-    let outcome = Engine::new(fake.clone()).run(pipeline, input, options).await;
+    let outcome = DagExecutor::new(fake.clone()).run(pipeline, input, options).await;
     let events = events.lock().unwrap().clone();
     (outcome, events)
 }
