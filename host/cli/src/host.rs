@@ -3,7 +3,7 @@
 use crate::capacity::CapacityArgs;
 use anyhow::Context;
 use stagecraft_inference::Models;
-use stagecraft_runtime::{Artifact, Limits, Runtime, RuntimeConfig};
+use stagecraft_runtime::{Artifact, InvocationLimits, Runtime, RuntimeConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,8 +91,10 @@ impl HostArgs {
             config.cache_dir = Some(home.join("cache"));
             config.scratch_dir = home.join("scratch");
         }
-        config.limits =
-            Limits { memory_bytes: self.memory_mb << 20, timeout: Duration::from_secs_f64(self.timeout.max(0.001)) };
+        config.limits = InvocationLimits {
+            memory_bytes: self.memory_mb << 20,
+            timeout: Duration::from_secs_f64(self.timeout.max(0.001)),
+        };
         config.max_memory_bytes = config.max_memory_bytes.max(config.limits.memory_bytes);
         config
     }

@@ -24,5 +24,5 @@ pub use config::ModelConfig;
 pub use engine::{EngineChoice, EngineKind, EngineOptions};
 pub use error::InferError;
 pub use gpu::Placement;
-pub use repository::{LoadReport, ModelInfo, Models, Watcher};
+pub use repository::{ModelInfo, Models, ScanReport, Watcher};
 pub use tensor::{DType, Tensor};

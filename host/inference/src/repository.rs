@@ -57,7 +57,7 @@ impl std::fmt::Debug for Models {
 
 /// What one (re)scan of the folder did.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct LoadReport {
+pub struct ScanReport {
     /// Models loaded or reloaded.
     pub loaded: Vec<String>,
     /// Models removed because their folder went away.
@@ -98,12 +98,12 @@ impl Models {
     /// Loads every model under `dir`, on the host's device choice
     /// ([`Placement::current`]). Fails only when `dir` cannot be read;
     /// bad models are in the report.
-    pub fn open(dir: impl AsRef<Path>) -> anyhow::Result<(Arc<Models>, LoadReport)> {
+    pub fn open(dir: impl AsRef<Path>) -> anyhow::Result<(Arc<Models>, ScanReport)> {
         Self::open_on(dir, Placement::current())
     }
 
     /// As [`Models::open`], with the placement given.
-    pub fn open_on(dir: impl AsRef<Path>, placement: Placement) -> anyhow::Result<(Arc<Models>, LoadReport)> {
+    pub fn open_on(dir: impl AsRef<Path>, placement: Placement) -> anyhow::Result<(Arc<Models>, ScanReport)> {
         Self::open_with(dir, placement, EngineOptions::from_env())
     }
 
@@ -113,7 +113,7 @@ impl Models {
         dir: impl AsRef<Path>,
         placement: Placement,
         options: EngineOptions,
-    ) -> anyhow::Result<(Arc<Models>, LoadReport)> {
+    ) -> anyhow::Result<(Arc<Models>, ScanReport)> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::read_dir(&dir).with_context(|| format!("cannot read the model repository {}", dir.display()))?;
         let models = Arc::new(Models {
@@ -133,9 +133,9 @@ impl Models {
     }
 
     /// Loads new models, reloads changed ones, drops removed ones.
-    pub fn rescan(&self) -> LoadReport {
+    pub fn rescan(&self) -> ScanReport {
         let found = self.scan();
-        let mut report = LoadReport::default();
+        let mut report = ScanReport::default();
         let changed: Vec<(String, Fingerprint)> = {
             let attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
             found.into_iter().filter(|(name, fp)| attempts.get(name).map(|a| &a.0) != Some(fp)).collect()
@@ -173,7 +173,7 @@ impl Models {
     }
 
     /// Loads one model's current files and swaps them in.
-    fn sync(&self, name: &str, fp: Fingerprint, report: &mut LoadReport) {
+    fn sync(&self, name: &str, fp: Fingerprint, report: &mut ScanReport) {
         let span = tracing::info_span!("load_model", model = name);
         let _enter = span.enter();
         let started = Instant::now();
@@ -212,7 +212,7 @@ impl Models {
         Ok(Loaded { config, engine, batcher, version })
     }
 
-    fn drop_removed(&self, report: &mut LoadReport) {
+    fn drop_removed(&self, report: &mut ScanReport) {
         let present = self.scan();
         let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<String> = loaded.keys().filter(|n| !present.contains_key(*n)).cloned().collect();
@@ -248,7 +248,7 @@ impl Models {
                         .map(|(n, fp)| (n.clone(), fp.clone()))
                         .collect()
                 };
-                let mut report = LoadReport::default();
+                let mut report = ScanReport::default();
                 for (name, fp) in stable {
                     models.sync(&name, fp, &mut report);
                 }

@@ -288,7 +288,7 @@ struct GroupState {
 }
 
 /// What a step's task returns.
-enum TaskResult<A> {
+enum StepEnd<A> {
     Done(Result<StepOutput<A>, StepFailure>),
     Stopped,
 }
@@ -378,7 +378,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
     }
 
     async fn execute<R: StepRunner<A>>(mut self, runner: &Arc<R>, options: &RunOptions) -> RunOutcome<A> {
-        let mut tasks: JoinSet<TaskResult<A>> = JoinSet::new();
+        let mut tasks: JoinSet<StepEnd<A>> = JoinSet::new();
         let mut ids: HashMap<Id, usize> = HashMap::new();
         for i in 0..self.steps.len() {
             if self.steps[i].remaining == 0 {
@@ -445,7 +445,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
     fn start_ready<R: StepRunner<A>>(
         &mut self,
         runner: &Arc<R>,
-        tasks: &mut JoinSet<TaskResult<A>>,
+        tasks: &mut JoinSet<StepEnd<A>>,
         ids: &mut HashMap<Id, usize>,
     ) -> Option<Instant> {
         let steps = self.pipeline.steps();
@@ -472,7 +472,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         s: usize,
         now: Instant,
         runner: &Arc<R>,
-        tasks: &mut JoinSet<TaskResult<A>>,
+        tasks: &mut JoinSet<StepEnd<A>>,
         ids: &mut HashMap<Id, usize>,
     ) {
         let step = &self.pipeline.steps()[s];
@@ -525,13 +525,13 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             let work = runner.run_step(ready);
             let result = tokio::select! {
                 biased;
-                _ = stop.cancelled() => TaskResult::Stopped,
-                r = work => TaskResult::Done(r),
+                _ = stop.cancelled() => StepEnd::Stopped,
+                r = work => StepEnd::Done(r),
             };
             match &result {
-                TaskResult::Done(Ok(_)) => tracing::debug!("step succeeded"),
-                TaskResult::Done(Err(e)) => tracing::debug!(error = %e.message, "step failed"),
-                TaskResult::Stopped => tracing::debug!("step stopped; its future was dropped"),
+                StepEnd::Done(Ok(_)) => tracing::debug!("step succeeded"),
+                StepEnd::Done(Err(e)) => tracing::debug!(error = %e.message, "step failed"),
+                StepEnd::Stopped => tracing::debug!("step stopped; its future was dropped"),
             }
             result
         }
@@ -571,7 +571,7 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
         Ok(rendered)
     }
 
-    fn on_joined(&mut self, joined: Result<(Id, TaskResult<A>), JoinError>, ids: &mut HashMap<Id, usize>) {
+    fn on_joined(&mut self, joined: Result<(Id, StepEnd<A>), JoinError>, ids: &mut HashMap<Id, usize>) {
         let (id, result) = match joined {
             Ok((id, r)) => (id, Ok(r)),
             Err(e) => (e.id(), Err(e)),
@@ -591,17 +591,17 @@ impl<'p, A: Clone + Send + Sync + 'static> Run<'p, A> {
             return;
         }
         match result {
-            Ok(TaskResult::Done(Ok(mut output))) => {
+            Ok(StepEnd::Done(Ok(mut output))) => {
                 self.take_execution(s, output.execution.take());
                 self.outputs[s] = Some(output);
                 self.settle(s, StepStatus::Succeeded, None);
             }
-            Ok(TaskResult::Done(Err(mut failure))) => {
+            Ok(StepEnd::Done(Err(mut failure))) => {
                 self.take_execution(s, failure.execution.take());
                 self.steps[s].retryable = failure.retryable;
                 self.settle(s, StepStatus::Failed, Some(failure.message));
             }
-            Ok(TaskResult::Stopped) => self.settle(s, StepStatus::Cancelled, Some("stopped".into())),
+            Ok(StepEnd::Stopped) => self.settle(s, StepStatus::Cancelled, Some("stopped".into())),
             Err(e) => {
                 let msg = if e.is_panic() {
                     let p = e.into_panic();

@@ -49,7 +49,7 @@ pub use engine::{
     BoxFuture, DagExecutor, ReadyStep, RunInput, RunOptions, RunOutcome, StepFailure, StepOutput, StepRunner,
 };
 pub use event::{channel_observer, Event, Observer};
-pub use limits::Limits;
+pub use limits::SourceLimits;
 pub use report::{Execution, RunReport, RunStatus, StepReport, StepStatus};
 pub use spec::PipelineSpec;
 pub use tokio_util::sync::CancellationToken;

@@ -1,4 +1,4 @@
-//! Limits on pipeline source, checked before anything recurses over it.
+//! SourceLimits on pipeline source, checked before anything recurses over it.
 //!
 //! A pipeline comes from a caller (`POST /v1/pipelines/run`, `stagecraft run
 //! FILE`), so its size and shape are hostile until proven otherwise. The YAML
@@ -25,7 +25,7 @@ use crate::diag::{Diagnostic, Diagnostics, Position};
 /// Size and shape limits for one pipeline source. [`Default`] is what
 /// [`crate::load`] applies; the server and CLI may lower them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct SourceLimits {
     /// Largest source text, in bytes. 1 MiB: the largest pipeline in the
     /// repository is under 4 KiB, and a generated one with the largest step
     /// count still fits with room to spare.
@@ -44,7 +44,7 @@ pub struct Limits {
     pub max_steps: usize,
 }
 
-impl Default for Limits {
+impl Default for SourceLimits {
     fn default() -> Self {
         Self { max_source_bytes: 1 << 20, max_depth: 64, max_nodes: 200_000, max_steps: 1000 }
     }
@@ -76,14 +76,14 @@ struct Frame {
 /// count) without parsing it into a tree; [`crate::load_with_limits`] does
 /// the same first. For a caller that applies tighter limits than the loader
 /// it hands the source to.
-pub fn check(source: &str, file: &str, limits: &Limits) -> Result<(), Diagnostics> {
+pub fn check(source: &str, file: &str, limits: &SourceLimits) -> Result<(), Diagnostics> {
     prescan(source, file, limits).map_err(|d| Diagnostics::sorted(vec![d]))
 }
 
 /// Checks `source` against `limits` without building a tree: size, nesting
 /// depth and node count (aliases expanded). A syntax error is left to the
 /// loader, which reports it with its own message.
-pub(crate) fn prescan(source: &str, file: &str, limits: &Limits) -> Result<(), Diagnostic> {
+pub(crate) fn prescan(source: &str, file: &str, limits: &SourceLimits) -> Result<(), Diagnostic> {
     if source.len() > limits.max_source_bytes {
         return Err(Diagnostic::new(
             file,
@@ -170,7 +170,7 @@ pub(crate) fn prescan(source: &str, file: &str, limits: &Limits) -> Result<(), D
     Ok(())
 }
 
-fn too_deep(file: &str, at: Position, limits: &Limits) -> Diagnostic {
+fn too_deep(file: &str, at: Position, limits: &SourceLimits) -> Diagnostic {
     Diagnostic::new(file, at, None, format!("pipeline nesting is deeper than {} levels (the limit)", limits.max_depth))
 }
 
@@ -220,7 +220,7 @@ mod tests {
     use super::*;
 
     fn scan(src: &str) -> Result<(), String> {
-        prescan(src, "p.yaml", &Limits::default()).map_err(|d| d.to_string())
+        prescan(src, "p.yaml", &SourceLimits::default()).map_err(|d| d.to_string())
     }
 
     #[test]

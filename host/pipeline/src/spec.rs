@@ -24,7 +24,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde_json::{Map, Number, Value};
 
 use crate::diag::{closest, did_you_mean, Diagnostic, Diagnostics, Position};
-use crate::limits::{self, child_pointer, shorten, Limits};
+use crate::limits::{self, child_pointer, shorten, SourceLimits};
 
 /// The stage name that marks a group of steps rather than a step.
 pub const GROUP_TYPE: &str = "parallel_group";
@@ -168,11 +168,11 @@ impl PipelineSpec {
     /// Parses `source` strictly: any problem (bad YAML, unknown key, wrong
     /// type) is an error. `file` names the origin in diagnostics.
     pub fn parse(source: &str, file: &str) -> Result<PipelineSpec, Diagnostics> {
-        Self::parse_with_limits(source, file, &Limits::default())
+        Self::parse_with_limits(source, file, &SourceLimits::default())
     }
 
-    /// [`PipelineSpec::parse`] under explicit size and depth [`Limits`].
-    pub fn parse_with_limits(source: &str, file: &str, limits: &Limits) -> Result<PipelineSpec, Diagnostics> {
+    /// [`PipelineSpec::parse`] under explicit size and depth [`SourceLimits`].
+    pub fn parse_with_limits(source: &str, file: &str, limits: &SourceLimits) -> Result<PipelineSpec, Diagnostics> {
         let (spec, diags) = parse_lenient(source, file, limits);
         match spec {
             Some(spec) if diags.is_empty() => Ok(spec),
@@ -184,7 +184,11 @@ impl PipelineSpec {
 /// Parses what can be parsed and reports every structural problem. Returns no
 /// spec only when the text is not YAML, its root is not a mapping, or it
 /// passes a size or depth limit (checked first, before any tree is built).
-pub(crate) fn parse_lenient(source: &str, file: &str, limits: &Limits) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
+pub(crate) fn parse_lenient(
+    source: &str,
+    file: &str,
+    limits: &SourceLimits,
+) -> (Option<PipelineSpec>, Vec<Diagnostic>) {
     if let Err(d) = limits::prescan(source, file, limits) {
         return (None, vec![d]);
     }
@@ -273,7 +277,7 @@ struct Entry<'a, 'i> {
 struct Parser<'f> {
     file: &'f str,
     diags: Vec<Diagnostic>,
-    /// [`Limits::max_steps`], and the steps and groups seen so far.
+    /// [`SourceLimits::max_steps`], and the steps and groups seen so far.
     max_steps: usize,
     nodes: usize,
 }
@@ -614,7 +618,7 @@ impl Parser<'_> {
     /// Converts a YAML node to JSON, recording positions by JSON pointer
     /// (None past [`limits::MAX_POINTER_BYTES`]: the node is then found at
     /// its nearest recorded ancestor). Recursion depth is bounded by
-    /// [`Limits::max_depth`], checked before the tree was built.
+    /// [`SourceLimits::max_depth`], checked before the tree was built.
     fn json(
         &mut self,
         node: &MarkedYaml<'_>,

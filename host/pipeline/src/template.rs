@@ -273,7 +273,7 @@ pub(crate) fn templated_strings(value: &Value) -> Vec<(String, &str)> {
 
 /// Renders every template string inside `value`; errors name the JSON pointer.
 /// Recursion is bounded by the depth of params as written, which parsing
-/// limits ([`crate::Limits::max_depth`]); rendered values are cloned, not walked.
+/// limits ([`crate::SourceLimits::max_depth`]); rendered values are cloned, not walked.
 pub fn render_value(value: &Value, ctx: &dyn RenderContext) -> Result<Value, String> {
     fn walk(v: &Value, ptr: Option<&str>, ctx: &dyn RenderContext) -> Result<Value, String> {
         Ok(match v {

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::dag::{self, Pipeline, PlannedGroup, PlannedStep, Settings};
 use crate::diag::{closest, did_you_mean, Diagnostic, Diagnostics, Position};
-use crate::limits::Limits;
+use crate::limits::SourceLimits;
 use crate::spec::{self, NodeSpec, ParamsSpec, PipelineSpec, StepSpec};
 use crate::template::{templated_strings, Template};
 
@@ -75,20 +75,20 @@ impl<T: StageCatalog + ?Sized> StageCatalog for Arc<T> {
 /// reporting every problem found by either phase. `file` names the origin in
 /// diagnostics.
 ///
-/// The source is held to [`Limits::default`] (size, nesting depth, node and
+/// The source is held to [`SourceLimits::default`] (size, nesting depth, node and
 /// step counts); [`load_with_limits`] takes others.
 pub fn load(source: &str, file: &str, catalog: &dyn StageCatalog) -> Result<Pipeline, Diagnostics> {
-    load_with_limits(source, file, catalog, &Limits::default())
+    load_with_limits(source, file, catalog, &SourceLimits::default())
 }
 
-/// [`load`] under explicit [`Limits`]: a source past one gets a single
+/// [`load`] under explicit [`SourceLimits`]: a source past one gets a single
 /// diagnostic that names the limit (and where it was passed), before any
 /// tree is built.
 pub fn load_with_limits(
     source: &str,
     file: &str,
     catalog: &dyn StageCatalog,
-    limits: &Limits,
+    limits: &SourceLimits,
 ) -> Result<Pipeline, Diagnostics> {
     let (spec, mut diags) = spec::parse_lenient(source, file, limits);
     let Some(spec) = spec else {

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 /// Resource limits for one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct InvocationLimits {
     /// Upper bound on the instance's linear memory, in bytes.
     pub memory_bytes: u64,
     /// Wall-clock deadline for one call, enforced by epoch interruption.
     pub timeout: Duration,
 }
 
-impl Default for Limits {
+impl Default for InvocationLimits {
     fn default() -> Self {
         Self { memory_bytes: 512 << 20, timeout: Duration::from_secs(60) }
     }
@@ -27,7 +27,7 @@ impl Default for Limits {
 /// naming the limit (the stage's fault, never retried), except logs and
 /// progress, whose excess is dropped (and counted) instead.
 ///
-/// The defaults are sized from [`Limits::default`]: a stage holds at most
+/// The defaults are sized from [`InvocationLimits::default`]: a stage holds at most
 /// 512 MiB of memory, so an honest stage cannot build an output, or a set
 /// of temporary files, much larger than half of that; anything past it is a
 /// bug or an attack.
@@ -93,7 +93,7 @@ pub struct RuntimeConfig {
     pub scratch_dir: PathBuf,
     /// Defaults for every invocation; callers may lower or raise per call
     /// (memory up to `max_memory_bytes`).
-    pub limits: Limits,
+    pub limits: InvocationLimits,
     /// What one invocation may make the host hold (disk, output, logs).
     pub quotas: Quotas,
     /// Hard ceiling for any instance's memory (sizes the pooling allocator).
@@ -135,7 +135,7 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: Some(base.join("cache")),
             scratch_dir: base.join("scratch"),
-            limits: Limits::default(),
+            limits: InvocationLimits::default(),
             quotas: Quotas::default(),
             max_memory_bytes: 2 << 30,
             // The scheduler's default in-flight limit (1000, like Spin's

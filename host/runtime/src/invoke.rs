@@ -3,7 +3,7 @@
 //! under an epoch deadline, with the failure classified.
 
 use crate::capacity::InvocationMeter;
-use crate::config::Limits;
+use crate::config::InvocationLimits;
 use crate::error::InvokeError;
 use crate::host::bindings::{stagecraft::stage::types as wit, PluginPre};
 use crate::registry::StageVersion;
@@ -74,7 +74,7 @@ struct DeadlineExceeded;
 fn new_store(
     rt: &Runtime,
     stage: &str,
-    limits: Limits,
+    limits: InvocationLimits,
     sink: Option<Arc<dyn Fn(StageEvent) + Send + Sync>>,
     scratch: &std::path::Path,
     meter: Arc<InvocationMeter>,
@@ -126,7 +126,7 @@ async fn run_instance(
     meter: Arc<InvocationMeter>,
 ) -> Result<StageOutput, InvokeError> {
     let defaults = rt.inner.config.limits;
-    let limits = Limits {
+    let limits = InvocationLimits {
         timeout: options.timeout.unwrap_or(defaults.timeout),
         memory_bytes: options.memory_bytes.unwrap_or(defaults.memory_bytes).min(rt.inner.config.max_memory_bytes),
     };
@@ -210,7 +210,7 @@ fn finish_events(state: &mut StoreState) {
 /// stderr go to the log.
 fn classify(
     e: wasmtime::Error,
-    limits: Limits,
+    limits: InvocationLimits,
     quotas: &crate::config::Quotas,
     stderr: &crate::stderr::StderrTail,
 ) -> InvokeError {
@@ -253,7 +253,7 @@ fn classify(
 /// context the caller may or may not be in).
 pub(crate) fn describe(rt: &Runtime, pre: &PluginPre<StoreState>) -> anyhow::Result<StageInfo> {
     let scratch = rt.inner.scratch.acquire()?;
-    let limits = Limits { timeout: Duration::from_secs(10), ..rt.inner.config.limits };
+    let limits = InvocationLimits { timeout: Duration::from_secs(10), ..rt.inner.config.limits };
     let (mut store, _) = new_store(rt, "describe", limits, None, scratch.path(), Default::default())?;
     let info = block_on(async {
         let plugin = pre.instantiate_async(&mut store).await?;

@@ -29,7 +29,7 @@ pub mod types;
 pub mod wasi_nn;
 
 pub use capacity::{CapacityStatus, ParkPolicy, WaitKind};
-pub use config::{Limits, Quotas, RuntimeConfig};
+pub use config::{InvocationLimits, Quotas, RuntimeConfig};
 pub use error::InvokeError;
 pub use http::HttpGrant;
 pub use invoke::{InvokeOptions, StageEvent};

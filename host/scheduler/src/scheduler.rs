@@ -71,7 +71,7 @@ impl std::fmt::Debug for Scheduler {
 
 /// Fixed limits, resolved from the config at construction.
 #[derive(Debug)]
-pub(crate) struct Limits {
+pub(crate) struct ResolvedLimits {
     pub max_workers: usize,
     pub max_queue: usize,
     pub default_stage_limit: usize,
@@ -119,7 +119,7 @@ impl State {
 
 pub(crate) struct Inner {
     state: Mutex<State>,
-    pub(crate) limits: Limits,
+    pub(crate) limits: ResolvedLimits,
     counters: Counters,
     pressure: PressureMonitor,
     events: EventBus,
@@ -167,7 +167,7 @@ impl Scheduler {
     /// then be called from any thread.
     pub fn with_runtime(config: SchedulerConfig, runtime: RuntimeHandle) -> Self {
         let default_stage_limit = config.default_stage_limit.max(1);
-        let limits = Limits {
+        let limits = ResolvedLimits {
             max_workers: config.max_workers.max(1),
             max_queue: config.max_queue.max(1),
             default_stage_limit,

@@ -39,10 +39,10 @@ pub struct ServerConfig {
     pub invoke_cache_bytes: usize,
     /// Size, nesting, node and step limits for a pipeline sent to
     /// `POST /v1/pipelines/run` (400 `invalid_pipeline` past one, naming
-    /// it). Defaults: [`stagecraft_pipeline::Limits::default`] (1 MiB, 64
+    /// it). Defaults: [`stagecraft_pipeline::SourceLimits::default`] (1 MiB, 64
     /// levels, 200,000 values, 1000 steps), which every pipeline load also
     /// applies, so these can only be lowered here.
-    pub pipeline_limits: stagecraft_pipeline::Limits,
+    pub pipeline_limits: stagecraft_pipeline::SourceLimits,
     /// How many finished jobs and artifact records, and how many bytes of
     /// blobs and cached results, the server keeps (see [`crate::retention`]).
     pub retention: crate::retention::Retention,
@@ -88,7 +88,7 @@ impl ServerConfig {
             watch_interval: std::time::Duration::from_secs(1),
             recent_artifact_bytes: 64 << 20,
             invoke_cache_bytes: 64 << 20,
-            pipeline_limits: stagecraft_pipeline::Limits::default(),
+            pipeline_limits: stagecraft_pipeline::SourceLimits::default(),
             retention: crate::retention::Retention::default(),
             reuse: stagecraft_orchestrator::ReusePolicy::default(),
             blobs: None,

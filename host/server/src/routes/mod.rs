@@ -101,7 +101,7 @@ pub async fn multipart(request: Request) -> ApiResult<Form> {
 pub const MAX_PARAMS_BYTES: usize = 1 << 20;
 
 /// Deepest params accepted, counting the object itself: the same 64 levels a
-/// pipeline may nest ([`stagecraft_pipeline::Limits`]), well below
+/// pipeline may nest ([`stagecraft_pipeline::SourceLimits`]), well below
 /// serde_json's own recursion limit of 128, and shallow enough for every
 /// recursive walk of params (templates, schema checks, cloning, dropping).
 pub const MAX_PARAMS_DEPTH: usize = 64;
