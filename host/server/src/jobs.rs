@@ -140,19 +140,28 @@ impl JobManager {
     /// Keeps artifacts in the blob store (under the digest given with each,
     /// when the caller already has it) and their names and media types in
     /// SQLite; returns the digests in order.
+    ///
+    /// The artifacts are gathered before the first await: a caller's
+    /// iterator (closures over borrowed artifacts) held across it would
+    /// keep the future from being `Send`.
     pub fn store_artifacts<'a>(
-        &self,
+        &'a self,
         artifacts: impl IntoIterator<Item = (&'a Artifact, Option<&'a str>)>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> impl std::future::Future<Output = anyhow::Result<Vec<String>>> + Send + 'a {
+        let artifacts: Vec<(&'a Artifact, Option<&'a str>)> = artifacts.into_iter().collect();
+        self.store_artifact_list(artifacts)
+    }
+
+    async fn store_artifact_list(&self, artifacts: Vec<(&Artifact, Option<&str>)>) -> anyhow::Result<Vec<String>> {
         let mut digests = Vec::new();
         let mut new = Vec::new();
         for (artifact, known) in artifacts {
             let digest = match known {
                 Some(d) => {
-                    self.blobs.put_known(d, &artifact.data)?;
+                    self.blobs.put_known(d, &artifact.data).await?;
                     d.to_owned()
                 }
-                None => self.blobs.put(&artifact.data)?,
+                None => self.blobs.put(&artifact.data).await?,
             };
             let meta = ArtifactMeta {
                 digest: digest.clone(),
@@ -250,7 +259,7 @@ impl JobManager {
         }
         let mut files = Vec::with_capacity(record.inputs.len());
         for input in &record.inputs {
-            match self.blobs.get(&input.digest) {
+            match self.blobs.get(&input.digest).await {
                 Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
                 Ok(None) => {
                     return (
@@ -288,8 +297,9 @@ impl JobManager {
                 let known: Vec<Option<String>> = (0..output.artifacts.len())
                     .map(|i| step["execution"]["artifacts"][i]["sha256"].as_str().map(str::to_owned))
                     .collect();
-                let stored =
-                    self.store_artifacts(output.artifacts.iter().map(|a| &**a).zip(known.iter().map(Option::as_deref)));
+                let stored = self
+                    .store_artifacts(output.artifacts.iter().map(|a| &**a).zip(known.iter().map(Option::as_deref)))
+                    .await;
                 let digests = match stored {
                     Ok(d) => d,
                     Err(e) => {
@@ -336,8 +346,8 @@ pub fn artifact_link(name: &str, media_type: &str, bytes: usize, digest: &str) -
 }
 
 /// Input references for the store, after putting the data in the blob store.
-pub fn store_inputs(jobs: &JobManager, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
-    let digests = jobs.store_artifacts(files.iter().map(|f| (f, None)))?;
+pub async fn store_inputs(jobs: &JobManager, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
+    let digests = jobs.store_artifacts(files.iter().map(|f| (f, None))).await?;
     Ok(files
         .iter()
         .zip(digests)

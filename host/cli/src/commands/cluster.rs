@@ -30,9 +30,14 @@ pub struct ClusterArgs {
     /// The Redis URL (redis://host:port/).
     #[arg(long, env = "STAGECRAFT_REDIS")]
     redis: String,
-    /// The shared blob store every worker reaches (a folder: local, NFS, …).
+    /// The shared blob store every worker reaches: a folder (local, NFS, …), `file:///path`, or
+    /// `s3://bucket/optional/prefix` (configured by AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP, …).
     #[arg(long, env = "STAGECRAFT_BLOBS")]
-    blobs: PathBuf,
+    blobs: String,
+    /// The largest blob stored or read, in bytes (default: the runtime's default output quota).
+    #[arg(long, env = "STAGECRAFT_BLOB_MAX_BYTES", default_value_t = stagecraft_orchestrator::blobs::DEFAULT_MAX_BYTES)]
+    blob_max_bytes: u64,
     /// Seconds a lease lasts without renewal before the job is reclaimed.
     #[arg(long, default_value_t = 10)]
     lease_secs: u64,
@@ -49,6 +54,10 @@ impl ClusterArgs {
             ..QueueConfig::default()
         };
         Queue::connect(&self.redis, config).await.with_context(|| format!("connecting to {}", self.redis))
+    }
+
+    fn blobs(&self) -> anyhow::Result<BlobStore> {
+        Ok(BlobStore::open(&self.blobs)?.with_max_bytes(self.blob_max_bytes))
     }
 }
 
@@ -84,7 +93,7 @@ struct Payload {
 
 pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let queue = args.cluster.queue().await?;
-    let blobs = BlobStore::new(&args.cluster.blobs);
+    let blobs = args.cluster.blobs()?;
     let runtime = Arc::new(host.runtime()?);
     let orchestrator = Orchestrator::new(runtime, Scheduler::new(host.scheduler()?), None).with_reuse(host.reuse()?);
     let name = args.name.clone().unwrap_or_else(|| {
@@ -104,12 +113,7 @@ pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     });
     let config =
         WorkerConfig { name: name.clone(), concurrency: args.slots, drain: Duration::from_secs(args.drain_secs) };
-    eprintln!(
-        "worker {name} on {} ({} slots, blobs in {})",
-        args.cluster.redis,
-        args.slots,
-        args.cluster.blobs.display()
-    );
+    eprintln!("worker {name} on {} ({} slots, blobs in {blobs})", args.cluster.redis, args.slots);
     let counts = Arc::new(WorkerCounts::default());
     let handler = move |job: Job| {
         let orchestrator = orchestrator.clone();
@@ -141,7 +145,7 @@ async fn run_job(orchestrator: &Orchestrator, blobs: &BlobStore, job: Job) -> Fi
     };
     let mut files = Vec::new();
     for input in &payload.inputs {
-        match blobs.get(&input.sha256) {
+        match blobs.get(&input.sha256).await {
             Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
             Ok(None) => return failed(format!("input {} is missing from the blob store", input.name)),
             Err(e) => return failed(format!("reading input {}: {e:#}", input.name)),
@@ -185,8 +189,8 @@ async fn run_job(orchestrator: &Orchestrator, blobs: &BlobStore, job: Job) -> Fi
                 // the step's report): store under it instead of hashing again,
                 // as the server's jobs do.
                 let stored = match step["execution"]["artifacts"][i]["sha256"].as_str() {
-                    Some(known) => blobs.put_known(known, &artifact.data).map(|()| known.to_owned()),
-                    None => blobs.put(&artifact.data),
+                    Some(known) => blobs.put_known(known, &artifact.data).await.map(|()| known.to_owned()),
+                    None => blobs.put(&artifact.data).await,
                 };
                 match stored {
                     Ok(digest) => links.push(json!({
@@ -241,10 +245,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     };
     let pipeline = std::fs::read_to_string(&args.pipeline)
         .with_context(|| format!("cannot read pipeline {}", args.pipeline.display()))?;
-    let blobs = BlobStore::new(&args.cluster.blobs);
+    let blobs = args.cluster.blobs()?;
     let mut inputs = Vec::new();
     for file in crate::host::read_inputs(&args.input_files)? {
-        let sha256 = blobs.put(&file.data)?;
+        let sha256 = blobs.put(&file.data).await?;
         inputs.push(InputRef { name: file.name, media_type: file.media_type, sha256 });
     }
     let payload = Payload { pipeline, file: args.pipeline.display().to_string(), input: args.input.clone(), inputs };

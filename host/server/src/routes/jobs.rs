@@ -113,7 +113,7 @@ pub async fn run(
         return Err(super::invalid_pipeline(&diagnostics));
     }
     let id = new_job_id();
-    let inputs = store_inputs(&app.jobs, &run.files)?;
+    let inputs = store_inputs(&app.jobs, &run.files).await?;
     app.jobs.store.insert(&id, &run.pipeline, &file, run.input.as_deref(), &inputs)?;
     let record = app.jobs.store.get(&id)?.ok_or_else(|| ApiError::internal("the job vanished after it was written"))?;
     app.jobs.start(record);
