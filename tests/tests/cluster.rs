@@ -1,10 +1,12 @@
 //! `stagecraft serve --redis` and `stagecraft worker` processes on a real
 //! `redis-server`: pipeline jobs accepted over HTTP by any API process and
-//! pulled from the queue by workers, artifacts in a shared blob store, a
-//! worker killed with `kill -9` or stopped with SIGSTOP mid-run.
+//! pulled from the queue by workers, artifacts in a shared blob store (a
+//! folder, or S3 on a real `moto_server`), a worker killed with `kill -9` or
+//! stopped with SIGSTOP mid-run.
 
 use stagecraft_cluster::testing::Redis;
 use stagecraft_cluster::{Band, Queue, QueueConfig};
+use stagecraft_orchestrator::testing::S3;
 use stagecraft_orchestrator::BlobStore;
 use stagecraft_tests::{plugins_dir, stagecraft_bin};
 use std::io::{BufRead, BufReader};
@@ -20,6 +22,18 @@ fn spawn_worker(redis: &Redis, home: &Path, blobs: &Path, name: &str) -> Child {
 }
 
 fn spawn_worker_with(redis: &Redis, home: &Path, blobs: &Path, name: &str, extra: &[&str]) -> Child {
+    spawn_worker_env(redis, home, blobs.as_os_str(), name, extra, &[])
+}
+
+/// A worker with `--blobs blobs` (a folder or a URL) and these variables set.
+fn spawn_worker_env(
+    redis: &Redis,
+    home: &Path,
+    blobs: &std::ffi::OsStr,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Child {
     let mut child = Command::new(stagecraft_bin())
         .arg("--plugins")
         .arg(plugins_dir())
@@ -27,6 +41,7 @@ fn spawn_worker_with(redis: &Redis, home: &Path, blobs: &Path, name: &str, extra
         .arg(blobs)
         .args(extra)
         .env("STAGECRAFT_HOME", home)
+        .envs(env.iter().cloned())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -121,7 +136,8 @@ async fn jobs_survive_a_worker_killed_with_kill_9_and_each_commits_once() {
         // The report's artifacts are in the shared store.
         let report: serde_json::Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
         let large = &report["steps"][1]["artifacts"][0];
-        let png = store.get(large["sha256"].as_str().unwrap()).unwrap().expect("the artifact is in the blob store");
+        let png =
+            store.get(large["sha256"].as_str().unwrap()).await.unwrap().expect("the artifact is in the blob store");
         assert_eq!(image::load_from_memory(&png).unwrap().width(), 768);
     }
     // Only what w2 held ran again: at most its 4 slots.
@@ -143,6 +159,85 @@ async fn jobs_survive_a_worker_killed_with_kill_9_and_each_commits_once() {
     // Drained workers leave the list.
     let names: Vec<String> = queue.stats().await.unwrap().workers.into_iter().map(|w| w.name).collect();
     assert!(!names.contains(&"w1".to_owned()) && !names.contains(&"w3".to_owned()), "{names:?}");
+}
+
+/// A PNG of `width` x 40 that differs for every `seed`.
+fn input_png(width: u32, seed: u8) -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(width, 40, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, seed]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    png.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_with_blobs_in_s3_read_their_inputs_there_and_store_valid_pngs_there() {
+    let redis = Redis::start();
+    let s3 = S3::start();
+    s3.create_bucket("stagecraft");
+    let location = "s3://stagecraft/cluster/blobs";
+    let store = s3.store(location).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let queue = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
+    let env = s3.env();
+    let blobs = std::ffi::OsStr::new(location);
+    let mut workers = vec![spawn_worker_env(&redis, &home, blobs, "s1", &["--slots", "2"], &env)];
+    workers.push(spawn_worker_env(&redis, &home, blobs, "s2", &["--slots", "2"], &env));
+    let pipeline = "name: s3\nsteps:\n  - { name: large, type: upscale, params: { factor: 2 } }\n";
+    // Every job's input goes into S3 first; the payload names it by sha256.
+    let mut ids = Vec::new();
+    for i in 0..12u32 {
+        let sha256 = store.put(&input_png(48 + i, i as u8)).await.unwrap();
+        let inputs = serde_json::json!([{ "name": "in.png", "media_type": "image/png", "sha256": sha256 }]);
+        let body = serde_json::json!({ "pipeline": pipeline, "file": "s3.yaml", "input": null, "inputs": inputs });
+        let id = format!("s3-{i}");
+        queue.enqueue(&id, Band::Normal, &body.to_string()).await.unwrap();
+        ids.push(id);
+    }
+    // An input that is not in the bucket fails its job, with the reason.
+    let missing = serde_json::json!([{ "name": "gone.png", "media_type": "image/png", "sha256": stagecraft_orchestrator::blobs::sha256_hex(b"gone") }]);
+    let body = serde_json::json!({ "pipeline": pipeline, "file": "s3.yaml", "input": null, "inputs": missing });
+    queue.enqueue("s3-missing", Band::Normal, &body.to_string()).await.unwrap();
+    wait_final(&queue, &ids, Duration::from_secs(300)).await;
+    for (i, id) in ids.iter().enumerate() {
+        let job = queue.job(id).await.unwrap().unwrap();
+        assert_eq!((job.state.as_str(), job.commits), ("succeeded", 1), "{id}: {job:?}");
+        let report: serde_json::Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+        let large = &report["steps"][0]["artifacts"][0];
+        let digest = large["sha256"].as_str().unwrap();
+        let png = store.get(digest).await.unwrap().expect("the artifact is in the bucket");
+        let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (2 * (48 + i as u32), 80), "{id}");
+    }
+    wait_final(&queue, &["s3-missing".into()], Duration::from_secs(60)).await;
+    let job = queue.job("s3-missing").await.unwrap().unwrap();
+    assert_eq!(job.state, "failed");
+    assert!(job.result.as_deref().unwrap_or_default().contains("gone.png is missing from the blob store"), "{job:?}");
+    // `stagecraft submit --blobs s3://…` puts its input file in the bucket.
+    let input = dir.path().join("submitted.png");
+    std::fs::write(&input, input_png(30, 200)).unwrap();
+    let pipeline_file = dir.path().join("s3.yaml");
+    std::fs::write(&pipeline_file, pipeline).unwrap();
+    let out = Command::new(stagecraft_bin())
+        .args(["submit", "--redis", &redis.url(), "--blobs", location, "--id", "submitted", "--wait", "-f"])
+        .arg(&input)
+        .arg(&pipeline_file)
+        .envs(env.iter().cloned())
+        .env("STAGECRAFT_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(store.contains(&stagecraft_orchestrator::blobs::sha256_hex(&input_png(30, 200))).await.unwrap());
+    let job = queue.job("submitted").await.unwrap().unwrap();
+    let report: serde_json::Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+    let png = store.get(report["steps"][0]["artifacts"][0]["sha256"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 60);
+    // Nothing went to a local folder.
+    assert!(!dir.path().join("blobs").exists());
+    for mut w in workers {
+        signal(&w, "-TERM");
+        w.wait().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@
 //! stores blobs.
 
 use crate::{BlobStore, Orchestrator, RunObserver};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stagecraft_pipeline::{RunInput, RunOptions, RunStatus};
@@ -72,22 +73,31 @@ impl JobResult {
     }
 }
 
+/// An artifact to keep, with its digest when the caller already has it.
+pub type ArtifactToStore<'a> = (&'a Artifact, Option<&'a str>);
+
 /// Where a job's artifacts are kept.
 pub trait ArtifactSink: Send + Sync {
     /// Keeps each artifact (under the digest given with it when the caller
     /// already has one) and returns the digests, in order.
-    fn store(&self, artifacts: &[(&Artifact, Option<&str>)]) -> anyhow::Result<Vec<String>>;
+    fn store<'a>(&'a self, artifacts: Vec<ArtifactToStore<'a>>) -> BoxFuture<'a, anyhow::Result<Vec<String>>>;
 }
 
 impl ArtifactSink for BlobStore {
-    fn store(&self, artifacts: &[(&Artifact, Option<&str>)]) -> anyhow::Result<Vec<String>> {
-        artifacts
-            .iter()
-            .map(|(artifact, known)| match known {
-                Some(digest) => self.put_known(digest, &artifact.data).map(|()| (*digest).to_owned()),
-                None => self.put(&artifact.data),
-            })
-            .collect()
+    fn store<'a>(&'a self, artifacts: Vec<ArtifactToStore<'a>>) -> BoxFuture<'a, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut digests = Vec::with_capacity(artifacts.len());
+            for (artifact, known) in artifacts {
+                match known {
+                    Some(digest) => {
+                        self.put_known(digest, &artifact.data).await?;
+                        digests.push(digest.to_owned());
+                    }
+                    None => digests.push(self.put(&artifact.data).await?),
+                }
+            }
+            Ok(digests)
+        })
     }
 }
 
@@ -117,7 +127,7 @@ impl Orchestrator {
     ) -> JobResult {
         let mut files = Vec::with_capacity(spec.inputs.len());
         for input in &spec.inputs {
-            match blobs.get(&input.sha256) {
+            match blobs.get(&input.sha256).await {
                 Ok(Some(data)) => files.push(Arc::new(Artifact::new(&input.name, &input.media_type, data))),
                 Ok(None) => return JobResult::failed(format!("input {} is missing from the blob store", input.name)),
                 Err(e) => return JobResult::failed(format!("reading input {}: {e:#}", input.name)),
@@ -142,7 +152,7 @@ impl Orchestrator {
                     .enumerate()
                     .map(|(i, a)| (&**a, step["execution"]["artifacts"][i]["sha256"].as_str()))
                     .collect();
-                let digests = match sink.store(&artifacts) {
+                let digests = match sink.store(artifacts).await {
                     Ok(d) => d,
                     Err(e) => {
                         let error = Some(format!("storing an artifact: {e:#}"));

@@ -16,7 +16,8 @@
 //! * [`runner`]: each pipeline step as such a task on a pinned component
 //!   version, with the result cache;
 //! * [`error`]: why an invocation produced nothing;
-//! * [`result_cache`] and [`blobs`]: the content-addressed result cache;
+//! * [`result_cache`] and [`blobs`]: the content-addressed result cache,
+//!   and the blob store (a folder or S3) it and the cluster share;
 //! * [`catalog`]: stage schemas for validation;
 //! * [`events`]: what callers watch while a run progresses;
 //! * [`output`]: artifacts and the JSON report written to a folder.
@@ -32,8 +33,10 @@ pub mod output;
 pub mod result_cache;
 pub mod reuse;
 pub mod runner;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use blobs::BlobStore;
+pub use blobs::{BlobError, BlobStore};
 pub use catalog::RuntimeCatalog;
 pub use error::{Error, Result};
 pub use events::{LimitedEvent, RunEvent, RunObserver};

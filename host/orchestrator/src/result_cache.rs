@@ -91,7 +91,7 @@ impl ResultCache {
     }
 
     /// The stored result for `key`, if there is a whole one.
-    pub fn get(&self, key: &str) -> anyhow::Result<Option<CachedResult>> {
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<CachedResult>> {
         let path = self.results.join(format!("{key}.json"));
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -109,7 +109,7 @@ impl ResultCache {
         let mut digests = Vec::with_capacity(manifest.artifacts.len());
         for a in manifest.artifacts {
             // A missing or corrupt blob makes the entry a miss: it is recomputed.
-            let Some(data) = self.blobs.get(&a.sha256)? else { return Ok(None) };
+            let Some(data) = self.blobs.get(&a.sha256).await? else { return Ok(None) };
             artifacts.push(Arc::new(Artifact::new(a.name, a.media_type, data)));
             digests.push(a.sha256);
         }
@@ -118,7 +118,7 @@ impl ResultCache {
 
     /// Stores a result under `key`: blobs first, then the manifest. Returns
     /// the artifacts' digests, in order.
-    pub fn put(
+    pub async fn put(
         &self,
         key: &str,
         stage: &str,
@@ -129,7 +129,7 @@ impl ResultCache {
     ) -> anyhow::Result<Vec<String>> {
         let mut stored = Vec::with_capacity(artifacts.len());
         for a in artifacts {
-            let sha256 = self.blobs.put(&a.data)?;
+            let sha256 = self.blobs.put(&a.data).await?;
             stored.push(StoredArtifact { name: a.name.clone(), media_type: a.media_type.clone(), sha256 });
         }
         let digests = stored.iter().map(|a| a.sha256.clone()).collect();
@@ -196,20 +196,20 @@ mod tests {
         assert_ne!(k, ResultCache::key("d1", &json!({"x": 1, "y": [1, {"a": 1, "b": 2}]}), [art("b.png", b"1")]));
     }
 
-    #[test]
-    fn put_then_get_and_a_lost_blob_is_a_miss() {
+    #[tokio::test]
+    async fn put_then_get_and_a_lost_blob_is_a_miss() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ResultCache::new(dir.path());
         let out = vec![art("out.png", b"pixels"), art("meta.json", b"{}")];
-        assert!(cache.get("k").unwrap().is_none());
-        let digests = cache.put("k", "upscale", "1.0.0", "d1", &json!({"w": 2}), &out).unwrap();
+        assert!(cache.get("k").await.unwrap().is_none());
+        let digests = cache.put("k", "upscale", "1.0.0", "d1", &json!({"w": 2}), &out).await.unwrap();
         assert_eq!(digests, vec![sha256_hex(b"pixels"), sha256_hex(b"{}")]);
-        let hit = cache.get("k").unwrap().expect("stored");
+        let hit = cache.get("k").await.unwrap().expect("stored");
         assert_eq!(hit.digests, digests);
         assert_eq!(hit.version, "1.0.0");
         assert_eq!(hit.metadata, json!({"w": 2}));
         assert_eq!(hit.artifacts, out);
-        std::fs::remove_file(cache.blobs().path(&sha256_hex(b"pixels"))).unwrap();
-        assert!(cache.get("k").unwrap().is_none());
+        std::fs::remove_file(cache.blobs().path(&sha256_hex(b"pixels")).unwrap()).unwrap();
+        assert!(cache.get("k").await.unwrap().is_none());
     }
 }

@@ -65,7 +65,7 @@ impl StageRunner {
             reuse.is_on().then(|| ResultCache::key(&version.digest, &step.params, step.inputs.iter().map(Arc::as_ref)));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             details.insert("cache_key".into(), json!(key));
-            match cache.get(key) {
+            match cache.get(key).await {
                 Ok(Some(hit)) => {
                     tracing::debug!("result cache hit");
                     details.insert("cache".into(), json!("hit"));
@@ -117,6 +117,7 @@ impl StageRunner {
                             &output.metadata,
                             &artifacts,
                         )
+                        .await
                         .map_err(
                             |e| tracing::warn!(error = %format!("{e:#}"), "could not store the result in the cache"),
                         )

@@ -236,7 +236,8 @@ pub async fn activate_digest(
         return Ok(runtime.activate(held));
     }
     let bytes = blobs
-        .get(digest)?
+        .get(digest)
+        .await?
         .ok_or_else(|| anyhow::anyhow!("component {digest} of stage '{stage}' is not in the blob store"))?;
     let (runtime_c, origin) = (runtime.clone(), format!("cluster:{stage}"));
     let version = tokio::task::spawn_blocking(move || runtime_c.prepare_bytes(&bytes, &origin)).await??;
@@ -252,10 +253,10 @@ pub async fn activate_digest(
 /// Puts the component of `version` into the blob store if it came from a
 /// file (a plugins folder) that still holds it, so that a process that
 /// never loaded that file can roll back to it.
-pub fn keep_component(blobs: &BlobStore, version: &StageVersion) {
+pub async fn keep_component(blobs: &BlobStore, version: &StageVersion) {
     match std::fs::read(&version.origin) {
         Ok(bytes) if stagecraft_orchestrator::blobs::sha256_hex(&bytes) == version.digest => {
-            if let Err(e) = blobs.put_known(&version.digest, &bytes) {
+            if let Err(e) = blobs.put_known(&version.digest, &bytes).await {
                 tracing::warn!(stage = %version.info.name, "keeping the component for rollbacks: {e:#}");
             }
         }

@@ -48,9 +48,11 @@ pub struct ServerConfig {
     pub retention: crate::retention::Retention,
     /// The operators' per-stage rules for reusing results (`--reuse`).
     pub reuse: stagecraft_orchestrator::ReusePolicy,
-    /// Where blobs (inputs, artifacts) live; None: `home/blobs`. In a
-    /// cluster, the store every worker and API process reaches.
-    pub blobs: Option<PathBuf>,
+    /// Where blobs (inputs, artifacts) live: a folder, `file:///path` or
+    /// `s3://bucket/prefix` (see [`stagecraft_orchestrator::BlobStore::open`]);
+    /// None: `home/blobs`. In a cluster, the store every worker and API
+    /// process reaches.
+    pub blobs: Option<String>,
     /// `serve --redis`: pipeline jobs on the cluster's queue instead of
     /// this process's SQLite store (see [`crate::cluster`]).
     pub cluster: Option<ClusterConfig>,

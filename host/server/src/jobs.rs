@@ -141,19 +141,28 @@ impl JobManager {
     /// Keeps artifacts in the blob store (under the digest given with each,
     /// when the caller already has it) and their names and media types in
     /// SQLite; returns the digests in order.
+    ///
+    /// The artifacts are gathered before the first await: a caller's
+    /// iterator (closures over borrowed artifacts) held across it would
+    /// keep the future from being `Send`.
     pub fn store_artifacts<'a>(
-        &self,
+        &'a self,
         artifacts: impl IntoIterator<Item = (&'a Artifact, Option<&'a str>)>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> impl std::future::Future<Output = anyhow::Result<Vec<String>>> + Send + 'a {
+        let artifacts: Vec<(&'a Artifact, Option<&'a str>)> = artifacts.into_iter().collect();
+        self.store_artifact_list(artifacts)
+    }
+
+    async fn store_artifact_list(&self, artifacts: Vec<(&Artifact, Option<&str>)>) -> anyhow::Result<Vec<String>> {
         let mut digests = Vec::new();
         let mut new = Vec::new();
         for (artifact, known) in artifacts {
             let digest = match known {
                 Some(d) => {
-                    self.blobs.put_known(d, &artifact.data)?;
+                    self.blobs.put_known(d, &artifact.data).await?;
                     d.to_owned()
                 }
-                None => self.blobs.put(&artifact.data)?,
+                None => self.blobs.put(&artifact.data).await?,
             };
             let meta = ArtifactMeta {
                 digest: digest.clone(),
@@ -284,14 +293,17 @@ impl JobManager {
 /// The server's artifacts: in the blob store, with their names and media
 /// types recorded in SQLite.
 impl ArtifactSink for JobManager {
-    fn store(&self, artifacts: &[(&Artifact, Option<&str>)]) -> anyhow::Result<Vec<String>> {
-        self.store_artifacts(artifacts.iter().copied())
+    fn store<'a>(
+        &'a self,
+        artifacts: Vec<stagecraft_orchestrator::job::ArtifactToStore<'a>>,
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<Vec<String>>> {
+        Box::pin(self.store_artifact_list(artifacts))
     }
 }
 
 /// Input references for the store, after putting the data in the blob store.
-pub fn store_inputs(jobs: &JobManager, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
-    let digests = jobs.store_artifacts(files.iter().map(|f| (f, None)))?;
+pub async fn store_inputs(jobs: &JobManager, files: &[Artifact]) -> anyhow::Result<Vec<InputRef>> {
+    let digests = jobs.store_artifacts(files.iter().map(|f| (f, None))).await?;
     Ok(files
         .iter()
         .zip(digests)

@@ -171,7 +171,10 @@ impl Server {
             tracing::info!("restored {restored} uploaded component version(s)");
         }
         let store = store::JobStore::open(&config.home.join("jobs.sqlite3"))?;
-        let blobs = BlobStore::new(config.blobs.clone().unwrap_or_else(|| config.home.join("blobs")));
+        let blobs = match &config.blobs {
+            Some(location) => BlobStore::open(location).with_context(|| format!("the blob store {location}"))?,
+            None => BlobStore::new(config.home.join("blobs")),
+        };
         let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
         let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache)
             .with_reuse(config.reuse.clone());

@@ -60,21 +60,23 @@ impl RecentArtifacts {
                     }
                 }
                 let jobs = jobs.clone();
-                let written = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let written = async {
                     for (meta, data) in &batch {
                         if data.len() > INLINE_MAX {
-                            jobs.blobs.put_known(&meta.digest, data)?;
+                            jobs.blobs.put_known(&meta.digest, data).await?;
                         }
                     }
-                    jobs.store.record_artifacts_with_data(
-                        batch.iter().map(|(meta, data)| (meta, (data.len() <= INLINE_MAX).then_some(&data[..]))),
-                    )
-                })
+                    tokio::task::spawn_blocking(move || {
+                        jobs.store.record_artifacts_with_data(
+                            batch.iter().map(|(meta, data)| (meta, (data.len() <= INLINE_MAX).then_some(&data[..]))),
+                        )
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the artifact writer failed: {e}"))?
+                }
                 .await;
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("could not keep invocation artifacts: {e:#}"),
-                    Err(e) => tracing::warn!("the artifact writer failed: {e}"),
+                if let Err(e) = written {
+                    tracing::warn!("could not keep invocation artifacts: {e:#}");
                 }
             }
         });

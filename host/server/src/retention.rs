@@ -58,9 +58,11 @@ pub struct SweepReport {
     pub bytes_kept: u64,
 }
 
-/// The folders under the server's home held to `store_bytes`.
-fn store_dirs(app: &AppState) -> [PathBuf; 2] {
-    [app.jobs.blobs.root().to_path_buf(), app.config.home.join("results")]
+/// The folders under the server's home held to `store_bytes` (the blob
+/// store is always a folder there: an S3 bucket expires its objects by its
+/// lifecycle rule).
+fn store_dirs(app: &AppState) -> Vec<PathBuf> {
+    app.jobs.blobs.root().map(Path::to_path_buf).into_iter().chain([app.config.home.join("results")]).collect()
 }
 
 /// One sweep, now (blocking: call it off the async threads).

@@ -28,9 +28,14 @@ pub struct ClusterArgs {
     /// The Redis URL (redis://host:port/).
     #[arg(long, env = "STAGECRAFT_REDIS")]
     redis: String,
-    /// The shared blob store every worker reaches (a folder: local, NFS, …).
+    /// The shared blob store every worker reaches: a folder (local, NFS, …), `file:///path`, or
+    /// `s3://bucket/optional/prefix` (configured by AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP, …).
     #[arg(long, env = "STAGECRAFT_BLOBS")]
-    blobs: PathBuf,
+    blobs: String,
+    /// The largest blob stored or read, in bytes (default: the runtime's default output quota).
+    #[arg(long, env = "STAGECRAFT_BLOB_MAX_BYTES", default_value_t = stagecraft_orchestrator::blobs::DEFAULT_MAX_BYTES)]
+    blob_max_bytes: u64,
     /// Seconds a lease lasts without renewal before the job is reclaimed.
     #[arg(long, default_value_t = 10)]
     lease_secs: u64,
@@ -50,6 +55,10 @@ impl ClusterArgs {
 
     async fn queue(&self) -> anyhow::Result<Queue> {
         Queue::connect(&self.redis, self.queue_config()).await.with_context(|| format!("connecting to {}", self.redis))
+    }
+
+    fn blobs(&self) -> anyhow::Result<BlobStore> {
+        Ok(BlobStore::open(&self.blobs)?.with_max_bytes(self.blob_max_bytes))
     }
 }
 
@@ -76,7 +85,7 @@ pub struct WorkerArgs {
 
 pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let queue = args.cluster.queue().await?;
-    let blobs = BlobStore::new(&args.cluster.blobs);
+    let blobs = args.cluster.blobs()?;
     let runtime = Arc::new(host.runtime()?);
     let orchestrator =
         Orchestrator::new(runtime.clone(), Scheduler::new(host.scheduler()?), None).with_reuse(host.reuse()?);
@@ -94,12 +103,7 @@ pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     });
     let config =
         WorkerConfig { name: name.clone(), concurrency: args.slots, drain: Duration::from_secs(args.drain_secs) };
-    eprintln!(
-        "worker {name} on {} ({} slots, blobs in {})",
-        args.cluster.redis,
-        args.slots,
-        args.cluster.blobs.display()
-    );
+    eprintln!("worker {name} on {} ({} slots, blobs in {blobs})", args.cluster.redis, args.slots);
     // Run the component versions the cluster runs (uploads and rollbacks
     // on any API process reach this worker as they happen).
     stagecraft_server::cluster::apply_stages(&runtime, &blobs, &queue, None).await;
@@ -155,10 +159,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     };
     let pipeline = std::fs::read_to_string(&args.pipeline)
         .with_context(|| format!("cannot read pipeline {}", args.pipeline.display()))?;
-    let blobs = BlobStore::new(&args.cluster.blobs);
+    let blobs = args.cluster.blobs()?;
     let mut inputs = Vec::new();
     for file in crate::host::read_inputs(&args.input_files)? {
-        let sha256 = blobs.put(&file.data)?;
+        let sha256 = blobs.put(&file.data).await?;
         inputs.push(JobInput { name: file.name, media_type: file.media_type, sha256 });
     }
     let payload = JobSpec { pipeline, file: args.pipeline.display().to_string(), input: args.input.clone(), inputs };

@@ -48,10 +48,11 @@ pub struct ServeArgs {
     /// then serve the same jobs, and `stagecraft worker` processes run them.
     #[arg(long, env = "STAGECRAFT_REDIS")]
     redis: Option<String>,
-    /// The blob store for inputs and artifacts (default: under the server's
-    /// home). With --redis, the folder every worker reaches.
+    /// The blob store for inputs and artifacts: a folder, file:///path or
+    /// s3://bucket/prefix (default: a folder under the server's home). With
+    /// --redis, the store every worker reaches.
     #[arg(long, env = "STAGECRAFT_BLOBS")]
-    blobs: Option<std::path::PathBuf>,
+    blobs: Option<String>,
     /// With --redis: pipeline jobs this process also runs at once as a
     /// worker (0: it serves the API only). Default: --max-jobs.
     #[arg(long)]

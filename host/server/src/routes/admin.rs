@@ -60,10 +60,12 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
     if let Some(cluster) = &app.cluster {
         // Every process of the cluster runs it once Redis says so; the
         // bytes go to the shared store first, so any process can load them.
-        cluster.blobs.put_known(&version.digest, &bytes)?;
+        cluster.blobs.put_known(&version.digest, &bytes).await.map_err(anyhow::Error::from)?;
         let before = app.runtime.stage(&name);
-        if let Some(before) = before.as_deref().filter(|b| cluster.blobs.get(&b.digest).ok().flatten().is_none()) {
-            crate::cluster::keep_component(&cluster.blobs, before);
+        if let Some(before) = before.as_deref() {
+            if !cluster.blobs.contains(&before.digest).await.unwrap_or(false) {
+                crate::cluster::keep_component(&cluster.blobs, before).await;
+            }
         }
         cluster
             .queue

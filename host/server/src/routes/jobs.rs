@@ -119,7 +119,7 @@ pub async fn run(
     if let Some(cluster) = &app.cluster {
         return enqueue(&app, cluster, &id, &query, run, file).await;
     }
-    let inputs = store_inputs(&app.jobs, &run.files)?;
+    let inputs = store_inputs(&app.jobs, &run.files).await?;
     app.jobs.store.insert(&id, &run.pipeline, &file, run.input.as_deref(), &inputs)?;
     let record = app.jobs.store.get(&id)?.ok_or_else(|| ApiError::internal("the job vanished after it was written"))?;
     app.jobs.start(record);
@@ -152,7 +152,7 @@ async fn enqueue(
     };
     let mut inputs = Vec::with_capacity(run.files.len());
     for f in &run.files {
-        let sha256 = cluster.blobs.put(&f.data)?;
+        let sha256 = cluster.blobs.put(&f.data).await.map_err(anyhow::Error::from)?;
         inputs.push(JobInput { name: f.name.clone(), media_type: f.media_type.clone(), sha256 });
     }
     let spec = JobSpec { pipeline: run.pipeline, file, input: run.input, inputs };

@@ -259,7 +259,7 @@ pub async fn artifact(State(app): State<App>, Path(digest): Path<String>) -> Api
     let (meta, data) = match app.recent.get(&digest) {
         Some((meta, data)) => (Some(meta), data),
         None => {
-            let data = match app.jobs.blobs.get(&digest)? {
+            let data = match app.jobs.blobs.get(&digest).await.map_err(anyhow::Error::from)? {
                 Some(data) => data,
                 // Small artifacts of synchronous invocations are kept in SQLite.
                 None => app
