@@ -2,7 +2,7 @@
 """Trains and writes stagecraft's two shipped ONNX models, with no downloads.
 
     pip install numpy scipy scikit-image onnx onnxruntime   # onnxruntime only checks
-    python3 scripts/make-models.py [--out models] [--quick]
+    python3 scripts/make-models.py [--out models] [--quick] [--cells-only] [--eval-only]
 
 - `models/sr2x/`: 2x super-resolution of RGB images, NCHW float32 in [0, 1],
   (N,3,H,W) -> (N,3,2H,2W). ESPCN-style: a 5x5 "skip" conv initialised as
@@ -15,13 +15,21 @@
   against bilinear and bicubic.
 - `models/cell_fg/`: foreground probability of fluorescence-like cell
   images, (N,1,H,W) float32 -> (N,1,H,W) in [0, 1]. Input convention: the
-  raw samples divided by the bit depth's maximum (255 or 65535). Four 3x3
-  convs with dilations 1, 2, 4, 8 (receptive field 31 px, a cell's
-  diameter), a 1x1 conv and a sigmoid. Trained on a numpy port of
-  `host/accel/src/synth.rs` (same distributions, not bit-identical images)
-  with gain/illumination/noise augmentation; evaluated on held-out images
-  by mask IoU and by AP@0.5 of the same watershed pipeline fed by Otsu vs
-  by the model (scikit-image, as `scripts/bench-skimage.py`).
+  raw samples divided by the bit depth's maximum (255 or 65535). Five
+  layers of 3x3 convs (the first a sum of dilation 1 and dilation 16, the
+  others dilations 2, 4, 8, 16; receptive field 95 px), a 1x1 conv and a
+  sigmoid. Trained on a wide generator (`synth_wide`, `CELL_TRAIN`):
+  linear, radial and fall-off illumination, background gradients, shot
+  and read noise from mild to strong, dim cells, dense touching clusters,
+  ellipses and irregular outlines over a range of sizes, optical blur, 8
+  and 16 bits, exposure gains; every training image is new. Evaluated by
+  mask IoU and by AP@0.5 of the same watershed pipeline fed by Otsu vs by
+  the model (scikit-image, as `scripts/bench-skimage.py`), on synth.rs's
+  default options and on held-out configurations of the generator with
+  ranges beyond the training ones (`held_out_sets`).
+
+    python3 scripts/make-models.py --cells-only   # cell_fg only (sr2x left as it is)
+    python3 scripts/make-models.py --eval-only    # score the files in models/, train nothing
 
 Both models use only Conv, Relu, Add, Sigmoid and DepthToSpace (opset 13),
 with a symbolic batch dimension `N`, so tract runs them. Everything is
@@ -404,40 +412,9 @@ def synth_cells(rng, w=128, h=128, cells=None, radius=(9.0, 16.0), clustered=0.4
                 photons=100.0, read_noise=2.0, bits=8):
     """A numpy port of host/accel/src/synth.rs: (samples uint16, truth labels)."""
     cells = cells if cells is not None else max(1, round(70 * w * h / (512 * 512)))
-    placed = []
-    attempts = 0
-    while len(placed) < cells and attempts < cells * 60:
-        attempts += 1
-        a = rng.uniform(*radius)
-        b = a * rng.uniform(0.6, 0.95)
-        mean_r = (a + b) / 2
-        if placed and rng.random() < clustered:
-            o = placed[rng.integers(len(placed))]
-            ang = rng.uniform(0, 2 * np.pi)
-            dist = rng.uniform(0.8, 0.95) * (mean_r + (o[2] + o[3]) / 2)
-            cx, cy = o[0] + dist * np.cos(ang), o[1] + dist * np.sin(ang)
-        else:
-            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        if cx < 0 or cy < 0 or cx >= w or cy >= h:
-            continue
-        if any(np.hypot(o[0] - cx, o[1] - cy) < 0.78 * (mean_r + (o[2] + o[3]) / 2) for o in placed):
-            continue
-        placed.append((cx, cy, a, b, rng.uniform(0, np.pi), rng.uniform(0.55, 1.0)))
+    placed = place_cells(rng, w, h, cells, radius, clustered, (0.6, 0.95), (0.55, 1.0), 0.78, (0.8, 0.95))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    truth = np.zeros((h, w), np.int32)
-    best = np.full((h, w), np.inf)
-    signal = np.zeros((h, w))
-    for k, (cx, cy, a, b, th, br) in enumerate(placed):
-        dx, dy = xx - cx, yy - cy
-        u = dx * np.cos(th) + dy * np.sin(th)
-        v = -dx * np.sin(th) + dy * np.cos(th)
-        rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-        e = np.clip((1.1 - rho) / 0.2, 0, 1)
-        e = e * e * (3 - 2 * e)
-        signal += br * e * (0.85 + 0.15 * np.maximum(1 - rho * rho, 0))
-        inside = (rho < 1) & (rho < best)
-        best[inside] = rho[inside]
-        truth[inside] = k + 1
+    signal, truth = render_cells(placed, xx, yy)
     ix, iy = rng.uniform(0, w), rng.uniform(0, h)
     reach2 = w * w + h * h
     light = 1 - illumination * np.minimum(((xx - ix) ** 2 + (yy - iy) ** 2) / reach2, 1)
@@ -449,72 +426,242 @@ def synth_cells(rng, w=128, h=128, cells=None, radius=(9.0, 16.0), clustered=0.4
     return samples, truth
 
 
+def place_cells(rng, w, h, cells, radius, clustered, aspect, brightness, min_gap, touch, wobble=0.0):
+    """synth.rs's placement: each cell free or against an earlier one (at
+    `touch` x the summed mean radii), none closer than `min_gap` x that.
+    Returns (cx, cy, a, b, angle, brightness, harmonics) tuples."""
+    placed = []
+    attempts = 0
+    while len(placed) < cells and attempts < cells * 60:
+        attempts += 1
+        a = rng.uniform(*radius)
+        b = a * rng.uniform(*aspect)
+        mean_r = (a + b) / 2
+        if placed and rng.random() < clustered:
+            o = placed[rng.integers(len(placed))]
+            ang = rng.uniform(0, 2 * np.pi)
+            dist = rng.uniform(*touch) * (mean_r + (o[2] + o[3]) / 2)
+            cx, cy = o[0] + dist * np.cos(ang), o[1] + dist * np.sin(ang)
+        else:
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        if cx < 0 or cy < 0 or cx >= w or cy >= h:
+            continue
+        if any(np.hypot(o[0] - cx, o[1] - cy) < min_gap * (mean_r + (o[2] + o[3]) / 2) for o in placed):
+            continue
+        # An irregular outline: the radius modulated by harmonics 2..4 (none when wobble is 0).
+        harm = [(k, rng.uniform(0, wobble) / k, rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4)] if wobble > 0 else []
+        placed.append((cx, cy, a, b, rng.uniform(0, np.pi), rng.uniform(*brightness), harm))
+    return placed
+
+
+def render_cells(placed, xx, yy):
+    """Each cell a soft-edged dome (synth.rs's profile); truth labels where
+    the normalised radius is below 1 (the nearest centre wins)."""
+    h, w = xx.shape
+    truth = np.zeros((h, w), np.int32)
+    best = np.full((h, w), np.inf)
+    signal = np.zeros((h, w))
+    for k, (cx, cy, a, b, th, br, harm) in enumerate(placed):
+        r = int(np.ceil(1.5 * max(a, b))) + 2
+        y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 1)
+        x0, x1 = max(0, int(cx) - r), min(w, int(cx) + r + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dx, dy = xx[y0:y1, x0:x1] - cx, yy[y0:y1, x0:x1] - cy
+        u = dx * np.cos(th) + dy * np.sin(th)
+        v = -dx * np.sin(th) + dy * np.cos(th)
+        rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+        if harm:
+            phi = np.arctan2(v / b, u / a)
+            rho = rho / (1 + sum(amp * np.cos(k * phi + ph) for k, amp, ph in harm))
+        e = np.clip((1.1 - rho) / 0.2, 0, 1)
+        e = e * e * (3 - 2 * e)
+        signal[y0:y1, x0:x1] += br * e * (0.85 + 0.15 * np.maximum(1 - rho * rho, 0))
+        sb, st = best[y0:y1, x0:x1], truth[y0:y1, x0:x1]
+        inside = (rho < 1) & (rho < sb)
+        sb[inside] = rho[inside]
+        st[inside] = k + 1
+    return signal, truth
+
+
+def illumination_field(rng, w, h, kind, strength):
+    """A multiplicative field in [1 - strength, 1]: linear in any direction,
+    radial about a point near the centre (vignetting), or falling off from
+    a random point (synth.rs's)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    if kind == "linear":
+        ang = rng.uniform(0, 2 * np.pi)
+        t = xx * np.cos(ang) + yy * np.sin(ang)
+        t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
+    elif kind == "radial":
+        cx, cy = w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7)
+        t = np.minimum(((xx - cx) ** 2 + (yy - cy) ** 2) / (0.25 * (w * w + h * h)), 1)
+    else:  # fall-off from a random point
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        t = np.sqrt(np.minimum(((xx - cx) ** 2 + (yy - cy) ** 2) / (w * w + h * h), 1))
+    return 1 - strength * t
+
+
+# The wide generator's parameter ranges. TRAIN is what cell_fg is trained
+# on; each HELD_OUT entry changes some ranges to values beyond TRAIN's (or a
+# combination TRAIN draws rarely), and no held-out image is drawn from TRAIN.
+CELL_TRAIN = dict(
+    radius_lo=(6.0, 13.0), radius_span=(1.15, 1.6),  # radii r_lo .. r_lo * span
+    aspect=(0.55, 0.95), wobble=(0.0, 0.25),           # ellipse axis ratio; outline harmonics
+    coverage=(0.08, 0.45), clustered=(0.0, 0.7),      # area share attempted; share placed touching
+    dim=(0.15, 0.6),                                   # cell brightness drawn from [dim, 1]
+    background=(0.03, 0.2),                            # background level (of a full-brightness cell)
+    illum_kind=("linear", "radial", "falloff"), illumination=(0.0, 0.65),
+    bg_gradient=(0.0, 0.6),                            # background varies by this share, its own direction
+    photons=(12.0, 300.0), read_noise=(0.5, 6.0),      # shot noise from the photons; read noise in photons
+    blur=(0.0, 1.2),                                   # optics (gaussian sigma, px)
+    gain=(0.45, 1.3), bits16=0.4,
+)
+
+
+def held_out_sets():
+    def v(**kw):
+        return {**CELL_TRAIN, **kw}
+    return [
+        ("steep gradient", v(illumination=(0.75, 0.85), bg_gradient=(0.7, 0.9), illum_kind=("linear", "radial"))),
+        ("dense clusters", v(coverage=(0.6, 0.7), clustered=(0.85, 0.95), radius_lo=(8.0, 10.0))),
+        ("small cells", v(radius_lo=(4.0, 5.0), radius_span=(1.1, 1.3))),
+        ("large cells", v(radius_lo=(17.0, 19.0), radius_span=(1.1, 1.3))),
+        ("dim, noisy", v(photons=(8.0, 12.0), read_noise=(6.0, 8.0), dim=(0.1, 0.2))),
+        ("all of them", v(illumination=(0.7, 0.8), coverage=(0.5, 0.6), clustered=(0.8, 0.9),
+                          photons=(10.0, 15.0), read_noise=(5.0, 7.0), dim=(0.12, 0.2), gain=(0.3, 0.45))),
+    ]
+
+
+def synth_wide(rng, size, cfg):
+    """One image of the wide generator: (x in [0, 1] as the host feeds the
+    model, truth labels). Poisson shot noise plus gaussian read noise,
+    quantised to 8 or 16 bits, then an exposure gain (clipped)."""
+    u = lambda key: rng.uniform(*cfg[key])  # noqa: E731
+    w = h = size
+    r_lo = u("radius_lo")
+    radius = (r_lo, r_lo * u("radius_span"))
+    mean_area = np.pi * (sum(radius) / 2) ** 2 * np.mean(cfg["aspect"])
+    cells = max(1, int(round(u("coverage") * w * h / mean_area)))
+    dim = u("dim")
+    placed = place_cells(rng, w, h, cells, radius, u("clustered"), cfg["aspect"], (dim, 1.0), 0.78,
+                         (0.8, 0.95), wobble=u("wobble"))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    signal, truth = render_cells(placed, xx, yy)
+    blur = u("blur")
+    if blur > 0.3:
+        signal = ndi.gaussian_filter(signal, blur)
+    kind = cfg["illum_kind"][rng.integers(len(cfg["illum_kind"]))]
+    light = illumination_field(rng, w, h, kind, u("illumination"))
+    bg_light = illumination_field(rng, w, h, "linear", u("bg_gradient"))
+    photons = u("photons")
+    expected = photons * (u("background") * bg_light + light * signal)
+    counts = rng.poisson(expected) + u("read_noise") * rng.standard_normal((h, w))
+    bits = 16 if rng.random() < cfg["bits16"] else 8
+    full = 200.0 if bits == 8 else 200.0 * 256
+    maxv = 255 if bits == 8 else 65535
+    samples = np.clip(np.round(counts * full / photons), 0, maxv)
+    x = np.clip(samples / maxv * u("gain"), 0, 1).astype(np.float32)
+    return x, truth
+
+
+# cell_fg's layers: each a sum of 3x3 convs at these dilations, then ReLU.
+# The first sees the pixel's neighbourhood and, through dilation 16, the
+# background about 16 px away (the illumination it sits in); the rest
+# widen the receptive field to 1 + 2 * (1 + 16 + 2 + 4 + 8 + 16) = 95 px.
+CELL_LAYERS = [(1, 16), (2,), (4,), (8,), (16,)]
+
+
 class CellFg:
-    def __init__(self, rng, width=16):
-        self.convs = [Conv(rng, 1, width, d=1), Conv(rng, width, width, d=2),
-                      Conv(rng, width, width, d=4), Conv(rng, width, width, d=8)]
+    """bias=False keeps every bias at zero: the network is then positively
+    homogeneous (f(a x) = a f(x) for a > 0, ReLU and convolutions only), so
+    the mask p > 0.5 (logit > 0) does not change with the exposure gain, and
+    bias-free networks hold up better at noise levels beyond their training
+    ones (Mohan et al., ICLR 2020)."""
+
+    def __init__(self, rng, width=16, layers=CELL_LAYERS, bias=True):
+        self.bias = bias
+        self.stages = []
+        cin = 1
+        for dils in layers:
+            self.stages.append([Conv(rng, cin, width, d=d, scale=np.sqrt(2.0 / (cin * 9 * len(dils)))) for d in dils])
+            cin = width
         self.head = Conv(rng, width, 1, k=1, scale=0.1)
-        self.head.b[:] = -1.0  # most pixels are background
-        self.layers = self.convs + [self.head]
+        self.head.b[:] = -1.0 if bias else 0.0  # most pixels are background
+        self.layers = [c for s in self.stages for c in s] + [self.head]
 
     def params(self):
         return [p for l in self.layers for p in l.params()]
 
     def grads(self):
-        return [g for l in self.layers for g in l.grads()]
+        if self.bias:
+            return [g for l in self.layers for g in l.grads()]
+        return [g for l in self.layers for g in (l.gw, np.zeros_like(l.gb))]
 
     def forward(self, x):
         self.acts = []
         h = x
-        for c in self.convs:
-            h = relu_fwd(c.forward(h))
+        for stage in self.stages:
+            z = stage[0].forward(h)
+            for c in stage[1:]:
+                z = z + c.forward(h)
+            h = relu_fwd(z)
             self.acts.append(h)
         self.logit = self.head.forward(h)
         return 1 / (1 + np.exp(-self.logit))
 
     def backward(self, dlogit):
         g = self.head.backward(dlogit)
-        for c, a in zip(reversed(self.convs), reversed(self.acts)):
-            g = c.backward(g * (a > 0))
+        for stage, a in zip(reversed(self.stages), reversed(self.acts)):
+            g = g * (a > 0)
+            g = sum(c.backward(g) for c in stage)
 
-
-def cell_sample(rng, size):
-    """One augmented training image: varied photons, illumination, gain, depth."""
-    bits = 16 if rng.random() < 0.3 else 8
-    samples, truth = synth_cells(rng, size, size, cells=rng.integers(3, 9), photons=rng.uniform(40, 250),
-                                 illumination=rng.uniform(0, 0.5), read_noise=rng.uniform(1, 4), bits=bits)
-    x = samples.astype(np.float32) / (255.0 if bits == 8 else 65535.0)
-    x = np.clip(x * rng.uniform(0.5, 1.25), 0, 1)  # exposure differences between instruments
-    return x, (truth > 0).astype(np.float32)
+    def infer(self, x, tile=192, margin=48):
+        """forward() over tiles with a margin (the same numbers, less memory):
+        (N,1,H,W) -> (N,1,H,W). margin covers the receptive field radius."""
+        n, _, h, w = x.shape
+        out = np.zeros((n, 1, h, w), np.float32)
+        for y0 in range(0, h, tile):
+            for x0 in range(0, w, tile):
+                ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+                yb, xb = min(h, y0 + tile + margin), min(w, x0 + tile + margin)
+                p = self.forward(x[:, :, ya:yb, xa:xb])
+                ty, tx = min(tile, h - y0), min(tile, w - x0)
+                out[:, :, y0:y0 + ty, x0:x0 + tx] = p[:, :, y0 - ya:y0 - ya + ty, x0 - xa:x0 - xa + tx]
+        self.acts = None
+        return out
 
 
 def train_cells(args, rng):
-    size = 80
-    t0 = time.time()
-    pool = [cell_sample(rng, size) for _ in range(args.cell_pool)]
-    print(f"\ncell_fg: {len(pool)} synthetic {size}x{size} images, {time.time() - t0:.1f}s to build")
-    model = CellFg(rng)
-    opt = Adam(model.params(), lr=3e-3)
-    batch = 6
+    """Adam on BCE; each step draws `batch` new images from CELL_TRAIN (no
+    image is seen twice), so the model sees steps x batch distinct images."""
+    size, batch = args.cell_size, args.cell_batch
+    model = CellFg(rng, width=args.cell_width, bias=not args.cell_no_bias)
+    n_params = sum(p.size for p in model.params())
+    print(f"\ncell_fg: {n_params} parameters; {args.cell_steps} steps x {batch} new {size}x{size} images "
+          f"from the wide generator")
+    opt = Adam(model.params(), lr=args.cell_lr)
     start = time.time()
+    losses = []
     for step in range(args.cell_steps):
-        idx = rng.integers(0, len(pool), batch)
         xs, ts = [], []
-        for i in idx:
-            x, t = pool[i]
+        for _ in range(batch):
+            x, truth = synth_wide(rng, size, CELL_TRAIN)
             k = rng.integers(4)
             xs.append(np.rot90(x, k))
-            ts.append(np.rot90(t, k))
+            ts.append(np.rot90(truth > 0, k))
         x = np.stack(xs)[:, None].astype(np.float32)
         t = np.stack(ts)[:, None].astype(np.float32)
         p = model.forward(x)
         eps = 1e-6
-        loss = float(-np.mean(t * np.log(p + eps) + (1 - t) * np.log(1 - p + eps)))
+        losses.append(float(-np.mean(t * np.log(p + eps) + (1 - t) * np.log(1 - p + eps))))
         model.backward(((p - t) / p.size).astype(np.float32))
         lr_scale = 0.5 * (1 + np.cos(np.pi * step / args.cell_steps))
         opt.step(model.grads(), lr_scale)
-        if step % max(1, args.cell_steps // 8) == 0 or step == args.cell_steps - 1:
-            print(f"  step {step:5d}  bce {loss:.4f}  ({time.time() - start:.0f}s)")
+        if step % max(1, args.cell_steps // 10) == 0 or step == args.cell_steps - 1:
+            recent = float(np.mean(losses[-50:]))
+            print(f"  step {step:5d}  bce {recent:.4f} (mean of the last {min(50, len(losses))})  "
+                  f"({time.time() - start:.0f}s)", flush=True)
     return model
 
 
@@ -548,29 +695,65 @@ def ap50(truth, pred):
     return tp / max(nt + npred - tp, 1)
 
 
-def eval_cells(model):
+def otsu_mask(x):
+    """The host's default foreground: gaussian (sigma 2), then Otsu's threshold."""
     from skimage import filters
+    smooth = filters.gaussian(x, sigma=2.0, preserve_range=True)
+    return smooth > filters.threshold_otsu(smooth)
+
+
+def score(x, truth, predict):
+    """(IoU Otsu, IoU model, AP@0.5 Otsu, AP@0.5 model) on one image."""
+    otsu = otsu_mask(x)
+    fg = predict(x[None, None])[0, 0] > 0.5
+    t = truth > 0
+    iou = lambda m: (m & t).sum() / max((m | t).sum(), 1)  # noqa: E731
+    return (iou(otsu), iou(fg), ap50(truth, watershed_labels(otsu)), ap50(truth, watershed_labels(fg)))
+
+
+def print_table(title, rows):
+    print(f"\n{title}")
+    print(f"  {'image':<18} {'IoU otsu':>9} {'IoU model':>10} {'AP otsu':>8} {'AP model':>9}")
+    for r in rows:
+        print(f"  {r[0]:<18} {r[1]:9.3f} {r[2]:10.3f} {r[3]:8.3f} {r[4]:9.3f}")
+    m = [float(np.mean([r[i] for r in rows])) for i in range(1, 5)]
+    print(f"  {'mean':<18} {m[0]:9.3f} {m[1]:10.3f} {m[2]:8.3f} {m[3]:9.3f}", flush=True)
+    return m
+
+
+def eval_cells(predict, held_out_images=2, held_out_size=384):
+    """Two tables: synth.rs's default options (4 images of 512x512, as
+    before), then each HELD_OUT configuration of the wide generator (mean
+    over its images). Fixed seeds, none shared with training."""
     rng = np.random.default_rng(4242)
     rows = []
     for k in range(4):
         gain = [1.0, 1.0, 0.6, 1.2][k]
         samples, truth = synth_cells(rng, 512, 512, bits=8 if k != 1 else 16)
         x = np.clip(samples.astype(np.float32) / (255.0 if k != 1 else 65535.0) * gain, 0, 1)
-        smooth = filters.gaussian(x, sigma=2.0, preserve_range=True)
-        otsu = smooth > filters.threshold_otsu(smooth)
-        prob = model.forward(x[None, None])[0, 0]
-        fg = prob > 0.5
-        t = truth > 0
-        iou = lambda m: (m & t).sum() / (m | t).sum()  # noqa: E731
-        rows.append((f"{'16' if k == 1 else '8'}-bit gain {gain}", iou(otsu), iou(fg),
-                     ap50(truth, watershed_labels(otsu)), ap50(truth, watershed_labels(fg))))
-    print("\ncell_fg held-out 512x512 synthetic images (foreground IoU; AP@0.5 of the same watershed)")
-    print(f"  {'image':<18} {'IoU otsu':>9} {'IoU model':>10} {'AP otsu':>8} {'AP model':>9}")
-    for r in rows:
-        print(f"  {r[0]:<18} {r[1]:9.3f} {r[2]:10.3f} {r[3]:8.3f} {r[4]:9.3f}")
-    m = [float(np.mean([r[i] for r in rows])) for i in range(1, 5)]
-    print(f"  {'mean':<18} {m[0]:9.3f} {m[1]:10.3f} {m[2]:8.3f} {m[3]:9.3f}")
-    return rows
+        rows.append((f"{'16' if k == 1 else '8'}-bit gain {gain}",) + score(x, truth, predict))
+    default = print_table("cell_fg held-out 512x512 images, synth.rs's default options "
+                          "(foreground IoU; AP@0.5 of the same watershed)", rows)
+    rows = []
+    for k, (name, cfg) in enumerate(held_out_sets()):
+        srng = np.random.default_rng(9100 + k)
+        scores = [score(*synth_wide(srng, held_out_size, cfg), predict) for _ in range(held_out_images)]
+        rows.append((name,) + tuple(float(np.mean([s[i] for s in scores])) for i in range(4)))
+    harder = print_table(f"cell_fg held-out configurations of the wide generator, beyond its training ranges "
+                         f"({held_out_images} images of {held_out_size}x{held_out_size} each, mean)", rows)
+    return default, harder
+
+
+class OnnxModel:
+    """A written model file run by onnxruntime, with the numpy models'
+    forward(): to score the shipped files (`--eval-only`)."""
+
+    def __init__(self, path):
+        import onnxruntime as ort
+        self.sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    def forward(self, x):
+        return self.sess.run(None, {"input": np.ascontiguousarray(x, np.float32)})[0]
 
 
 # ---------------------------------------------------------------- ONNX
@@ -611,9 +794,17 @@ def export_cells(model, path):
     from onnx import TensorProto, helper, numpy_helper
     inits, nodes = [], []
     x = "input"
-    for k, c in enumerate(model.convs):
-        nodes.append(conv_node(helper, numpy_helper, inits, f"conv{k + 1}", c, x, f"c{k + 1}"))
-        nodes.append(helper.make_node("Relu", [f"c{k + 1}"], [f"r{k + 1}"]))
+    for k, stage in enumerate(model.stages):
+        outs = []
+        for j, c in enumerate(stage):
+            name = f"conv{k + 1}" + ("" if len(stage) == 1 else "abcdefgh"[j])
+            nodes.append(conv_node(helper, numpy_helper, inits, name, c, x, f"c{k + 1}{'abcdefgh'[j]}"))
+            outs.append(f"c{k + 1}{'abcdefgh'[j]}")
+        while len(outs) > 1:  # a stage's branches summed pairwise, then its ReLU
+            s = f"{outs[0]}+{outs[1]}"
+            nodes.append(helper.make_node("Add", outs[:2], [s]))
+            outs = [s] + outs[2:]
+        nodes.append(helper.make_node("Relu", outs, [f"r{k + 1}"]))
         x = f"r{k + 1}"
     nodes.append(conv_node(helper, numpy_helper, inits, "head", model.head, x, "logit"))
     nodes.append(helper.make_node("Sigmoid", ["logit"], ["output"]))
@@ -673,35 +864,53 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
     p.add_argument("--quick", action="store_true", help="a few steps only (smoke test; the files are not the shipped ones)")
+    p.add_argument("--cells-only", action="store_true", help="train, score and write cell_fg only (sr2x left as it is)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="score the models already in --out (onnxruntime) on the held-out tables; train nothing")
     p.add_argument("--sr-steps", type=int, default=1000)
     p.add_argument("--sr-procedural", type=int, default=40)
-    p.add_argument("--cell-steps", type=int, default=500)
-    p.add_argument("--cell-pool", type=int, default=160)
+    p.add_argument("--cell-steps", type=int, default=1200)
+    p.add_argument("--cell-batch", type=int, default=8)
+    p.add_argument("--cell-size", type=int, default=96)
+    p.add_argument("--cell-width", type=int, default=16)
+    p.add_argument("--cell-lr", type=float, default=3e-3)
+    p.add_argument("--cell-no-bias", action="store_true", help="cell_fg without biases (gain-invariant mask)")
     args = p.parse_args()
     if args.quick:
-        args.sr_steps, args.sr_procedural, args.cell_steps, args.cell_pool = 20, 4, 20, 16
+        args.sr_steps, args.sr_procedural, args.cell_steps = 20, 4, 20
     out = os.path.abspath(args.out)
     started = time.time()
+    if args.eval_only:
+        if not args.cells_only:
+            eval_sr(OnnxModel(os.path.join(out, "sr2x", "model.onnx")), np.random.default_rng(1))
+        eval_cells(OnnxModel(os.path.join(out, "cell_fg", "model.onnx")).forward)
+        print(f"done in {time.time() - started:.0f}s")
+        return
 
-    sr = train_sr(args, np.random.default_rng(20261123))
-    eval_sr(sr, np.random.default_rng(1))
+    paths = []
+    if not args.cells_only:
+        sr = train_sr(args, np.random.default_rng(20261123))
+        eval_sr(sr, np.random.default_rng(1))
     cells = train_cells(args, np.random.default_rng(20261124))
-    eval_cells(cells)
+    eval_cells(cells.infer)
 
     print("\nwriting")
-    sr_path = os.path.join(out, "sr2x", "model.onnx")
-    export_sr(sr, sr_path)
-    write_config(os.path.join(out, "sr2x", "config.json"), "sr2x",
-                 "2x super-resolution: RGB in [0,1], N x 3 x H x W -> N x 3 x 2H x 2W (scripts/make-models.py)",
-                 3, 3, max_batch=8, batch_delay_ms=2)
-    check_onnx(sr_path, sr.forward, np.random.default_rng(5).uniform(0, 1, (2, 3, 24, 20)).astype(np.float32))
+    if not args.cells_only:
+        sr_path = os.path.join(out, "sr2x", "model.onnx")
+        export_sr(sr, sr_path)
+        write_config(os.path.join(out, "sr2x", "config.json"), "sr2x",
+                     "2x super-resolution: RGB in [0,1], N x 3 x H x W -> N x 3 x 2H x 2W (scripts/make-models.py)",
+                     3, 3, max_batch=8, batch_delay_ms=2)
+        check_onnx(sr_path, sr.forward, np.random.default_rng(5).uniform(0, 1, (2, 3, 24, 20)).astype(np.float32))
+        paths.append(sr_path)
     cell_path = os.path.join(out, "cell_fg", "model.onnx")
     export_cells(cells, cell_path)
     write_config(os.path.join(out, "cell_fg", "config.json"), "cell_fg",
                  "cell foreground probability: gray samples / (2^bits - 1), N x 1 x H x W -> N x 1 x H x W (scripts/make-models.py)",
                  1, 1, max_batch=4, batch_delay_ms=2)
     check_onnx(cell_path, cells.forward, np.random.default_rng(6).uniform(0, 1, (2, 1, 40, 36)).astype(np.float32))
-    for path in (sr_path, cell_path):
+    paths.append(cell_path)
+    for path in paths:
         print(f"  {os.path.relpath(path)}: {os.path.getsize(path) / 1024:.1f} KiB")
     print(f"done in {time.time() - started:.0f}s")
 

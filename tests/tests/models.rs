@@ -171,9 +171,11 @@ fn gray_png(s: &SynthImage) -> Vec<u8> {
     png(&DynamicImage::ImageLuma8(ImageBuffer::<Luma<u8>, _>::from_raw(s.image.width, s.image.height, data).unwrap()))
 }
 
-/// The model's floor on the synthetic set (measured with the shipped model
-/// in `scripts/make-models.py` and here; Otsu's floor is 0.82).
-const CELL_FG_AP_FLOOR: f64 = 0.82;
+/// The model's floor on the synthetic set (synth.rs's default options,
+/// which the shipped model was not trained on but whose ranges it covers):
+/// measured here 0.995 with the model `scripts/make-models.py` writes now
+/// (0.975 on its own default-options table), Otsu 0.922.
+const CELL_FG_AP_FLOOR: f64 = 0.95;
 
 #[tokio::test]
 async fn cell_fg_segments_synthetic_cells_to_the_ap_floor() {
@@ -195,6 +197,9 @@ async fn cell_fg_segments_synthetic_cells_to_the_ap_floor() {
         means.push(mean);
     }
     assert!(means[0] >= CELL_FG_AP_FLOOR, "cell_fg mean AP@0.5 {:.3} below {CELL_FG_AP_FLOOR}", means[0]);
+    // On these images (inside its training ranges) the model beats Otsu; on
+    // noisier ones it does not, which is why Otsu is the default (models/README.md).
+    assert!(means[0] > means[1], "cell_fg {:.3} not above Otsu {:.3} on the default set", means[0], means[1]);
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
