@@ -150,6 +150,19 @@ pub fn png(img: &image::RgbImage) -> Vec<u8> {
     out
 }
 
+/// The bundled `noop` component with a custom section holding `payload`
+/// appended: the same stage, another digest (a real swap for upload tests).
+pub fn noop_with_section(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = std::fs::read(plugins_dir().join("noop.wasm")).unwrap();
+    let name = b"stagecraft-test";
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "the section's size is written as one LEB128 byte");
+    bytes.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
 /// A deterministic test picture with gradients, edges and texture.
 pub fn test_picture(w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| {

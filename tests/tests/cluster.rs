@@ -396,12 +396,7 @@ async fn two_api_processes_serve_the_same_jobs_events_bound_and_cancels() {
 
 /// noop.wasm with an extra custom section: the same stage, another digest.
 fn noop_v2() -> Vec<u8> {
-    let mut bytes = std::fs::read(plugins_dir().join("noop.wasm")).unwrap();
-    let (name, payload) = (b"stagecraft-test", b"cluster version two");
-    bytes.extend_from_slice(&[0, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(payload);
-    bytes
+    stagecraft_tests::noop_with_section(b"cluster version two")
 }
 
 async fn noop_digest(api: &stagecraft_tests::http::Api) -> String {

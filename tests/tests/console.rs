@@ -226,12 +226,7 @@ async fn a_submitted_pipeline_shows_errors_at_their_line_then_runs_to_a_timeline
 
 /// The `noop` component with a custom section added: the same stage, a new digest.
 fn noop_v2() -> Vec<u8> {
-    let mut bytes = std::fs::read(plugins_dir().join("noop.wasm")).unwrap();
-    let (name, payload) = (b"stagecraft-test", b"console upload");
-    bytes.extend_from_slice(&[0, (1 + name.len() + payload.len()) as u8, name.len() as u8]);
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(payload);
-    bytes
+    stagecraft_tests::noop_with_section(b"console upload")
 }
 
 async fn shown_digest(c: &Client) -> String {

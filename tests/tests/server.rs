@@ -467,15 +467,7 @@ async fn a_stage_past_its_deadline_is_504_not_500() {
 
 /// noop.wasm with an extra custom section: the same stage, another digest.
 fn noop_v2() -> Vec<u8> {
-    let mut bytes = std::fs::read(plugins_dir().join("noop.wasm")).unwrap();
-    let name = b"stagecraft-test";
-    let payload = b"version two";
-    let size = 1 + name.len() + payload.len();
-    assert!(size < 128);
-    bytes.extend_from_slice(&[0, size as u8, name.len() as u8]);
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(payload);
-    bytes
+    stagecraft_tests::noop_with_section(b"version two")
 }
 
 #[tokio::test]
