@@ -78,6 +78,13 @@ pub async fn put_stage(State(app): State<App>, Path(name): Path<String>, request
     app.uploads.record_upload(&version, &bytes)?;
     let version = app.runtime.activate(version);
     drop(swap);
+    if let Some(cluster) = &app.cluster {
+        // Redis is the truth: an upload published after this one (on
+        // another API process) may already have been applied here, and the
+        // activation above must not undo it.
+        crate::cluster::apply_stages(&app.runtime, &cluster.blobs, &cluster.queue, Some(std::slice::from_ref(&name)))
+            .await;
+    }
     tracing::info!(stage = %name, version = %version.info.version, digest = %version.digest, "new component version");
     Ok(Json(describe(&version)).into_response())
 }
