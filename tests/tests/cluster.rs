@@ -394,6 +394,101 @@ async fn two_api_processes_serve_the_same_jobs_events_bound_and_cancels() {
     }
 }
 
+/// A step's result-cache state in a job's report (`hit`, `miss`, `off`).
+fn cache_state(job: &serde_json::Value, step: usize) -> String {
+    job["report"]["steps"][step]["execution"]["cache"].as_str().unwrap_or("?").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_run_on_workers_results_are_shared_and_watchers_are_bounded() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    let (home_a, home_w1, home_w2) = (dir.path().join("a"), dir.path().join("w1"), dir.path().join("w2"));
+    // An API process that runs nothing itself (`--workers 0`).
+    let (mut api, base) = spawn_api(&redis, &home_a, &blobs, None, &["--max-watchers", "2"]);
+    let a = stagecraft_tests::http::Api::new(&base);
+    let mut w1 = spawn_worker(&redis, &home_w1, &blobs, "w1");
+
+    // A synchronous invocation is answered by the worker, as a local one would be.
+    let picture = stagecraft_tests::png(&stagecraft_tests::test_picture(64, 48));
+    let answer = a.invoke("upscale", "", "image/png", picture.clone()).await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
+    assert!(answer.header("x-stagecraft-version").is_some());
+    let link = &answer.json()["artifacts"][0];
+    let fetched = a.get(link["url"].as_str().unwrap()).await;
+    assert_eq!(fetched.status.as_u16(), 200);
+    assert_eq!(image::load_from_memory(&fetched.body).unwrap().width(), 128, "upscaled 2x on the worker");
+    // Its errors are a local invocation's: compare with an embedded server.
+    let local_home = dir.path().join("local");
+    let (mut local, local_base) = stagecraft_tests::spawn_serve(&local_home, plugins_dir(), &[], None);
+    let local_api = stagecraft_tests::http::Api::new(&local_base);
+    let bad = "?params=%7B%22factor%22%3A9%7D";
+    let (remote, here) = (
+        a.invoke("upscale", bad, "image/png", picture.clone()).await,
+        local_api.invoke("upscale", bad, "image/png", picture.clone()).await,
+    );
+    assert_eq!(remote.status, here.status, "{} / {}", remote.text(), here.text());
+    assert_eq!(remote.json()["error"], here.json()["error"]);
+    assert_eq!(remote.json()["error"]["code"], "invalid_input", "{}", remote.text());
+    let _ = local.kill();
+    let _ = local.wait();
+
+    // A pipeline job on w1 fills the cluster's result cache.
+    let job = serde_json::json!({ "pipeline": payload_pipeline(128), "input": "shared" });
+    let first = a.run_pipeline(job.clone()).await.json()["id"].as_str().unwrap().to_owned();
+    let done = a.wait_job(&first).await;
+    assert_eq!((done["state"].as_str(), cache_state(&done, 0).as_str()), (Some("succeeded"), "miss"), "{done}");
+    signal(&w1, "-TERM");
+    w1.wait().unwrap();
+
+    // No worker now: the same job waits. Two watchers are the bound here.
+    let second = a.run_pipeline(job).await.json()["id"].as_str().unwrap().to_owned();
+    let watchers: Vec<_> = (0..2)
+        .map(|_| {
+            let (base, id) = (base.clone(), second.clone());
+            tokio::spawn(
+                async move { stagecraft_tests::http::Api::new(&base).get(&format!("/v1/jobs/{id}/events")).await },
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.get("/v1/status/queue").await.json()["cluster"]["watchers"]["in_use"] != 2 {
+        assert!(Instant::now() < deadline, "the two watchers never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = a.get(&format!("/v1/jobs/{second}/events")).await;
+    assert_eq!(refused.status.as_u16(), 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "too_many_watchers");
+    assert!(refused.header("retry-after").is_some());
+    // (Another picture: the same one would be answered from the invoke cache.)
+    let other = stagecraft_tests::png(&stagecraft_tests::test_picture(32, 24));
+    let busy = a.invoke("upscale", "", "image/png", other).await;
+    assert_eq!(busy.status.as_u16(), 503, "{}", busy.text());
+    assert!(a.get("/metrics").await.text().contains("stagecraft_cluster_watchers 2"));
+
+    // Another worker, with a home of its own, reuses w1's result.
+    let mut w2 = spawn_worker(&redis, &home_w2, &blobs, "w2");
+    let done = a.wait_job(&second).await;
+    assert_eq!((done["state"].as_str(), cache_state(&done, 0).as_str()), (Some("succeeded"), "hit"), "{done}");
+    for watcher in watchers {
+        let events = watcher.await.unwrap();
+        assert_eq!(events.status.as_u16(), 200);
+        assert!(events.text().contains("event: job_finished"));
+    }
+    // The watchers' places are free again, and the invocations are not jobs.
+    assert_eq!(a.get("/v1/status/queue").await.json()["cluster"]["watchers"]["in_use"], 0);
+    let late = a.get(&format!("/v1/jobs/{second}/events")).await;
+    assert_eq!(late.status.as_u16(), 200);
+    let listed = a.get("/v1/jobs?limit=50").await.json();
+    let listed: Vec<&str> = listed["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    signal(&w2, "-TERM");
+    w2.wait().unwrap();
+    signal(&api, "-TERM");
+    api.wait().unwrap();
+}
+
 /// noop.wasm with an extra custom section: the same stage, another digest.
 fn noop_v2() -> Vec<u8> {
     stagecraft_tests::noop_with_section(b"cluster version two")
@@ -544,33 +639,55 @@ fn payload_pipeline(size: u32) -> String {
     )
 }
 
-/// Jobs/s of `jobs` copies of `pipeline` on `n` worker processes.
+/// Jobs/s of `jobs` jobs of `pipeline` (a different input each), posted to
+/// one `serve --redis --workers 0` and run by `n` worker processes.
 async fn workers_rate(pipeline: &str, jobs: usize, n: usize, flags: &[&str]) -> f64 {
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let (home, blobs) = (dir.path().join("home"), dir.path().join("blobs"));
-    let queue = Queue::connect(&redis.url(), QueueConfig::default()).await.unwrap();
+    let (mut api_process, base) = spawn_api(&redis, &home, &blobs, None, &["--max-queued", "100000"]);
+    let api = stagecraft_tests::http::Api::new(&base);
     let mut workers = Vec::new();
     for i in 0..n {
         workers.push(spawn_worker_with(&redis, &home, &blobs, &format!("b{i}"), flags));
     }
-    let ids: Vec<String> = (0..jobs).map(|i| format!("bench-{i}")).collect();
-    let body =
-        serde_json::json!({ "pipeline": pipeline, "file": "bench.yaml", "input": "x", "inputs": [] }).to_string();
     let started = Instant::now();
+    let ids = post_jobs(&api, pipeline, jobs).await;
     for id in &ids {
-        queue.enqueue(id, Band::Normal, &body).await.unwrap();
+        assert_eq!(api.wait_job(id).await["state"], "succeeded");
     }
-    wait_final(&queue, &ids, Duration::from_secs(600)).await;
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
-    for id in &ids {
-        assert_eq!(queue.job(id).await.unwrap().unwrap().state, "succeeded", "{id}");
-    }
     for mut w in workers {
         signal(&w, "-TERM");
         w.wait().unwrap();
     }
+    signal(&api_process, "-TERM");
+    api_process.wait().unwrap();
     rate
+}
+
+async fn post_jobs(api: &stagecraft_tests::http::Api, pipeline: &str, jobs: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..jobs {
+        let r = api.run_pipeline(serde_json::json!({ "pipeline": pipeline, "input": format!("job {i}") })).await;
+        assert_eq!(r.status.as_u16(), 202, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// Median and p95 milliseconds of `n` invocations of noop with a small
+/// body, one at a time, each a different input (no cache answers).
+async fn invoke_latency(api: &stagecraft_tests::http::Api, n: usize) -> (f64, f64) {
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        let r = api.invoke("noop", "", "text/plain", format!("call {i}").into_bytes()).await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    (ms[n / 2], ms[n * 95 / 100])
 }
 
 /// Jobs/s of the same jobs on one embedded `stagecraft serve` (SQLite, no Redis).
@@ -580,12 +697,7 @@ async fn embedded_rate(pipeline: &str, jobs: usize, flags: &[&str]) -> f64 {
         stagecraft_tests::spawn_serve(dir.path(), plugins_dir(), flags, Some(&dir.path().join("log")));
     let api = stagecraft_tests::http::Api::new(&base);
     let started = Instant::now();
-    let mut ids = Vec::new();
-    for i in 0..jobs {
-        let r = api.run_pipeline(serde_json::json!({ "pipeline": pipeline, "input": format!("job {i}") })).await;
-        assert_eq!(r.status.as_u16(), 202, "{}", r.text());
-        ids.push(r.json()["id"].as_str().unwrap().to_owned());
-    }
+    let ids = post_jobs(&api, pipeline, jobs).await;
     for id in &ids {
         assert_eq!(api.wait_job(id).await["state"], "succeeded");
     }
@@ -607,7 +719,8 @@ async fn bench_worker_processes_against_the_embedded_server() {
         api.params("a hosted call")
     );
     let cpu = "name: cpu\nsteps:\n  - { name: picture, type: generate, params: { prompt: \"{{input}}\", width: 512, height: 512, seed: 1 } }\n  - { name: large, type: upscale, input_from: picture, params: { factor: 2 } }\n";
-    println!("\njobs/s on worker processes over Redis (appendfsync always) against one embedded server");
+    println!("\njobs/s posted to `serve --redis --workers 0` and run by worker processes (Redis appendfsync always),");
+    println!("against the same jobs posted to one embedded `serve` (SQLite, no Redis)");
     println!("(embedded: one `stagecraft serve`, SQLite, as many job slots as one worker; a different input per job)");
     println!(
         "{:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -641,5 +754,28 @@ async fn bench_worker_processes_against_the_embedded_server() {
             rates[1] / rates[0],
             rates[2] / rates[0]
         );
+    }
+
+    // What the queue adds to one call: noop invoked over HTTP, one at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut embedded, base) = stagecraft_tests::spawn_serve(&dir.path().join("e"), plugins_dir(), &[], None);
+    let embedded_api = stagecraft_tests::http::Api::new(&base);
+    let redis = Redis::start();
+    let (home, blobs) = (dir.path().join("home"), dir.path().join("blobs"));
+    let (mut api_process, base) = spawn_api(&redis, &home, &blobs, None, &[]);
+    let cluster_api = stagecraft_tests::http::Api::new(&base);
+    let mut worker = spawn_worker_with(&redis, &home, &blobs, "lat", &["--slots", "4"]);
+    let _ = invoke_latency(&embedded_api, 20).await;
+    let _ = invoke_latency(&cluster_api, 20).await;
+    let (e50, e95) = invoke_latency(&embedded_api, 300).await;
+    let (c50, c95) = invoke_latency(&cluster_api, 300).await;
+    println!("\nnoop invoked over HTTP, 300 calls one at a time (ms)");
+    println!("{:<44} {:>9} {:>9}", "", "p50", "p95");
+    println!("{:<44} {:>9.2} {:>9.2}", "embedded serve (runs it itself)", e50, e95);
+    println!("{:<44} {:>9.2} {:>9.2}", "serve --redis --workers 0, one worker", c50, c95);
+    println!("{:<44} {:>9.2} {:>9.2}", "added by the queue", c50 - e50, c95 - e95);
+    for child in [&mut worker, &mut api_process, &mut embedded] {
+        signal(child, "-TERM");
+        child.wait().unwrap();
     }
 }

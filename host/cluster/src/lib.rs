@@ -35,8 +35,8 @@ pub mod worker;
 pub use error::{ClusterError, Result};
 pub use lease::{Lease, Outcome, Renewal};
 pub use queue::{
-    valid_job_id, ArtifactInfo, Band, Cancel, Consumer, DeadLetter, EventReader, JobRecord, Queue, QueueConfig,
-    QueueStats, WorkerInfo,
+    valid_job_id, ArtifactInfo, Band, Cancel, Consumer, DeadLetter, EnqueueOptions, EventReader, JobRecord, Queue,
+    QueueConfig, QueueStats, WorkerInfo,
 };
 pub use stages::StageChanges;
 pub use worker::{Finished, Job, WorkerConfig, WorkerCounts};

@@ -75,6 +75,21 @@ pub struct QueueConfig {
     pub max_payload_bytes: usize,
     /// Jobs listed by [`Queue::recent`] (the index is trimmed to this).
     pub recent_kept: usize,
+    /// How long a result-cache manifest stays in Redis after it was last
+    /// written or read ([`Queue::keep_result`]).
+    pub results_kept: Duration,
+}
+
+/// How one job is accepted ([`Queue::enqueue_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    /// Left out of [`Queue::recent`] (and so of `GET /v1/jobs`): work that
+    /// is not a job to its caller, such as a synchronous invocation run by
+    /// a worker.
+    pub unlisted: bool,
+    /// How long the finished job stays in Redis, instead of the queue's
+    /// retention.
+    pub keep: Option<Duration>,
 }
 
 impl Default for QueueConfig {
@@ -90,6 +105,7 @@ impl Default for QueueConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_payload_bytes: 4 << 20,
             recent_kept: 10_000,
+            results_kept: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -122,6 +138,9 @@ impl Keys {
     }
     fn artifact(&self, digest: &str) -> String {
         format!("{}:artifact:{digest}", self.prefix)
+    }
+    fn result(&self, key: &str) -> String {
+        format!("{}:result:{key}", self.prefix)
     }
     fn workers(&self) -> String {
         format!("{}:workers", self.prefix)
@@ -190,7 +209,7 @@ impl JobRecord {
 }
 
 /// An artifact's name and media type, by its digest in the blob store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ArtifactInfo {
     /// Its sha256, lowercase hex.
     pub sha256: String,
@@ -317,6 +336,11 @@ impl Queue {
     /// Returns the jobs queued now. Once this returns, the job is in Redis
     /// (with `appendfsync always`, on disk).
     pub async fn enqueue(&self, id: &str, band: Band, payload: &str) -> Result<u64> {
+        self.enqueue_with(id, band, payload, &EnqueueOptions::default()).await
+    }
+
+    /// [`Queue::enqueue`] with per-job options.
+    pub async fn enqueue_with(&self, id: &str, band: Band, payload: &str, options: &EnqueueOptions) -> Result<u64> {
         if !valid_job_id(id) {
             return Err(ClusterError::InvalidId(id.into()));
         }
@@ -341,6 +365,8 @@ impl Queue {
             .arg(c.events_kept)
             .arg(queued_event)
             .arg(c.recent_kept.max(1))
+            .arg(if options.unlisted { "0" } else { "1" })
+            .arg(options.keep.map(|k| k.as_secs().max(1).to_string()).unwrap_or_default())
             .invoke_async(&mut self.con.clone())
             .await?;
         match code {
@@ -443,6 +469,35 @@ impl Queue {
             }
             _ => None,
         })
+    }
+
+    /// Keeps a result-cache manifest (JSON naming the blobs of a stored
+    /// result) under `key`, for [`QueueConfig::results_kept`], so that
+    /// every worker reuses a result any worker computed. Keys are the
+    /// result cache's hex digests.
+    pub async fn keep_result(&self, key: &str, manifest: &str) -> Result<()> {
+        if !is_digest(key) {
+            return Err(protocol(format!("'{key}' is not a result key")));
+        }
+        let ttl = self.shared.config.results_kept.as_secs().max(1);
+        let () = self.con.clone().set_ex(self.shared.keys.result(key), manifest, ttl).await?;
+        Ok(())
+    }
+
+    /// The manifest kept under `key`, if any; reading it keeps it for
+    /// another [`QueueConfig::results_kept`] (results in use stay).
+    pub async fn kept_result(&self, key: &str) -> Result<Option<String>> {
+        if !is_digest(key) {
+            return Ok(None);
+        }
+        let ttl = self.shared.config.results_kept.as_secs().max(1);
+        let manifest: Option<String> = redis::cmd("GETEX")
+            .arg(self.shared.keys.result(key))
+            .arg("EX")
+            .arg(ttl)
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(manifest)
     }
 
     /// The newest `limit` jobs still in Redis, newest first.

@@ -48,7 +48,9 @@ fn script(body: &str) -> Script {
 /// KEYS: the three band streams, the job record, its event stream, the
 /// recent-jobs index.
 /// ARGV: queued cap, band (1-3), job id, payload, group, events kept, the
-/// `job_queued` event (JSON), recent jobs kept.
+/// `job_queued` event (JSON), recent jobs kept, listed (`1`: add it to the
+/// recent-jobs index), seconds this job is kept once finished (`''`: the
+/// queue's retention).
 /// Returns `{1, queued}` when added, `{0, queued}` when full, `{-1, 0}`
 /// when the id is taken. "Queued" counts entries not yet delivered, across
 /// every band: the bound holds for the whole cluster.
@@ -65,9 +67,12 @@ if queued >= tonumber(ARGV[1]) then return {0, queued} end
 local entry = redis.call('XADD', KEYS[tonumber(ARGV[2])], '*', 'job', ARGV[3])
 redis.call('HSET', KEYS[4], 'id', ARGV[3], 'state', 'queued', 'epoch', 0, 'deliveries', 0, 'commits', 0,
   'band', ARGV[2], 'payload', ARGV[4], 'entry', entry, 'enqueued_ms', now_ms())
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[4], 'keep', ARGV[10]) end
 event(KEYS[5], ARGV[6], ARGV[7])
-redis.call('ZADD', KEYS[6], now_ms(), ARGV[3])
-redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[8]) + 1))
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[6], now_ms(), ARGV[3])
+  redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[8]) + 1))
+end
 return {1, queued + 1}
 "#,
     )
@@ -92,8 +97,9 @@ if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   redis.call('HINCRBY', KEYS[3], 'commits', 1)
   event(KEYS[2], ARGV[3], cjson.encode({event = 'job_finished', job = redis.call('HGET', KEYS[1], 'id'),
     state = 'cancelled', error = 'cancelled'}))
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  local keep = redis.call('HGET', KEYS[1], 'keep') or ARGV[4]
+  redis.call('EXPIRE', KEYS[1], keep)
+  redis.call('EXPIRE', KEYS[2], keep)
   return {-1}
 end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
@@ -157,8 +163,9 @@ redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'commits', 1)
 event(KEYS[4], ARGV[7], ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[9])
-redis.call('EXPIRE', KEYS[4], ARGV[9])
+local keep = redis.call('HGET', KEYS[1], 'keep') or ARGV[9]
+redis.call('EXPIRE', KEYS[1], keep)
+redis.call('EXPIRE', KEYS[4], keep)
 return 1
 "#,
     )
@@ -240,8 +247,9 @@ for _, item in ipairs(claimed[2]) do
         redis.call('XADD', KEYS[2], '*', 'job', job_id, 'reason', reason, 'deliveries', deliveries, 'worker', worker)
         redis.call('HINCRBY', KEYS[3], 'dead', 1)
         event(events, ARGV[8], cjson.encode({event = 'job_finished', job = job_id, state = 'dead', error = reason}))
-        redis.call('EXPIRE', key, ARGV[9])
-        redis.call('EXPIRE', events, ARGV[9])
+        local keep = redis.call('HGET', key, 'keep') or ARGV[9]
+        redis.call('EXPIRE', key, keep)
+        redis.call('EXPIRE', events, keep)
         dead = dead + 1
       else
         local entry = redis.call('XADD', KEYS[1], '*', 'job', job_id)
@@ -283,8 +291,9 @@ if state == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', 'cancelled before it started', 'finished_ms', now_ms())
   redis.call('HINCRBY', KEYS[3], 'commits', 1)
   event(KEYS[2], ARGV[2], ARGV[5])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  local keep = redis.call('HGET', KEYS[1], 'keep') or ARGV[3]
+  redis.call('EXPIRE', KEYS[1], keep)
+  redis.call('EXPIRE', KEYS[2], keep)
   return {1, 'cancelled'}
 end
 if state == 'running' then

@@ -6,7 +6,7 @@
 
 use stagecraft_cluster::testing::Redis;
 use stagecraft_cluster::worker::{self, Finished, Job, WorkerConfig, WorkerCounts};
-use stagecraft_cluster::{Band, Cancel, ClusterError, Outcome, Queue, QueueConfig};
+use stagecraft_cluster::{Band, Cancel, ClusterError, EnqueueOptions, Outcome, Queue, QueueConfig};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -469,6 +469,48 @@ fn cancels_reach_queued_and_running_jobs_and_finished_jobs_expire() {
         }
         assert!(queue.events("running-then-cancelled", "0").await.unwrap().is_empty(), "its events expired too");
         assert!(queue.recent(10).await.unwrap().is_empty());
+    });
+    worker.stop();
+}
+
+#[test]
+fn unlisted_jobs_keep_their_own_retention_and_result_manifests_are_shared() {
+    let redis = Redis::start();
+    let cfg = QueueConfig { retention: Duration::from_secs(3600), results_kept: Duration::from_secs(2), ..config(900) };
+    let mut worker = TestWorker::start(redis.url(), cfg.clone(), "w", 2, cancellable_handler());
+    rt().block_on(async {
+        let queue = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        // An invocation sent to a worker: not listed, kept 1 s once done
+        // (the queue keeps jobs an hour).
+        let options = EnqueueOptions { unlisted: true, keep: Some(Duration::from_secs(1)) };
+        queue.enqueue_with("an-invocation", Band::High, "{}", &options).await.unwrap();
+        queue.enqueue("a-job", Band::Normal, "{}").await.unwrap();
+        let recent: Vec<String> = queue.recent(10).await.unwrap().into_iter().map(|j| j.id).collect();
+        assert_eq!(recent, ["a-job"]);
+        queue.cancel("an-invocation").await.unwrap();
+        queue.cancel("a-job").await.unwrap();
+        wait_until_final(&queue, &["an-invocation".into(), "a-job".into()], Duration::from_secs(10)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.job("an-invocation").await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the invocation's record never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(queue.job("a-job").await.unwrap().is_some(), "the job keeps the queue's retention");
+
+        // A manifest kept by one process is read by another, and expires
+        // unless it is read.
+        let key = "ab".repeat(32);
+        let other = Queue::connect(&redis.url(), cfg.clone()).await.unwrap();
+        queue.keep_result(&key, "{\"artifacts\":[]}").await.unwrap();
+        assert_eq!(other.kept_result(&key).await.unwrap().as_deref(), Some("{\"artifacts\":[]}"));
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert!(other.kept_result(&key).await.unwrap().is_some(), "a manifest in use stays");
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(other.kept_result(&key).await.unwrap().is_none(), "an unused manifest expires");
+        assert!(queue.keep_result("../etc", "{}").await.is_err(), "keys are digests");
+        assert!(queue.kept_result("../etc").await.unwrap().is_none());
     });
     worker.stop();
 }

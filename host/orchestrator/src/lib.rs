@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use events::{LimitedEvent, RunEvent, RunObserver};
 pub use invoke::{InvokeRequest, Target};
 pub use job::{ArtifactSink, JobEnd, JobInput, JobResult, JobSpec};
-pub use result_cache::ResultCache;
+pub use result_cache::{ManifestStore, ResultCache};
 pub use reuse::{Reuse, ReusePolicy, StageReuse};
 pub use runner::{SharedArtifact, StageRunner};
 

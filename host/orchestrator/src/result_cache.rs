@@ -4,13 +4,17 @@
 //! types, which stages may read). The same key means the same work, so the
 //! stored outputs are reused and the step is reported as a cache hit.
 //!
-//! Layout: `<root>/blobs/..` (a [`BlobStore`]) for artifact bytes and
-//! `<root>/results/<key>.json` for the manifest naming them. Manifests are
-//! written after their blobs, atomically, so a crash leaves either a whole
-//! entry or none.
+//! On one machine ([`ResultCache::new`]): `<root>/blobs/..` (a
+//! [`BlobStore`]) for artifact bytes and `<root>/results/<key>.json` for the
+//! manifest naming them. In a cluster ([`ResultCache::shared`]): the
+//! cluster's blob store, and manifests in a [`ManifestStore`] every worker
+//! reaches (Redis), so a result any worker computed answers every worker.
+//! Manifests are written after their blobs, atomically, so a crash leaves
+//! either a whole entry or none.
 
 use crate::blobs::{sha256_hex, BlobStore};
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -46,18 +50,47 @@ pub struct CachedResult {
     pub digests: Vec<String>,
 }
 
-/// Results by key, on disk.
+/// Where manifests are kept when they are not in a local folder: a store
+/// every worker shares (the cluster's Redis). A manifest is small JSON.
+pub trait ManifestStore: Send + Sync {
+    /// The manifest under `key`, if there is one.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>>;
+    /// Keeps `manifest` under `key` (replacing any).
+    fn put<'a>(&'a self, key: &'a str, manifest: String) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+#[derive(Clone)]
+enum Manifests {
+    Folder(PathBuf),
+    Shared(Arc<dyn ManifestStore>),
+}
+
+impl std::fmt::Debug for Manifests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Manifests::Folder(path) => f.debug_tuple("Folder").field(path).finish(),
+            Manifests::Shared(_) => f.write_str("Shared"),
+        }
+    }
+}
+
+/// Results by key.
 #[derive(Debug, Clone)]
 pub struct ResultCache {
     blobs: BlobStore,
-    results: PathBuf,
+    manifests: Manifests,
 }
 
 impl ResultCache {
-    /// A cache rooted at `root` (created on first write).
+    /// A cache rooted at `root` on this machine (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
-        Self { blobs: BlobStore::new(root.join("blobs")), results: root.join("results") }
+        Self { blobs: BlobStore::new(root.join("blobs")), manifests: Manifests::Folder(root.join("results")) }
+    }
+
+    /// A cache shared by a cluster: artifacts in `blobs`, manifests in `manifests`.
+    pub fn shared(blobs: BlobStore, manifests: Arc<dyn ManifestStore>) -> Self {
+        Self { blobs, manifests: Manifests::Shared(manifests) }
     }
 
     /// The blob store holding the artifacts.
@@ -92,16 +125,24 @@ impl ResultCache {
 
     /// The stored result for `key`, if there is a whole one.
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<CachedResult>> {
-        let path = self.results.join(format!("{key}.json"));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        let text = match &self.manifests {
+            Manifests::Folder(folder) => {
+                let path = folder.join(format!("{key}.json"));
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                }
+            }
+            Manifests::Shared(store) => match store.get(key).await? {
+                Some(text) => text,
+                None => return Ok(None),
+            },
         };
         let manifest: Manifest = match serde_json::from_str(&text) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable cache manifest; ignoring it");
+                tracing::warn!(key, error = %e, "unreadable cache manifest; ignoring it");
                 return Ok(None);
             }
         };
@@ -140,12 +181,17 @@ impl ResultCache {
             metadata: metadata.clone(),
             artifacts: stored,
         };
-        std::fs::create_dir_all(&self.results).with_context(|| format!("creating {}", self.results.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.results).context("creating a temporary manifest")?;
-        serde_json::to_writer(&mut tmp, &manifest).context("writing a cache manifest")?;
-        tmp.flush()?;
-        let path = self.results.join(format!("{key}.json"));
-        tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
+        match &self.manifests {
+            Manifests::Folder(folder) => {
+                std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+                let mut tmp = tempfile::NamedTempFile::new_in(folder).context("creating a temporary manifest")?;
+                serde_json::to_writer(&mut tmp, &manifest).context("writing a cache manifest")?;
+                tmp.flush()?;
+                let path = folder.join(format!("{key}.json"));
+                tmp.persist(&path).map_err(|e| e.error).with_context(|| format!("storing {}", path.display()))?;
+            }
+            Manifests::Shared(store) => store.put(key, serde_json::to_string(&manifest)?).await?,
+        }
         Ok(digests)
     }
 }

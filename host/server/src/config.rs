@@ -72,6 +72,10 @@ pub struct ClusterConfig {
     pub worker_name: String,
     /// On shutdown, how long jobs in hand may take before they are handed back.
     pub drain: std::time::Duration,
+    /// Callers that may wait on jobs at once on this API process (SSE
+    /// subscribers and invocations sent to the workers): each holds a Redis
+    /// connection while it waits. Past it, 503 with `Retry-After`.
+    pub max_watchers: usize,
 }
 
 impl ServerConfig {

@@ -31,6 +31,10 @@ pub struct AnswerArtifact {
 }
 
 impl AnswerArtifact {
+    pub fn new(name: String, media_type: String, data: Bytes) -> Self {
+        Self { name, media_type, data, digest: OnceLock::new() }
+    }
+
     pub fn digest(&self) -> &str {
         self.digest.get_or_init(|| sha256_hex(&self.data))
     }

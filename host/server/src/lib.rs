@@ -120,14 +120,12 @@ pub fn router(app: App) -> Router {
 /// in this process too (stopped and drained with the server).
 async fn start_cluster(
     config: &ClusterConfig,
+    queue: stagecraft_cluster::Queue,
     runtime: &Arc<Runtime>,
     blobs: &BlobStore,
     orchestrator: &Orchestrator,
     stop: &CancellationToken,
 ) -> anyhow::Result<(cluster::ClusterJobs, Option<tokio::task::JoinHandle<()>>)> {
-    let queue = stagecraft_cluster::Queue::connect(&config.redis, config.queue.clone())
-        .await
-        .with_context(|| format!("connecting to {}", config.redis))?;
     // Run the versions the cluster runs, and follow its uploads and rollbacks.
     cluster::apply_stages(runtime, blobs, &queue, None).await;
     tokio::spawn(cluster::follow_stages(runtime.clone(), blobs.clone(), queue.clone(), stop.clone()));
@@ -146,7 +144,7 @@ async fn start_cluster(
             }
         }));
     }
-    Ok((cluster::ClusterJobs { queue, blobs: blobs.clone() }, running))
+    Ok((cluster::ClusterJobs::new(queue, blobs.clone(), config), running))
 }
 
 /// A running server.
@@ -175,7 +173,19 @@ impl Server {
             Some(location) => BlobStore::open(location).with_context(|| format!("the blob store {location}"))?,
             None => BlobStore::new(config.home.join("blobs")),
         };
-        let cache = config.result_cache.then(|| ResultCache::new(config.home.join("results")));
+        let queue = match &config.cluster {
+            Some(c) => Some(
+                stagecraft_cluster::Queue::connect(&c.redis, c.queue.clone())
+                    .await
+                    .with_context(|| format!("connecting to {}", c.redis))?,
+            ),
+            None => None,
+        };
+        // In a cluster, results any worker computed answer every worker.
+        let cache = config.result_cache.then(|| match &queue {
+            Some(queue) => ResultCache::shared(blobs.clone(), Arc::new(cluster::RedisManifests(queue.clone()))),
+            None => ResultCache::new(config.home.join("results")),
+        });
         let orchestrator = Orchestrator::new(runtime.clone(), Scheduler::new(config.scheduler.clone()), cache)
             .with_reuse(config.reuse.clone());
         let metrics = Arc::new(metrics::Metrics::default());
@@ -187,15 +197,15 @@ impl Server {
             config.max_running_jobs,
         ));
         let stop = CancellationToken::new();
-        let cluster = match &config.cluster {
-            None => {
+        let cluster = match (&config.cluster, queue) {
+            (None, _) | (_, None) => {
                 let resumed = jobs.resume()?;
                 if resumed > 0 {
                     tracing::info!("resumed {resumed} unfinished job(s)");
                 }
                 None
             }
-            Some(c) => Some(start_cluster(c, &runtime, &jobs.blobs, &orchestrator, &stop).await?),
+            (Some(c), Some(queue)) => Some(start_cluster(c, queue, &runtime, &jobs.blobs, &orchestrator, &stop).await?),
         };
         let (cluster, worker) = match cluster {
             Some((jobs, worker)) => (Some(Arc::new(jobs)), worker),

@@ -15,7 +15,7 @@ use crate::host::HostArgs;
 use anyhow::Context;
 use stagecraft_cluster::worker::{WorkerConfig, WorkerCounts};
 use stagecraft_cluster::{Band, Queue, QueueConfig};
-use stagecraft_orchestrator::{BlobStore, JobInput, JobSpec, Orchestrator};
+use stagecraft_orchestrator::{BlobStore, JobInput, JobSpec, Orchestrator, ResultCache};
 use stagecraft_scheduler::Scheduler;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,14 +81,21 @@ pub struct WorkerArgs {
     /// Seconds jobs in hand may take to finish on SIGTERM before they are handed back.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
+    /// Run every step, reusing no result (by default results are shared by
+    /// the cluster: manifests in Redis, artifacts in the blob store).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 pub async fn worker(host: &HostArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let queue = args.cluster.queue().await?;
     let blobs = args.cluster.blobs()?;
     let runtime = Arc::new(host.runtime()?);
+    let cache = (!args.no_cache).then(|| {
+        ResultCache::shared(blobs.clone(), Arc::new(stagecraft_server::cluster::RedisManifests(queue.clone())))
+    });
     let orchestrator =
-        Orchestrator::new(runtime.clone(), Scheduler::new(host.scheduler()?), None).with_reuse(host.reuse()?);
+        Orchestrator::new(runtime.clone(), Scheduler::new(host.scheduler()?), cache).with_reuse(host.reuse()?);
     let name = args.name.clone().unwrap_or_else(default_worker_name);
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

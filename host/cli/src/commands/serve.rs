@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// With --redis: hours a finished job's record and events stay in Redis.
     #[arg(long, default_value_t = 168)]
     keep_hours: u64,
+    /// With --redis: callers that may wait on jobs at once here (SSE
+    /// subscribers, invocations sent to workers); past it, 503.
+    #[arg(long, default_value_t = 256)]
+    max_watchers: usize,
 }
 
 pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -106,6 +110,7 @@ pub async fn run(host: &HostArgs, args: ServeArgs) -> anyhow::Result<()> {
             workers: args.workers.unwrap_or(config.max_running_jobs),
             worker_name: super::cluster::default_worker_name(),
             drain: std::time::Duration::from_secs(30),
+            max_watchers: args.max_watchers.max(1),
         });
     } else {
         anyhow::ensure!(

@@ -143,6 +143,8 @@ pub async fn queue(State(app): State<App>) -> ApiResult<Json<Value>> {
             cluster.queue.dead_letters(10).await.map_err(|e| ApiError::internal(format!("dead letters: {e}")))?;
         let mut value = serde_json::to_value(stats).unwrap_or(Value::Null);
         value["recent_dead_letters"] = serde_json::to_value(dead).unwrap_or(Value::Null);
+        let (waiting, max) = cluster.watchers();
+        value["watchers"] = json!({ "in_use": waiting, "max": max });
         status["cluster"] = value;
     }
     Ok(Json(status))
@@ -247,6 +249,14 @@ pub async fn metrics(State(app): State<App>) -> Response {
             ("stagecraft_cluster_workers_alive", "Workers whose heartbeat is recent.", one(alive as f64)),
             ("stagecraft_cluster_worker_up", "Per worker: 1 while its heartbeat is recent.", workers),
         ]);
+        if let Some(c) = &app.cluster {
+            let (waiting, _) = c.watchers();
+            gauges.push((
+                "stagecraft_cluster_watchers",
+                "Callers waiting on jobs on this API process (SSE, invocations sent to workers).",
+                one(waiting as f64),
+            ));
+        }
     }
     let text = app.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

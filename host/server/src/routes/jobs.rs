@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use stagecraft_cluster::{Band, Cancel, ClusterError};
+use stagecraft_cluster::{Band, Cancel};
 use stagecraft_orchestrator::blobs::sha256_hex;
 use stagecraft_orchestrator::{JobInput, JobSpec};
 use stagecraft_runtime::Artifact;
@@ -27,7 +27,7 @@ struct RunRequest {
     files: Vec<Artifact>,
 }
 
-fn new_job_id() -> String {
+pub(crate) fn new_job_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let seed = format!("{nanos}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -157,24 +157,17 @@ async fn enqueue(
     }
     let spec = JobSpec { pipeline: run.pipeline, file, input: run.input, inputs };
     let payload = serde_json::to_string(&spec).map_err(anyhow::Error::from)?;
-    match cluster.queue.enqueue(id, band, &payload).await {
-        Ok(_) => {}
-        Err(ClusterError::QueueFull { max, .. }) => {
-            return Err(ApiError::queue_full(max as usize, app.config.retry_after_secs));
-        }
-        Err(e @ ClusterError::PayloadTooLarge { .. }) => {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()));
-        }
-        Err(e) => return Err(ApiError::internal(format!("the cluster's queue: {e}"))),
-    }
+    cluster
+        .queue
+        .enqueue(id, band, &payload)
+        .await
+        .map_err(|e| crate::cluster::queue_error(e, app.config.retry_after_secs))?;
     let url = format!("/v1/jobs/{id}");
     let body = json!({ "id": id, "state": "queued", "url": url, "events": format!("{url}/events") });
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, url)], Json(body)).into_response())
 }
 
-fn cluster_error(e: ClusterError) -> ApiError {
-    ApiError::internal(format!("the cluster's queue: {e}"))
-}
+use crate::cluster::cluster_error;
 
 /// `POST /v1/pipelines/validate`: what `run` would refuse, without running
 /// anything: 400 `invalid_pipeline` with the diagnostics (line and column),
@@ -270,7 +263,7 @@ pub async fn cancel(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 pub async fn events(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Response> {
     if let Some(cluster) = &app.cluster {
         cluster.queue.job(&id).await.map_err(cluster_error)?.ok_or_else(|| unknown_job(&id))?;
-        return Ok(crate::cluster::events(&cluster.queue, &id).await.map_err(cluster_error)?.into_response());
+        return Ok(crate::cluster::events(cluster, &id).await?.into_response());
     }
     if let Some(live) = app.jobs.live(&id) {
         return Ok(sse::live(live).into_response());

@@ -88,6 +88,21 @@ pub async fn invoke(
         request = request.timeout(std::time::Duration::from_secs_f64(secs));
     }
     let started = Instant::now();
+    if let Some(cluster) = app.cluster.as_ref().filter(|c| c.invoke_on_workers) {
+        // This process runs no work (`serve --redis --workers 0`): a worker does.
+        let timeout = request.timeout.unwrap_or(app.runtime.config().limits.timeout);
+        let result = cluster.invoke_on_worker(&name, &params, artifacts, timeout, app.config.retry_after_secs).await;
+        app.metrics.record_stage(&name, result.is_ok(), started.elapsed());
+        let answer = Arc::new(result?);
+        let cache_state = match cache_key {
+            Some(key) => {
+                app.invoke_cache.put(key, answer.clone());
+                "miss"
+            }
+            None => "off",
+        };
+        return Ok(answer_response(&app, multipart_reply, &answer, &reuse, cache_state));
+    }
     let result = app.orchestrator.invoke(&version, StageInput::new(artifacts, params), request).await;
     // A refused task never ran: it is not a stage outcome.
     if !matches!(result, Err(Error::Refused(_))) {
