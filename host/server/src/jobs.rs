@@ -84,11 +84,14 @@ impl LiveJob {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Event number `index` if there is one yet; `Err(true)` when the job
-    /// has ended and there are no more, `Err(false)` when more may come.
-    pub fn event(&self, index: usize) -> Result<Arc<str>, bool> {
+    /// Event number `index`, or why there is none (yet).
+    pub fn event(&self, index: usize) -> NextEvent {
         let log = self.log.lock().unwrap();
-        log.events.get(index).cloned().ok_or(log.ended)
+        match log.events.get(index) {
+            Some(event) => NextEvent::Ready(event.clone()),
+            None if log.ended => NextEvent::Ended,
+            None => NextEvent::NotYet,
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -98,6 +101,17 @@ impl LiveJob {
     fn events(&self) -> Vec<Value> {
         self.log.lock().unwrap().events.iter().filter_map(|e| serde_json::from_str(e).ok()).collect()
     }
+}
+
+/// What [`LiveJob::event`] has at an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextEvent {
+    /// The event (JSON).
+    Ready(Arc<str>),
+    /// Not yet: more may come.
+    NotYet,
+    /// The job has ended and there are no more.
+    Ended,
 }
 
 /// Runs and tracks jobs.

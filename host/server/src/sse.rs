@@ -3,7 +3,7 @@
 //! the stream ends after the job's `job_finished` event. A job that ended
 //! in an earlier process replays the events kept in the store.
 
-use crate::jobs::LiveJob;
+use crate::jobs::{LiveJob, NextEvent};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde_json::Value;
@@ -25,9 +25,9 @@ pub fn live(job: Arc<LiveJob>) -> Sse<impl Stream<Item = Result<Event, Infallibl
         loop {
             rx.borrow_and_update();
             match job.event(index) {
-                Ok(text) => return Some((Ok(to_sse(index, &text)), (job, rx, index + 1))),
-                Err(true) => return None,
-                Err(false) => {
+                NextEvent::Ready(text) => return Some((Ok(to_sse(index, &text)), (job, rx, index + 1))),
+                NextEvent::Ended => return None,
+                NextEvent::NotYet => {
                     if rx.changed().await.is_err() {
                         return None;
                     }
