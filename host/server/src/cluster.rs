@@ -161,7 +161,7 @@ impl ClusterJobs {
                 .or_else(|| record.reason.clone())
                 .unwrap_or_else(|| format!("the invocation ended {}", record.state));
             return Err(match (record.state.as_str(), result["error"]["code"].as_str()) {
-                ("failed", Some(code)) => ApiError::from_code(invoke_code(code), message),
+                ("failed", Some(code)) => ApiError::from_remote_code(code, message),
                 _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             });
         }
@@ -204,23 +204,6 @@ pub(crate) fn queue_error(e: ClusterError, retry_after: u64) -> ApiError {
 
 pub(crate) fn cluster_error(e: ClusterError) -> ApiError {
     ApiError::internal(format!("the cluster's queue: {e}"))
-}
-
-/// The error codes a worker may send back, as the API's own (static) codes.
-fn invoke_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 10] = [
-        "unknown_stage",
-        "invalid_input",
-        "unavailable",
-        "timeout",
-        "memory_limit",
-        "failed",
-        "trap",
-        "panic",
-        "quota_exceeded",
-        "cancelled",
-    ];
-    KNOWN.into_iter().find(|k| *k == code).unwrap_or("failed")
 }
 
 /// Job-stream readers of one API process, bounded, their connections reused.

@@ -58,17 +58,32 @@ impl ApiError {
 
     /// From an [`InvokeError::code`] and its message.
     pub fn from_code(code: &'static str, message: String) -> Self {
-        let status = match code {
-            "unknown_stage" => StatusCode::NOT_FOUND,
-            "invalid_input" => StatusCode::BAD_REQUEST,
-            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            "timeout" => StatusCode::GATEWAY_TIMEOUT,
-            "memory_limit" | "failed" | "trap" | "panic" | "quota_exceeded" => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = INVOKE_STATUS.iter().find(|(c, _)| *c == code).map_or(StatusCode::INTERNAL_SERVER_ERROR, |s| s.1);
         Self::new(status, code, message)
     }
+
+    /// From an [`InvokeError::code`] that came back as text (a worker's
+    /// answer to an invocation it ran): the same error as a local one; a
+    /// code this host does not know is `failed`.
+    pub fn from_remote_code(code: &str, message: String) -> Self {
+        let code = INVOKE_STATUS.iter().find(|(c, _)| *c == code).map_or("failed", |s| s.0);
+        Self::from_code(code, message)
+    }
 }
+
+/// Every [`InvokeError::code`] and the status it answers.
+const INVOKE_STATUS: [(&str, StatusCode); 10] = [
+    ("unknown_stage", StatusCode::NOT_FOUND),
+    ("invalid_input", StatusCode::BAD_REQUEST),
+    ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+    ("timeout", StatusCode::GATEWAY_TIMEOUT),
+    ("memory_limit", StatusCode::UNPROCESSABLE_ENTITY),
+    ("failed", StatusCode::UNPROCESSABLE_ENTITY),
+    ("trap", StatusCode::UNPROCESSABLE_ENTITY),
+    ("panic", StatusCode::UNPROCESSABLE_ENTITY),
+    ("quota_exceeded", StatusCode::UNPROCESSABLE_ENTITY),
+    ("host_error", StatusCode::INTERNAL_SERVER_ERROR),
+];
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
