@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use stagecraft_orchestrator::blobs::is_digest;
 use stagecraft_orchestrator::{Error, InvokeRequest, ResultCache, Reuse};
-use stagecraft_runtime::{Artifact, StageInput};
+use stagecraft_runtime::{Artifact, StageInput, StageVersion};
 use stagecraft_scheduler::SubmitError;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,26 +87,46 @@ pub async fn invoke(
             })?;
         request = request.timeout(std::time::Duration::from_secs_f64(secs));
     }
-    let started = Instant::now();
-    if let Some(cluster) = app.cluster.as_ref().filter(|c| c.invoke_on_workers) {
+    let answer = match app.cluster.as_ref().filter(|c| c.invoke_on_workers) {
         // This process runs no work (`serve --redis --workers 0`): a worker does.
-        let timeout = request.timeout.unwrap_or(app.runtime.config().limits.timeout);
-        let result = cluster.invoke_on_worker(&name, &params, artifacts, timeout, app.config.retry_after_secs).await;
-        app.metrics.record_stage(&name, result.is_ok(), started.elapsed());
-        let answer = Arc::new(result?);
-        let cache_state = match cache_key {
-            Some(key) => {
-                app.invoke_cache.put(key, answer.clone());
-                "miss"
+        Some(cluster) => {
+            let started = Instant::now();
+            let timeout = request.timeout.unwrap_or(app.runtime.config().limits.timeout);
+            let result =
+                cluster.invoke_on_worker(&name, &params, artifacts, timeout, app.config.retry_after_secs).await;
+            // A refused call never reached a worker: it is not a stage outcome.
+            let refused = matches!(&result, Err(e) if e.code == "queue_full" || e.code == "too_many_watchers");
+            if !refused {
+                app.metrics.record_stage(&name, result.is_ok(), started.elapsed());
             }
-            None => "off",
-        };
-        return Ok(answer_response(&app, multipart_reply, &answer, &reuse, cache_state));
-    }
-    let result = app.orchestrator.invoke(&version, StageInput::new(artifacts, params), request).await;
+            result?
+        }
+        None => invoke_here(&app, &name, &version, StageInput::new(artifacts, params), request).await?,
+    };
+    let answer = Arc::new(answer);
+    let cache_state = match cache_key {
+        Some(key) => {
+            app.invoke_cache.put(key, answer.clone());
+            "miss"
+        }
+        None => "off",
+    };
+    Ok(answer_response(&app, multipart_reply, &answer, &reuse, cache_state))
+}
+
+/// Runs the invocation in this process, through the orchestrator.
+async fn invoke_here(
+    app: &App,
+    name: &str,
+    version: &Arc<StageVersion>,
+    input: StageInput,
+    request: InvokeRequest,
+) -> ApiResult<Answer> {
+    let started = Instant::now();
+    let result = app.orchestrator.invoke(version, input, request).await;
     // A refused task never ran: it is not a stage outcome.
     if !matches!(result, Err(Error::Refused(_))) {
-        app.metrics.record_stage(&name, result.is_ok(), started.elapsed());
+        app.metrics.record_stage(name, result.is_ok(), started.elapsed());
         // One line per invocation for operators and `stagecraft dev`.
         let outcome = match &result {
             Ok(_) => "ok".to_owned(),
@@ -123,15 +143,7 @@ pub async fn invoke(
         }
         Error::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", "the invocation was cancelled"),
     })?;
-    let answer = Arc::new(Answer::from_output(output));
-    let cache_state = match cache_key {
-        Some(key) => {
-            app.invoke_cache.put(key, answer.clone());
-            "miss"
-        }
-        None => "off",
-    };
-    Ok(answer_response(&app, multipart_reply, &answer, &reuse, cache_state))
+    Ok(Answer::from_output(output))
 }
 
 /// Renders an answer (fresh or kept): JSON with artifact links (the
